@@ -1,0 +1,3 @@
+from iacctl.cli.main import main
+
+main()

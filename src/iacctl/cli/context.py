@@ -1,0 +1,35 @@
+"""The global options and the App the commands share (hatch keeps one application object)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from iacctl.services.app import App
+
+
+def global_options(
+    ctx: typer.Context,
+    db: str = typer.Option(None, "--db", envvar="IACCTL_DB", help="SQLite store file."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show tracebacks of errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    if version:
+        from iacctl import __version__
+
+        typer.echo(f"iacctl {__version__}")
+        raise typer.Exit(0)
+    ctx.obj = {"db": db}
+
+
+def app_of(ctx: typer.Context) -> App:
+    from iacctl.services.app import App
+
+    obj = ctx.find_root().obj or {}
+    if "app" not in obj:
+        obj["app"] = App(obj.get("db"))
+        ctx.find_root().obj = obj
+    app: App = obj["app"]
+    return app

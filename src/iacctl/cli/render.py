@@ -1,0 +1,91 @@
+"""Rendering: JSON documents, tables, and progress while a task runs (SPEC C2, C4).
+
+Progress goes to stdout, or to stderr when stdout carries a --json document. Rich styling
+only on a terminal without NO_COLOR and outside CI; plain lines otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from iacctl.domain.lifecycle import Stage
+
+
+def print_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def fancy(stream: TextIO) -> bool:
+    return stream.isatty() and not os.environ.get("NO_COLOR") and not os.environ.get("CI")
+
+
+def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, empty: str = "nothing to show") -> None:
+    if not rows:
+        sys.stdout.write(empty + "\n")
+        return
+    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
+    if fancy(sys.stdout):
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(*columns, box=None, header_style="bold")
+        for row in cells:
+            t.add_row(*row)
+        Console().print(t)
+        return
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    sys.stdout.write("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip() + "\n")
+    for row in cells:
+        sys.stdout.write("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def message(text: str, *, err: bool = False) -> None:
+    stream = sys.stderr if err else sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
+class TerminalReporter:
+    """Shows each stage as it starts and Terraform's lines as they come (C4)."""
+
+    def __init__(self, *, to_stderr: bool, show_output: bool) -> None:
+        self.stream: TextIO = sys.stderr if to_stderr else sys.stdout
+        self.show_output = show_output
+        self._console: Any = None
+        if fancy(self.stream):
+            from rich.console import Console
+
+            self._console = Console(file=self.stream, highlight=False)
+
+    def stage(self, task_id: int, stage: Stage) -> None:
+        if self._console is not None:
+            self._console.print(f"[bold cyan]▸ task {task_id}: {stage}[/]")
+        else:
+            self._plain(f"[task {task_id}] stage: {stage}")
+
+    def line(self, text: str) -> None:
+        if not self.show_output:
+            return
+        if self._console is not None:
+            from rich.text import Text
+
+            self._console.print(Text(text, style="dim"))
+        else:
+            self._plain(text)
+
+    def note(self, text: str) -> None:
+        if self._console is not None:
+            from rich.text import Text
+
+            self._console.print(Text(f"iacctl: {text}", style="yellow"))
+        else:
+            self._plain(f"iacctl: {text}")
+
+    def _plain(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()

@@ -1,0 +1,134 @@
+"""`iacctl plan`, `confirm-apply`, `cancel`: the commands that run tasks (SPEC L3-L6, E1)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from types import FrameType
+from typing import Any
+
+import typer
+
+from iacctl.cli.context import app_of
+from iacctl.cli.render import TerminalReporter, message, print_json
+from iacctl.errors import EXIT_CHANGES, EXIT_OK, TaskCancelled, TaskFailed
+
+
+def _interruptible() -> None:
+    """Ctrl-C and SIGTERM (a CI job being cancelled) ask the running task to stop gracefully:
+    Terraform gets SIGINT and the task goes through the termination path (E1, E2)."""
+    from iacctl.executor.watch import interrupted
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if interrupted.is_set():
+            sys.stderr.write("iacctl: already stopping; waiting for Terraform to finish cleanly\n")
+            return
+        interrupted.set()
+        sys.stderr.write("iacctl: interrupt received; stopping the task gracefully\n")
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _finish(task_view: dict[str, Any], as_json: bool) -> int:
+    """Exit code for a task's end (C3)."""
+    if as_json:
+        print_json(task_view)
+    status = task_view["status"]
+    if status == "failed":
+        raise TaskFailed(f"task {task_view['id']} failed at stage {task_view['stage']}: {task_view['error']}")
+    if status == "cancelled":
+        raise TaskCancelled(f"task {task_view['id']} cancelled: {task_view['error']}")
+    if status == "applied_state_error":
+        raise TaskFailed(task_view["error"] or "applied, but the state was not stored")
+    if status == "apply_pending":
+        if not as_json:
+            counts = task_view["changes"] or {}
+            message(f"task {task_view['id']}: plan has changes ({_summary(counts)}); "
+                    f"apply it with: iacctl confirm-apply {task_view['id']}")
+        return EXIT_CHANGES
+    if status == "planned_and_finished":
+        if not as_json:
+            message(f"task {task_view['id']}: {_summary(task_view['changes'] or {})}")
+        # A speculative plan with changes exits 2, as terraform plan -detailed-exitcode does.
+        return EXIT_CHANGES if task_view["has_changes"] else EXIT_OK
+    if status == "applied" and not as_json:
+        message(f"task {task_view['id']}: applied; state version {task_view['state_version']}")
+    return EXIT_OK
+
+
+def _summary(counts: dict[str, int]) -> str:
+    if not counts:
+        return "no changes"
+    if not any(counts.values()):
+        return "no changes"
+    return (f"{counts.get('add', 0)} to add, {counts.get('change', 0)} to change, "
+            f"{counts.get('destroy', 0)} to destroy, {counts.get('replace', 0)} to replace")
+
+
+def plan(
+    ctx: typer.Context,
+    workspace: str = typer.Argument(..., help="Workspace name."),
+    plan_only: bool = typer.Option(False, "--plan-only", help="Speculative plan: never locks, never applies."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Only queue the task; it runs in the background."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Hide Terraform's own output."),
+    as_json: bool = typer.Option(False, "--json", help="Print the task as JSON."),
+) -> None:
+    """Plan a workspace. Exit 2 when the plan has changes and waits for confirm-apply."""
+    from iacctl.services import runs, tasks
+
+    app = app_of(ctx)
+    reporter = TerminalReporter(to_stderr=as_json, show_output=not quiet)
+    _interruptible()
+    task = runs.plan_workspace(app, workspace, plan_only=plan_only, wait=not no_wait, reporter=reporter)
+    view = tasks.show(app, task.id or 0)
+    if no_wait:
+        if as_json:
+            print_json(view)
+        else:
+            message(f"task {view['id']} queued ({view['status']})")
+        raise typer.Exit(EXIT_OK)
+    raise typer.Exit(_finish(view, as_json))
+
+
+def confirm_apply(
+    ctx: typer.Context,
+    task_id: int = typer.Argument(..., help="The apply_pending task to apply."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the work directory from the store instead of reusing the plan's slot."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Hide Terraform's own output."),
+    as_json: bool = typer.Option(False, "--json", help="Print the task as JSON."),
+) -> None:
+    """Apply exactly the saved plan of an apply_pending task. Exit 4 if it had to be re-planned."""
+    from iacctl.services import runs, tasks
+
+    app = app_of(ctx)
+    reporter = TerminalReporter(to_stderr=as_json, show_output=not quiet)
+    _interruptible()
+    task = runs.confirm_apply(app, task_id, rebuild=rebuild, reporter=reporter)
+    raise typer.Exit(_finish(tasks.show(app, task.id or 0), as_json))
+
+
+def cancel(
+    ctx: typer.Context,
+    task_id: int = typer.Argument(..., help="A pending, running or apply_pending task."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Do not wait for a running task to stop."),
+    as_json: bool = typer.Option(False, "--json", help="Print the task as JSON."),
+) -> None:
+    """Cancel a task. A running one is stopped gracefully (Terraform gets SIGINT)."""
+    from iacctl.services import runs, tasks
+
+    app = app_of(ctx)
+    task = runs.cancel(app, task_id, wait=not no_wait, reporter=TerminalReporter(to_stderr=True, show_output=False))
+    view = tasks.show(app, task.id or 0)
+    if as_json:
+        print_json(view)
+    elif view["status"] == "cancelled":
+        message(f"task {task_id} cancelled")
+    else:
+        message(f"task {task_id}: cancel requested (it is {view['status']}, stage {view['stage']})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plan")(plan)
+    app.command("confirm-apply")(confirm_apply)
+    app.command("cancel")(cancel)

@@ -1,0 +1,190 @@
+"""`iacctl workspace ...`: create, list, show, set, lock, unlock, var (SPEC C1, E9, L5)."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from typing import Any
+
+import typer
+
+from iacctl.cli.context import app_of
+from iacctl.cli.render import message, print_json, table
+from iacctl.errors import UsageError
+
+app = typer.Typer(help="Workspaces: a named Terraform configuration with variables, state and lock.",
+                  no_args_is_help=True)
+var_app = typer.Typer(help="Workspace variables (Terraform and environment).", no_args_is_help=True)
+app.add_typer(var_app, name="var")
+
+JSON = typer.Option(False, "--json", help="Print JSON.")
+
+
+def _lock_text(lock: dict[str, Any] | None) -> str:
+    if lock is None:
+        return "unlocked"
+    return f"locked by {lock['holder']}: {lock['reason']}"
+
+
+def _show(view: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(view)
+        return
+    state = view["state_version"]
+    message(f"workspace {view['name']}\n  directory: {view['directory']}\n  pool: {view['pool']}\n"
+            f"  terraform: {view['terraform'] or 'terraform on PATH'}\n  plan lifetime: {view['plan_lifetime']}\n"
+            f"  lock: {_lock_text(view['lock'])}\n"
+            f"  state: {'none' if state is None else 'version %s (serial %s)' % (state['id'], state['serial'])}")
+    for var in view.get("variables", []):
+        shown = "(sensitive)" if var["sensitive"] else var["value"]
+        message(f"  {var['category']} variable {var['key']} = {shown}")
+
+
+@app.command("create")
+def create(
+    ctx: typer.Context,
+    name: str = typer.Argument(...),
+    directory: str = typer.Option(..., "--dir", help="The Terraform configuration directory."),
+    pool: str = typer.Option("local", "--pool", help="Pool whose slots run its tasks."),
+    terraform: str = typer.Option(None, "--terraform", help="Terraform or OpenTofu binary (name or path)."),
+    plan_lifetime: str = typer.Option(None, "--plan-lifetime", help="How long a plan may wait for confirmation (e.g. 24h)."),
+    as_json: bool = JSON,
+) -> None:
+    """Create a workspace."""
+    from iacctl.services import workspaces
+
+    view = workspaces.create(app_of(ctx), name, directory, pool=pool, terraform=terraform,
+                             plan_lifetime=plan_lifetime)
+    if as_json:
+        print_json(view)
+    else:
+        message(f"workspace {name} created ({view['directory']})")
+
+
+@app.command("set")
+def set_(
+    ctx: typer.Context,
+    name: str = typer.Argument(...),
+    directory: str = typer.Option(None, "--dir"),
+    terraform: str = typer.Option(None, "--terraform"),
+    plan_lifetime: str = typer.Option(None, "--plan-lifetime"),
+    as_json: bool = JSON,
+) -> None:
+    """Change a workspace's settings."""
+    from iacctl.services import workspaces
+
+    _show(workspaces.update(app_of(ctx), name, directory=directory, terraform=terraform,
+                            plan_lifetime=plan_lifetime), as_json)
+
+
+@app.command("list")
+def list_(ctx: typer.Context, as_json: bool = JSON) -> None:
+    """List workspaces."""
+    from iacctl.services import workspaces
+
+    views = workspaces.list_all(app_of(ctx))
+    if as_json:
+        print_json(views)
+        return
+    table(["name", "pool", "lock", "state", "directory"],
+          [[v["name"], v["pool"], _lock_text(v["lock"]),
+            v["state_version"]["serial"] if v["state_version"] else "-", v["directory"]] for v in views],
+          empty="no workspaces yet: iacctl workspace create NAME --dir DIR")
+
+
+@app.command("show")
+def show(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = JSON) -> None:
+    """Show a workspace, its lock and its variables (sensitive values hidden)."""
+    from iacctl.services import workspaces
+
+    _show(workspaces.show(app_of(ctx), name), as_json)
+
+
+@app.command("lock")
+def lock(
+    ctx: typer.Context,
+    name: str = typer.Argument(...),
+    reason: str = typer.Option("locked by an operator", "--reason"),
+    as_json: bool = JSON,
+) -> None:
+    """Lock a workspace: its plan-and-apply tasks wait until it is unlocked."""
+    from iacctl.services import workspaces
+
+    view = workspaces.lock(app_of(ctx), name, reason, f"user {getpass.getuser()}")
+    if as_json:
+        print_json(view)
+    else:
+        message(f"workspace {name} locked")
+
+
+@app.command("unlock")
+def unlock(
+    ctx: typer.Context,
+    name: str = typer.Argument(...),
+    force: bool = typer.Option(False, "--force", help="Also take the lock from a running or apply_pending task."),
+    as_json: bool = JSON,
+) -> None:
+    """Unlock a workspace."""
+    from iacctl.services import workspaces
+
+    view = workspaces.unlock(app_of(ctx), name, force=force)
+    if as_json:
+        print_json(view)
+    else:
+        message(f"workspace {name} unlocked")
+
+
+@var_app.command("set")
+def var_set(
+    ctx: typer.Context,
+    workspace: str = typer.Argument(...),
+    key: str = typer.Argument(...),
+    value: str = typer.Argument(None, help="The value; '-' or omitted reads it from standard input."),
+    sensitive: bool = typer.Option(False, "--sensitive", help="Encrypt it and never show it."),
+    env: bool = typer.Option(False, "--env", help="An environment variable, not a Terraform one."),
+    hcl: bool = typer.Option(False, "--hcl", help="The value is HCL (lists, maps)."),
+    as_json: bool = JSON,
+) -> None:
+    """Set a variable (TF_VAR_KEY for Terraform variables)."""
+    from iacctl.services import workspaces
+
+    if value is None or value == "-":
+        if sys.stdin.isatty():
+            value = getpass.getpass(f"value of {key}: ")
+        else:
+            value = sys.stdin.read().rstrip("\n")
+    if value is None:
+        raise UsageError("no value given")
+    view = workspaces.set_variable(app_of(ctx), workspace, key, value, sensitive=sensitive, env=env, hcl=hcl)
+    if as_json:
+        print_json(view)
+    else:
+        message(f"{view['category']} variable {key} set on {workspace}" + (" (sensitive)" if sensitive else ""))
+
+
+@var_app.command("unset")
+def var_unset(
+    ctx: typer.Context,
+    workspace: str = typer.Argument(...),
+    key: str = typer.Argument(...),
+    env: bool = typer.Option(False, "--env"),
+) -> None:
+    """Remove a variable."""
+    from iacctl.services import workspaces
+
+    workspaces.unset_variable(app_of(ctx), workspace, key, env=env)
+    message(f"variable {key} removed from {workspace}")
+
+
+@var_app.command("list")
+def var_list(ctx: typer.Context, workspace: str = typer.Argument(...), as_json: bool = JSON) -> None:
+    """List variables (sensitive values are never shown)."""
+    from iacctl.services import workspaces
+
+    views = workspaces.list_variables(app_of(ctx), workspace)
+    if as_json:
+        print_json(views)
+        return
+    table(["key", "category", "value"],
+          [[v["key"], v["category"], "(sensitive)" if v["sensitive"] else v["value"]] for v in views],
+          empty=f"workspace {workspace} has no variables")

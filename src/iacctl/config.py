@@ -1,0 +1,52 @@
+"""Where iacctl keeps things: the store, the secret key, work directories (SPEC C5, X1).
+
+Reads the environment only; creates nothing. Callers create what they need.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+APP_NAME = "iacctl"
+
+
+def _user_dir(kind: str) -> Path:
+    # platformdirs is cheap, but keep it out of `iacctl --help`.
+    import platformdirs
+
+    if kind == "data":
+        return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    db_path: Path | None  # the SQLite file, None for PostgreSQL
+    config_dir: Path
+    work_root: Path
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.db_path is not None
+
+
+def load_settings(db: str | None = None) -> Settings:
+    """C5: `--db PATH`, else IACCTL_DB, else the platformdirs data directory; IACCTL_DATABASE_URL
+    (PostgreSQL) wins over all of them."""
+    config_dir = Path(os.environ.get("IACCTL_CONFIG_DIR") or _user_dir("config"))
+    url = os.environ.get("IACCTL_DATABASE_URL")
+    work_root_env = os.environ.get("IACCTL_WORK_ROOT")
+    if url and not db:
+        work_root = Path(work_root_env) if work_root_env else _user_dir("data") / "work"
+        return Settings(database_url=url, db_path=None, config_dir=config_dir, work_root=work_root)
+    raw = db or os.environ.get("IACCTL_DB")
+    path = Path(raw).expanduser() if raw else _user_dir("data") / "iacctl.db"
+    path = path.absolute()
+    # Work directories live beside the store they belong to, so two stores never share slots.
+    work_root = Path(work_root_env) if work_root_env else path.parent / f"{path.name}.work"
+    return Settings(
+        database_url=f"sqlite:///{path}", db_path=path, config_dir=config_dir, work_root=work_root
+    )

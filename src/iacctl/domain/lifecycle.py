@@ -1,0 +1,93 @@
+"""The task lifecycle (SPEC L1-L7): statuses, stages and the one table of allowed transitions.
+
+Pure data and checks. The store's `transition()` is the only code that changes a task's status,
+and it asks `check_transition()` first.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from iacctl.errors import TransitionRefused
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    APPLY_PENDING = "apply_pending"
+    PLANNED_AND_FINISHED = "planned_and_finished"
+    APPLIED = "applied"
+    APPLIED_STATE_ERROR = "applied_state_error"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class TaskKind(StrEnum):
+    PLAN = "plan"  # speculative: never locks, never applies
+    PLAN_AND_APPLY = "plan_and_apply"
+
+
+class Stage(StrEnum):
+    # L2 plan stages
+    FETCHING = "fetching"
+    INIT = "init"
+    PRE_PLAN = "pre_plan"
+    PLANNING = "planning"
+    SAVING_PLAN = "saving_plan"
+    POST_PLAN = "post_plan"
+    # L2 apply stages (init again, skippable with the plan's slot, E6)
+    RESTORING_PLAN = "restoring_plan"
+    PRE_APPLY = "pre_apply"
+    APPLYING = "applying"
+    SAVING_STATE = "saving_state"
+    POST_APPLY = "post_apply"
+
+
+PLAN_STAGES: tuple[Stage, ...] = (
+    Stage.FETCHING, Stage.INIT, Stage.PRE_PLAN, Stage.PLANNING, Stage.SAVING_PLAN, Stage.POST_PLAN,
+)
+APPLY_STAGES: tuple[Stage, ...] = (
+    Stage.INIT, Stage.RESTORING_PLAN, Stage.PRE_APPLY, Stage.APPLYING, Stage.SAVING_STATE,
+    Stage.POST_APPLY,
+)
+# Run-task stages (SPEC R7): hooks run there; later issues attach run tasks to them.
+RUN_TASK_STAGES = frozenset({Stage.PRE_PLAN, Stage.POST_PLAN, Stage.PRE_APPLY, Stage.POST_APPLY})
+# E1: sections a cancel may not cut in half; it is acted on when they end.
+CRITICAL_STAGES = frozenset({Stage.SAVING_PLAN, Stage.APPLYING, Stage.SAVING_STATE})
+
+TERMINAL = frozenset({
+    Status.PLANNED_AND_FINISHED, Status.APPLIED, Status.APPLIED_STATE_ERROR, Status.FAILED,
+    Status.CANCELLED,
+})
+# Statuses in which a task occupies a slot (S2) and, for plan_and_apply, its workspace's turn (L4).
+ACTIVE = frozenset({Status.RUNNING, Status.APPLY_PENDING})
+
+ALLOWED: dict[Status, frozenset[Status]] = {
+    # E3: a task can fail before it ever runs (workspace gone, no work directory).
+    Status.PENDING: frozenset({Status.RUNNING, Status.CANCELLED, Status.FAILED}),
+    Status.RUNNING: frozenset({
+        Status.APPLY_PENDING, Status.PLANNED_AND_FINISHED, Status.APPLIED,
+        Status.APPLIED_STATE_ERROR, Status.FAILED, Status.CANCELLED,
+    }),
+    Status.APPLY_PENDING: frozenset({
+        Status.RUNNING,  # confirm-apply
+        Status.PENDING,  # S5: the plan context is lost; plan again
+        Status.CANCELLED,
+        Status.FAILED,
+    }),
+    # E8: the apply worked but its state was not stored; `iacctl state save-applied` stores it.
+    Status.APPLIED_STATE_ERROR: frozenset({Status.APPLIED}),
+    Status.PLANNED_AND_FINISHED: frozenset(),
+    Status.APPLIED: frozenset(),
+    Status.FAILED: frozenset(),
+    Status.CANCELLED: frozenset(),
+}
+
+
+def check_transition(current: Status, target: Status) -> None:
+    if target not in ALLOWED[current]:
+        raise TransitionRefused(f"a task cannot go from {current} to {target}")
+
+
+def is_terminal(status: Status) -> bool:
+    return status in TERMINAL

@@ -1,0 +1,422 @@
+"""Running a task's stages (SPEC L2, E1-E9) in its slot, with real Terraform, through a Runtime.
+
+`TaskRun.plan()` runs the plan stages and ends the task apply_pending, planned_and_finished,
+failed or cancelled; `TaskRun.apply()` runs the apply stages of a confirmed task. Every way out
+of a stage that is not success goes through `termination.end_task()` (E2, one path for failure
+and cancel).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from iacctl.domain.lifecycle import Stage, Status
+from iacctl.domain.plans import count_changes
+from iacctl.domain.slots import SlotState
+from iacctl.errors import IacctlError, TaskFailed, TerraformError
+from iacctl.executor import terraform as tf
+from iacctl.executor.progress import Reporter
+from iacctl.executor.snapshot import archive_directory
+from iacctl.executor.tasklog import TaskLog
+from iacctl.executor.termination import Cancelled, end_task, keep_applied_state, state_meta
+from iacctl.executor.watch import CancelWatch
+from iacctl.runtimes.base import CommandResult, Runtime, RuntimeError_, SlotPlace
+from iacctl.store import repo
+from iacctl.store.db import Store
+from iacctl.store.models import ConfigSnapshot, PlanArtifact, StateVersion, Task, Workspace
+
+StageHook = Callable[["TaskRun"], None]
+
+
+@dataclass
+class StageHooks:
+    """Work plugged into a stage. The run-task stages (pre_plan, post_plan, pre_apply,
+    post_apply, SPEC R7) run only when something is attached to them."""
+
+    by_stage: dict[Stage, list[StageHook]] = field(default_factory=dict)
+
+    def for_stage(self, stage: Stage) -> list[StageHook]:
+        return self.by_stage.get(stage, [])
+
+
+class TaskRun:
+    def __init__(
+        self,
+        store: Store,
+        runtime: Runtime,
+        task_id: int,
+        reporter: Reporter,
+        hooks: StageHooks | None = None,
+    ) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.task_id = task_id
+        self.reporter = reporter
+        self.hooks = hooks or StageHooks()
+        self.watch = CancelWatch(store, task_id)
+        self.stage: Stage | None = None
+        self.in_critical = False
+        with store.read() as session:
+            self.task: Task = repo.get_task(session, task_id)
+            self.workspace: Workspace = repo.workspace_by_id(session, self.task.workspace_id)
+            self.place = repo.slot_place(session, self.task.slot_id)
+            variables = repo.variables_of(session, self.workspace.id or 0)
+        cipher = store.cipher
+        self.terraform_vars: dict[str, str] = {}
+        self.env_vars: dict[str, str] = {}
+        secrets: list[str] = []
+        for var in variables:
+            value = cipher.decrypt_text(var.value_secret) if var.value_secret else (var.value or "")
+            if var.sensitive:
+                secrets.append(value)
+            (self.env_vars if var.category == "env" else self.terraform_vars)[var.key] = value
+        self.log = TaskLog(store, task_id, reporter, secrets)
+        self.watch.log = self.log
+        self._binary: str | None = None
+
+    # -- the two entry points ------------------------------------------------------------------
+
+    def plan(self) -> Status:
+        return self._guarded(self._plan_stages)
+
+    def apply(self, *, rebuild: bool = False) -> Status:
+        return self._guarded(lambda: self._apply_stages(rebuild=rebuild))
+
+    def _guarded(self, body: Callable[[], Status]) -> Status:
+        self.watch.start()
+        try:
+            return body()
+        except Cancelled as exc:
+            return self._end(Status.CANCELLED, str(exc) or "cancelled")
+        except IacctlError as exc:
+            return self._end(Status.FAILED, str(exc))
+        except Exception as exc:  # noqa: BLE001 - E3: any error leaves the task terminal
+            return self._end(Status.FAILED, f"internal error at stage {self.stage}: {exc!r}")
+        finally:
+            self.watch.stop()
+            with contextlib.suppress(Exception):
+                self.log.flush(quiet=True)
+
+    def _end(self, outcome: Status, error: str) -> Status:
+        return end_task(
+            self.store, self.runtime, self.task_id, outcome, error, log=self.log, place=self.place,
+            reporter=self.reporter,
+        )
+
+    # -- plan ----------------------------------------------------------------------------------
+
+    def _plan_stages(self) -> Status:
+        self._enter(Stage.FETCHING)
+        self._fetch()
+        self._checkpoint()
+        self._enter(Stage.INIT)
+        self._terraform(tf.init_args(self.binary), "terraform init")
+        self._run_hooks(Stage.PRE_PLAN)
+        self._checkpoint()
+        self._enter(Stage.PLANNING)
+        result = self._terraform(tf.plan_args(self.binary), "terraform plan", ok_codes=(0, 2))
+        self._checkpoint()
+        with self._critical(Stage.SAVING_PLAN):
+            has_changes = self._save_plan(result.exit_code == 2)
+        self._checkpoint()
+        self._run_hooks(Stage.POST_PLAN)
+        self._checkpoint()
+        return self._finish_plan(has_changes)
+
+    def _fetch(self) -> None:
+        from pathlib import Path
+
+        data, digest = archive_directory(Path(self.workspace.source_dir))
+        cipher = self.store.cipher
+        with self.store.write() as session:
+            snapshot = ConfigSnapshot(
+                workspace_id=self.workspace.id or 0, sha256=digest, size=len(data),
+                created_at=repo.now(), data_secret=cipher.encrypt(data),
+            )
+            repo.add_config_snapshot(session, snapshot)
+            base = repo.latest_state_version(session, self.workspace.id or 0)
+            repo.update_task(
+                session, self.task_id, config_snapshot_id=snapshot.id,
+                base_state_version_id=base.id if base else None,
+            )
+        self.log.note(f"config snapshot {digest[:12]} ({len(data)} bytes) of {self.workspace.source_dir}")
+        self._prepare_work_dir(data, base)
+
+    def _prepare_work_dir(self, config_tar: bytes, base: StateVersion | None) -> None:
+        place = self._place()
+        try:
+            self.runtime.reset_work_dir(place)
+            self.runtime.extract_archive(place, config_tar)
+            if base is not None:
+                self.runtime.write_file(place, tf.STATE_FILE, self.store.cipher.decrypt(base.data_secret))
+        except RuntimeError_ as exc:
+            raise TaskFailed(str(exc)) from None
+        if base is not None:
+            self.log.note(f"state version {base.id} (serial {base.serial}) written into {place}")
+        else:
+            self.log.note(f"no state yet; work directory {place} prepared")
+
+    def _save_plan(self, exit_says_changes: bool) -> bool:
+        place = self._place()
+        plan_bytes = self.runtime.read_file(place, tf.PLAN_FILE)
+        if plan_bytes is None:
+            raise TaskFailed("terraform plan left no plan file")
+        plan_hash = hashlib.sha256(plan_bytes).hexdigest()
+        lines: list[str] = []
+        shown = self._run(tf.show_json_args(self.binary), lines.append, stoppable=False)
+        if shown.exit_code != 0:
+            raise TerraformError(f"terraform show -json failed (exit {shown.exit_code})")
+        plan_json = _parse_json_output(lines)
+        counts = count_changes(plan_json)
+        has_changes = exit_says_changes
+        cipher = self.store.cipher
+        with self.store.write() as session:
+            repo.replace_plan_artifact(
+                session,
+                PlanArtifact(
+                    task_id=self.task_id, plan_hash=plan_hash, created_at=repo.now(),
+                    plan_secret=cipher.encrypt(plan_bytes),
+                    plan_json_secret=cipher.encrypt(zlib.compress(json.dumps(plan_json).encode())),
+                ),
+            )
+            repo.update_task(
+                session, self.task_id, plan_hash=plan_hash, planned_at=repo.now(),
+                has_changes=has_changes, add_count=counts.add, change_count=counts.change,
+                destroy_count=counts.destroy, replace_count=counts.replace, output_count=counts.outputs,
+            )
+        self.log.note(f"plan saved: {counts.summary()}; plan_hash {plan_hash[:16]}")
+        return has_changes
+
+    def _finish_plan(self, has_changes: bool) -> Status:
+        speculative = self.task.kind == "plan"
+        if speculative or not has_changes:
+            with self.store.write() as session:
+                repo.transition(
+                    session, self.task_id, Status.RUNNING, Status.PLANNED_AND_FINISHED,
+                    "speculative plan finished" if speculative else "no changes",
+                )
+                repo.release_slot_of(session, self.task_id)
+            self.runtime.remove_work_dir(self._place())
+            self.log.flush()
+            return Status.PLANNED_AND_FINISHED
+        with self.store.write() as session:
+            # L5 / H7: a task is never apply_pending without holding the lock.
+            if not repo.lock_workspace(
+                session, self.workspace.id or 0, task_id=self.task_id, holder=f"task {self.task_id}",
+                reason=f"task {self.task_id} waits for confirm-apply",
+            ):
+                ws = repo.workspace_by_id(session, self.workspace.id or 0)
+                if ws.locked_by_task_id != self.task_id:
+                    raise TaskFailed(
+                        f"workspace {ws.name} is locked by {ws.lock_holder} ({ws.lock_reason}); "
+                        "the plan cannot wait for confirmation without the lock"
+                    )
+            repo.transition(
+                session, self.task_id, Status.RUNNING, Status.APPLY_PENDING,
+                "plan has changes; waiting for confirm-apply",
+            )
+            # S2: the slot stays reserved with the plan's work directory (E6 fast path).
+            repo.set_slot_state(
+                session, self.task.slot_id or 0, self.task_id, SlotState.RUNNING, SlotState.RESERVED
+            )
+        self.log.note(f"task {self.task_id} waits for confirmation: iacctl confirm-apply {self.task_id}")
+        self.log.flush()
+        return Status.APPLY_PENDING
+
+    # -- apply ---------------------------------------------------------------------------------
+
+    def _apply_stages(self, *, rebuild: bool) -> Status:
+        place = self._place()
+        reason = self._fast_path_refusal(place, rebuild)
+        if reason is None:
+            self.log.note(
+                f"E6 fast path: same slot {place} and its plan file matches plan_hash "
+                f"{(self.task.plan_hash or '')[:16]}; skipping init and restoring_plan"
+            )
+            path = "same_slot"
+        else:
+            self.log.note(f"rebuilding the work directory from the store: {reason}")
+            self._rebuild(place)
+            path = "rebuilt"
+        with self.store.write() as session:
+            repo.update_task(session, self.task_id, apply_path=path)
+        self._run_hooks(Stage.PRE_APPLY)
+        self._checkpoint()
+        with self._critical(Stage.APPLYING):
+            result = self._run(tf.apply_args(self.binary), self.log.terraform_line, stoppable=True)
+        if result.exit_code != 0:
+            if result.interrupted:
+                raise Cancelled("cancelled during applying; Terraform stopped gracefully")
+            raise TerraformError(f"terraform apply failed (exit {result.exit_code})")
+        # E1: the apply finished; a cancel arriving now cannot undo it, so it is not acted on.
+        with self._critical(Stage.SAVING_STATE):
+            version_id = self._save_state()
+        if version_id is None:
+            return keep_applied_state(
+                self.store, self.runtime, self.task_id, self._place(), self.log,
+                self.store.settings.work_root, self._state_error,
+            )
+        self._run_hooks(Stage.POST_APPLY, may_fail=False)
+        with self.store.write() as session:
+            repo.transition(
+                session, self.task_id, Status.RUNNING, Status.APPLIED, "apply finished",
+                state_version_id=version_id,
+            )
+            repo.release_slot_of(session, self.task_id)
+            repo.unlock_workspace(session, self.workspace.id or 0, task_id=self.task_id)
+        self.runtime.remove_work_dir(place)
+        self.log.flush()
+        return Status.APPLIED
+
+    def _fast_path_refusal(self, place: SlotPlace, rebuild: bool) -> str | None:
+        if rebuild:
+            return "--rebuild was given"
+        if self.task.plan_slot_id is not None and self.task.plan_slot_id != self.task.slot_id:
+            return "the apply runs in another slot than the plan"
+        plan_bytes = self.runtime.read_file(place, tf.PLAN_FILE)
+        if plan_bytes is None:
+            return f"the slot {place} has no plan file"
+        if hashlib.sha256(plan_bytes).hexdigest() != self.task.plan_hash:
+            return f"the plan file in {place} does not match plan_hash"
+        return None
+
+    def _rebuild(self, place: SlotPlace) -> None:
+        cipher = self.store.cipher
+        with self.store.read() as session:
+            snapshot = session.get(ConfigSnapshot, self.task.config_snapshot_id)
+            base = session.get(StateVersion, self.task.base_state_version_id) if self.task.base_state_version_id else None
+            artifact = repo.plan_artifact_of(session, self.task_id)
+        if snapshot is None or artifact is None:
+            raise TaskFailed("the plan's config snapshot or plan file is missing from the store")
+        self._enter(Stage.INIT)
+        self._prepare_work_dir(cipher.decrypt(snapshot.data_secret), base)
+        self._terraform(tf.init_args(self.binary), "terraform init")
+        self._checkpoint()
+        self._enter(Stage.RESTORING_PLAN)
+        plan_bytes = cipher.decrypt(artifact.plan_secret)
+        self.runtime.write_file(place, tf.PLAN_FILE, plan_bytes)
+        restored = self.runtime.read_file(place, tf.PLAN_FILE) or b""
+        digest = hashlib.sha256(restored).hexdigest()
+        if digest != self.task.plan_hash:
+            raise TaskFailed(
+                f"the restored plan's hash {digest[:16]} does not match plan_hash {(self.task.plan_hash or '')[:16]}"
+            )
+        self.log.note(f"plan restored and verified (sha256 {digest[:16]})")
+        self._checkpoint()
+
+    def _save_state(self) -> int | None:
+        self._state_error = ""
+        data = self.runtime.read_file(self._place(), tf.STATE_FILE)
+        if data is None:
+            self._state_error = "terraform apply left no state file"
+            return None
+        try:
+            serial, lineage = state_meta(data)
+            with self.store.write() as session:
+                version = repo.add_state_version(
+                    session,
+                    StateVersion(
+                        workspace_id=self.workspace.id or 0, serial=serial, lineage=lineage,
+                        sha256=hashlib.sha256(data).hexdigest(), size=len(data), partial=False,
+                        task_id=self.task_id, created_at=repo.now(),
+                        data_secret=self.store.cipher.encrypt(data),
+                    ),
+                )
+                version_id = version.id
+        except Exception as exc:  # noqa: BLE001 - O5: reported as applied_state_error, not failure
+            self._state_error = f"the new state could not be stored: {exc}"
+            return None
+        self.log.note(f"state version {version_id} stored (serial {serial})")
+        return version_id
+
+    # -- shared pieces --------------------------------------------------------------------------
+
+    @property
+    def binary(self) -> str:
+        if self._binary is None:
+            self._binary = tf.find_binary(self.workspace.terraform_bin)
+        return self._binary
+
+    def _place(self) -> SlotPlace:
+        if self.place is None:
+            raise TaskFailed("the task holds no slot")
+        return self.place
+
+    def _enter(self, stage: Stage, note: str | None = None) -> None:
+        self.stage = stage
+        with self.store.write() as session:
+            repo.set_stage(session, self.task_id, stage, note)
+        self.log.flush(quiet=True)
+        self.reporter.stage(self.task_id, stage)
+
+    @contextlib.contextmanager
+    def _critical(self, stage: Stage) -> Iterator[None]:
+        """E1: a critical section is always left, on success, error and cancel; a cancel that
+        arrives inside it is acted on by the caller's next checkpoint, after the section."""
+        self._enter(stage)
+        self.in_critical = True
+        try:
+            yield
+        finally:
+            self.in_critical = False
+
+    def _checkpoint(self) -> None:
+        if self.watch.requested():
+            raise Cancelled(f"cancelled at stage {self.stage}")
+
+    def _run_hooks(self, stage: Stage, *, may_fail: bool = True) -> None:
+        hooks = self.hooks.for_stage(stage)
+        if not hooks:
+            return
+        self._enter(stage)
+        for hook in hooks:
+            try:
+                hook(self)
+            except IacctlError as exc:
+                if may_fail:
+                    raise
+                # R7: a failure after the apply only warns; the apply is not rolled back.
+                self.log.note(f"warning at {stage}: {exc}")
+
+    def _run(self, argv: list[str], on_line: Callable[[str], None], *, stoppable: bool) -> CommandResult:
+        env = tf.environment(
+            self.terraform_vars, self.env_vars, self.store.settings.work_root / "plugin-cache"
+        )
+
+        def started(pid: int) -> None:
+            with self.store.write() as session:
+                repo.update_task(session, self.task_id, child_pid=pid)
+
+        try:
+            return self.runtime.run(
+                self._place(), argv, env, on_line,
+                self.watch.requested if stoppable else (lambda: False), started,
+            )
+        except RuntimeError_ as exc:
+            raise TerraformError(str(exc)) from None
+
+    def _terraform(self, argv: list[str], what: str, ok_codes: tuple[int, ...] = (0,)) -> CommandResult:
+        result = self._run(argv, self.log.terraform_line, stoppable=True)
+        if result.interrupted:
+            raise Cancelled(f"cancelled during {self.stage}; Terraform stopped")
+        if result.exit_code not in ok_codes:
+            raise TerraformError(f"{what} failed (exit {result.exit_code})")
+        return result
+
+
+def _parse_json_output(lines: list[str]) -> dict[str, Any]:
+    for line in reversed(lines):
+        if line.startswith("{"):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                return value
+    raise TaskFailed("terraform show -json printed no plan JSON")

@@ -1,0 +1,83 @@
+"""The task log (SPEC E4): every line of Terraform's output, redacted (X2), shown as it comes and
+stored encrypted in batches. Storing never loses a line: lines are queued first, and a failed
+write keeps them queued for the next flush."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+
+from iacctl.executor.progress import Reporter
+from iacctl.store import repo
+from iacctl.store.db import Store
+
+REDACTED = "(sensitive value)"
+_FLUSH_LINES = 200
+_FLUSH_SECONDS = 0.25
+
+
+class TaskLog:
+    def __init__(self, store: Store, task_id: int, reporter: Reporter, secrets: Iterable[str] = ()) -> None:
+        self.store = store
+        self.task_id = task_id
+        self.reporter = reporter
+        # Longest first, so a secret that contains another is hidden whole.
+        self._secrets = sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True)
+        self._lock = threading.Lock()
+        self._queue: list[str] = []
+        self._last_flush = time.monotonic()
+        with store.read() as session:
+            self._seq = repo.last_log_seq(session, task_id)
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    def terraform_line(self, text: str) -> None:
+        try:
+            text = self.redact(text)
+        finally:
+            # H4: whatever happens to one line, the stream goes on.
+            self._push(text)
+            try:
+                self.reporter.line(text)
+            except Exception:  # noqa: BLE001 - the terminal failing must not stop the task
+                pass
+
+    def note(self, text: str) -> None:
+        text = self.redact(text)
+        self._push(f"iacctl: {text}")
+        self.reporter.note(text)
+
+    def _push(self, text: str) -> None:
+        with self._lock:
+            self._queue.append(text)
+            due = len(self._queue) >= _FLUSH_LINES or time.monotonic() - self._last_flush > _FLUSH_SECONDS
+        if due:
+            self.flush(quiet=True)
+
+    def flush(self, *, quiet: bool = False) -> None:
+        with self._lock:
+            if not self._queue:
+                self._last_flush = time.monotonic()
+                return
+            lines = list(self._queue)
+            cipher = self.store.cipher
+            blobs = [cipher.encrypt_text(line) for line in lines]
+            try:
+                with self.store.write() as session:
+                    repo.append_logs(session, self.task_id, self._seq + 1, blobs)
+            except Exception:
+                if quiet:
+                    return  # kept queued; the next flush retries
+                raise
+            self._seq += len(lines)
+            del self._queue[: len(lines)]
+            self._last_flush = time.monotonic()
+
+    def flush_if_due(self) -> None:
+        if time.monotonic() - self._last_flush > _FLUSH_SECONDS:
+            self.flush(quiet=True)

@@ -1,0 +1,158 @@
+"""The one way a task ends when it does not succeed (SPEC E2, seed 002 O1), and the way an apply
+whose state could not be stored ends (E8, O5).
+
+Used by the executor in the running process, by `iacctl cancel` for tasks that are not running,
+and by the recovery sweep for tasks whose process is gone (S8). In that order it: keeps a
+partial state, writes the last log line, removes the work directory, and in one transaction
+sets the status, releases the slot and the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from iacctl.domain.lifecycle import Stage, Status, is_terminal
+from iacctl.executor import terraform as tf
+from iacctl.executor.progress import Reporter
+from iacctl.executor.tasklog import TaskLog
+from iacctl.runtimes.base import Runtime, RuntimeError_, SlotPlace
+from iacctl.store import repo
+from iacctl.store.db import Store
+from iacctl.store.models import StateVersion
+
+
+class Cancelled(Exception):
+    """Raised inside the executor when a cancel is acted on."""
+
+
+# Stages after which Terraform may have changed real infrastructure: the state in the work
+# directory must be kept (E2 "a cancelled apply keeps its partial state").
+_APPLY_TOUCHED = frozenset({Stage.APPLYING, Stage.SAVING_STATE, Stage.POST_APPLY})
+
+
+def state_meta(data: bytes) -> tuple[int, str | None]:
+    doc = json.loads(data)
+    if not isinstance(doc, dict) or "serial" not in doc:
+        raise ValueError("not a Terraform state file")
+    return int(doc["serial"]), doc.get("lineage")
+
+
+def save_work_dir_state(
+    store: Store, runtime: Runtime, task_id: int, place: SlotPlace, *, partial: bool
+) -> int | None:
+    """Store the work directory's terraform.tfstate as a new state version if it differs from
+    the workspace's latest. Returns the new version id, or None when there was nothing new."""
+    try:
+        data = runtime.read_file(place, tf.STATE_FILE)
+    except RuntimeError_:
+        return None
+    if not data:
+        return None
+    digest = hashlib.sha256(data).hexdigest()
+    serial, lineage = state_meta(data)
+    with store.write() as session:
+        task = repo.get_task(session, task_id)
+        latest = repo.latest_state_version(session, task.workspace_id)
+        if latest is not None and latest.sha256 == digest:
+            return None
+        version = repo.add_state_version(
+            session,
+            StateVersion(
+                workspace_id=task.workspace_id, serial=serial, lineage=lineage, sha256=digest,
+                size=len(data), partial=partial, task_id=task_id, created_at=repo.now(),
+                data_secret=store.cipher.encrypt(data),
+            ),
+        )
+        return version.id
+
+
+def end_task(
+    store: Store,
+    runtime: Runtime,
+    task_id: int,
+    outcome: Status,
+    error: str,
+    *,
+    log: TaskLog | None,
+    place: SlotPlace | None,
+    reporter: Reporter | None = None,
+    keep_lock_reason: str | None = None,
+) -> Status:
+    """E2: end a task failed or cancelled. Idempotent: a task already terminal is left as is."""
+    with store.read() as session:
+        task = repo.get_task(session, task_id)
+    if is_terminal(Status(task.status)):
+        return Status(task.status)
+    notes: list[str] = []
+    if place is not None and task.stage in _APPLY_TOUCHED:
+        try:
+            version_id = save_work_dir_state(store, runtime, task_id, place, partial=True)
+            if version_id is not None:
+                notes.append(f"partial state saved as state version {version_id}")
+        except Exception as exc:  # noqa: BLE001 - keep ending the task; say what was lost
+            notes.append(f"the partial state could not be saved: {exc}")
+    message = error + ("; " + "; ".join(notes) if notes else "")
+    if log is not None:
+        with contextlib.suppress(Exception):
+            log.note(f"task {outcome}: {message}")
+            log.flush()
+    if place is not None:
+        with contextlib.suppress(Exception):
+            runtime.remove_work_dir(place)
+    with store.write() as session:
+        task = repo.get_task(session, task_id)
+        current = Status(task.status)
+        if is_terminal(current):
+            return current
+        repo.transition(session, task_id, current, outcome, message, error=message)
+        repo.release_slot_of(session, task_id)
+        if keep_lock_reason is not None:
+            repo.set_lock_reason(session, task.workspace_id, task_id, keep_lock_reason)
+        else:
+            repo.unlock_workspace(session, task.workspace_id, task_id=task_id)
+    if reporter is not None:
+        with contextlib.suppress(Exception):
+            reporter.note(f"task {task_id} {outcome}: {message}")
+    return outcome
+
+
+def kept_state_path(work_root: Path, task_id: int) -> Path:
+    return work_root / "kept" / f"task-{task_id}.tfstate"
+
+
+def keep_applied_state(
+    store: Store, runtime: Runtime, task_id: int, place: SlotPlace, log: TaskLog, work_root: Path,
+    error: str,
+) -> Status:
+    """E8/O5: the apply worked but its state was not stored. Keep the state file outside the
+    slot, keep the workspace locked (its stored state is behind reality), free the slot, and end
+    the task applied_state_error with the command that stores the state again."""
+    data = None
+    with contextlib.suppress(RuntimeError_):
+        data = runtime.read_file(place, tf.STATE_FILE)
+    kept = kept_state_path(work_root, task_id)
+    if data is not None:
+        kept.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        message = (f"the apply finished but its state was not stored ({error}); the state file is "
+                   f"kept at {kept}; store it with: iacctl state save-applied {task_id}")
+    else:
+        message = f"the apply finished but its state was not stored ({error}) and no state file is left"
+    with contextlib.suppress(Exception):
+        log.note(message)
+        log.flush()
+    runtime.remove_work_dir(place)
+    with store.write() as session:
+        task = repo.get_task(session, task_id)
+        repo.transition(session, task_id, Status(task.status), Status.APPLIED_STATE_ERROR, message,
+                        error=message)
+        repo.release_slot_of(session, task_id)
+        repo.set_lock_reason(session, task.workspace_id, task_id,
+                             f"task {task_id} applied but its state is not stored")
+    return Status.APPLIED_STATE_ERROR

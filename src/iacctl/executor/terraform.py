@@ -1,0 +1,69 @@
+"""How iacctl calls Terraform (or OpenTofu): the binary, its environment, its arguments."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+from iacctl.errors import TerraformError, UsageError
+
+PLAN_FILE = "tfplan"
+STATE_FILE = "terraform.tfstate"
+
+
+def find_binary(configured: str | None) -> str:
+    """E10: the workspace's binary (a path or a name), else `terraform` on PATH."""
+    name = configured or os.environ.get("IACCTL_TERRAFORM") or "terraform"
+    if os.sep in name:
+        path = Path(name).expanduser()
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise TerraformError(f"the Terraform binary {name} does not exist or is not executable")
+        return str(path.absolute())
+    found = shutil.which(name)
+    if found is None:
+        raise TerraformError(f"the Terraform binary {name!r} was not found on PATH")
+    return found
+
+
+def check_binary_setting(value: str) -> str:
+    """For `--terraform`: refuse a path that is not an executable file at once (X4)."""
+    try:
+        return find_binary(value) if os.sep in value else value
+    except TerraformError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def environment(
+    terraform_vars: Mapping[str, str], env_vars: Mapping[str, str], plugin_cache: Path | None
+) -> dict[str, str]:
+    env = dict(os.environ)
+    # A CLI config that does not exist only makes Terraform warn on every command (NOTES).
+    cli_config = env.get("TF_CLI_CONFIG_FILE")
+    if cli_config and not Path(cli_config).is_file():
+        del env["TF_CLI_CONFIG_FILE"]
+    env.update({"TF_IN_AUTOMATION": "1", "TF_INPUT": "0", "CHECKPOINT_DISABLE": "1"})
+    if plugin_cache is not None and "TF_PLUGIN_CACHE_DIR" not in env:
+        plugin_cache.mkdir(parents=True, exist_ok=True)
+        env["TF_PLUGIN_CACHE_DIR"] = str(plugin_cache)
+    for key, value in terraform_vars.items():
+        env[f"TF_VAR_{key}"] = value
+    env.update(env_vars)
+    return env
+
+
+def init_args(binary: str) -> list[str]:
+    return [binary, "init", "-input=false", "-no-color"]
+
+
+def plan_args(binary: str) -> list[str]:
+    return [binary, "plan", "-input=false", "-no-color", "-detailed-exitcode", f"-out={PLAN_FILE}"]
+
+
+def show_json_args(binary: str) -> list[str]:
+    return [binary, "show", "-json", "-no-color", PLAN_FILE]
+
+
+def apply_args(binary: str) -> list[str]:
+    return [binary, "apply", "-input=false", "-no-color", PLAN_FILE]

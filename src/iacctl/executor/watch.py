@@ -1,0 +1,78 @@
+"""Hearing a cancel while a task runs (SPEC E1, task 8 of the core issue).
+
+A cancel reaches a running task two ways: `iacctl cancel` in another terminal writes
+`cancel_requested_at` on the task (the watcher polls it; this works across machines sharing a
+PostgreSQL store), and Ctrl-C or SIGTERM in this process sets a flag (the watcher records it).
+The watcher also beats the heartbeat and flushes the task log on time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from iacctl.executor.tasklog import TaskLog
+from iacctl.store import repo
+from iacctl.store.db import Store
+
+_POLL_SECONDS = 0.3
+_HEARTBEAT_SECONDS = 5.0
+
+# Set by the CLI's signal handlers (Ctrl-C, SIGTERM); read by whatever runs in this process.
+interrupted = threading.Event()
+
+
+class CancelWatch:
+    def __init__(self, store: Store, task_id: int) -> None:
+        self.store = store
+        self.task_id = task_id
+        self.log: TaskLog | None = None
+        self._requested = threading.Event()
+        self._recorded = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_beat = 0.0
+
+    def requested(self) -> bool:
+        if interrupted.is_set():
+            self._requested.set()
+        return self._requested.is_set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name=f"watch-task-{self.task_id}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(_POLL_SECONDS):
+            try:
+                self._tick()
+            except Exception:  # noqa: BLE001 - a busy store must not kill the watcher
+                continue
+
+    def _tick(self) -> None:
+        if interrupted.is_set() and not self._recorded:
+            self._requested.set()
+            with self.store.write() as session:
+                task = repo.get_task(session, self.task_id)
+                if task.cancel_requested_at is None:
+                    repo.update_task(session, self.task_id, cancel_requested_at=repo.now())
+                    repo.add_event(session, self.task_id, "note", None, None,
+                                   "cancel requested (interrupt signal)")
+            self._recorded = True
+        if not self._requested.is_set():
+            with self.store.read() as session:
+                task = repo.get_task(session, self.task_id)
+                if task.cancel_requested_at is not None:
+                    self._requested.set()
+        t = time.monotonic()
+        if t - self._last_beat > _HEARTBEAT_SECONDS:
+            with self.store.write() as session:
+                repo.update_task(session, self.task_id, heartbeat_at=repo.now())
+            self._last_beat = t
+        if self.log is not None:
+            self.log.flush_if_due()

@@ -1,0 +1,54 @@
+"""The runtime interface: a slot's work directory and the commands run in it.
+
+The executor only talks to this interface, never to a backend, so that a Kubernetes runtime
+can take the local one's place (SPEC S7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from iacctl.domain.slots import SlotPlace
+
+__all__ = ["CommandResult", "Runtime", "RuntimeError_", "SlotPlace"]
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int
+    interrupted: bool  # we sent SIGINT because a stop was requested
+
+
+class RuntimeError_(Exception):
+    """A runtime could not do what was asked (no work directory, pod gone)."""
+
+
+class Runtime(Protocol):
+    def work_dir_exists(self, place: SlotPlace) -> bool: ...
+
+    def reset_work_dir(self, place: SlotPlace) -> None:
+        """Make the slot's work directory exist and be empty."""
+
+    def remove_work_dir(self, place: SlotPlace) -> None: ...
+
+    def extract_archive(self, place: SlotPlace, tar_gz: bytes) -> None: ...
+
+    def write_file(self, place: SlotPlace, relpath: str, data: bytes) -> None: ...
+
+    def read_file(self, place: SlotPlace, relpath: str) -> bytes | None: ...
+
+    def run(
+        self,
+        place: SlotPlace,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        on_line: Callable[[str], None],
+        should_stop: Callable[[], bool],
+        on_start: Callable[[int], None],
+    ) -> CommandResult:
+        """Run a command in the slot's work directory, streaming its output line by line.
+        When `should_stop()` turns true, interrupt it gracefully (SIGINT) and wait for it."""
+
+    def pod_alive(self, pod: str) -> bool: ...

@@ -1,0 +1,89 @@
+"""The application object shared by the commands: settings, the store, runtimes per pool."""
+
+from __future__ import annotations
+
+import os
+
+from sqlalchemy.exc import IntegrityError
+
+from iacctl.config import Settings, load_settings
+from iacctl.domain.slots import PodStatus, SlotState
+from iacctl.errors import UsageError
+from iacctl.runtimes.base import Runtime
+from iacctl.runtimes.local import LocalRuntime
+from iacctl.store import repo
+from iacctl.store.db import Store, open_store
+from iacctl.store.models import Pod, Pool, Slot
+
+LOCAL_POOL = "local"
+LOCAL_POD = "local"
+DEFAULT_SLOTS = 3
+
+
+class App:
+    def __init__(self, db: str | None = None) -> None:
+        self.settings: Settings = load_settings(db)
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.settings)
+            ensure_local_pool(self._store)
+        return self._store
+
+    def runtime_for(self, pool: Pool) -> Runtime:
+        if pool.backend == "local":
+            from pathlib import Path
+
+            root = Path(pool.work_root) if pool.work_root else self.settings.work_root
+            return LocalRuntime(root)
+        raise UsageError(f"pool {pool.name} has backend {pool.backend!r}, which this iacctl cannot run")
+
+    def runtime_for_pool_id(self, pool_id: int) -> Runtime:
+        with self.store.read() as session:
+            pool = session.get(Pool, pool_id)
+        if pool is None:
+            raise UsageError(f"unknown pool id {pool_id}")
+        return self.runtime_for(pool)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.dispose()
+
+
+def _local_slots() -> int:
+    raw = os.environ.get("IACCTL_LOCAL_SLOTS")
+    if raw is None:
+        return DEFAULT_SLOTS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"IACCTL_LOCAL_SLOTS must be a whole number, not {raw!r}") from None
+    if not 1 <= value <= 64:
+        raise UsageError("IACCTL_LOCAL_SLOTS must be between 1 and 64")
+    return value
+
+
+def ensure_local_pool(store: Store) -> None:
+    """S1: the embedded `local` pool, one pod standing for this machine, 3 slots by default."""
+    with store.read() as session:
+        if repo.find_pool(session, LOCAL_POOL) is not None:
+            return
+    slots = _local_slots()
+    try:
+        with store.write() as session:
+            if repo.find_pool(session, LOCAL_POOL) is not None:
+                return
+            t = repo.now()
+            pool = Pool(name=LOCAL_POOL, backend="local", slots_per_pod=slots, min_pods=1, max_pods=1,
+                        created_at=t)
+            session.add(pool)
+            session.flush()
+            pod = Pod(pool_id=pool.id or 0, name=LOCAL_POD, status=PodStatus.READY, created_at=t)
+            session.add(pod)
+            session.flush()
+            for i in range(slots):
+                session.add(Slot(pod_id=pod.id or 0, slot_index=i, state=SlotState.IDLE, updated_at=t))
+    except IntegrityError:
+        pass  # another process created it first (PostgreSQL)

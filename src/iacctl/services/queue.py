@@ -1,0 +1,99 @@
+"""Whose turn it is (SPEC L4, S2): starting a pending task in a free slot, and making sure a
+queued task whose creator is gone is started by someone (task 6 of the core issue).
+
+A task starts in one transaction: its workspace's turn is free, a slot is claimed with a
+compare-and-set, and its status goes pending -> running. On PostgreSQL the workspace row is
+locked FOR UPDATE so two processes decide one workspace's turn one after the other; on SQLite
+BEGIN IMMEDIATE already serializes writers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel import select
+
+from iacctl.domain.lifecycle import Status
+from iacctl.domain.slots import SlotState
+from iacctl.runtimes import local
+from iacctl.services.app import App
+from iacctl.store import repo
+from iacctl.store.models import Pod, Pool, Slot, Task, Workspace
+
+
+@dataclass(frozen=True)
+class StartResult:
+    started: bool
+    status: Status
+    waiting_for: str | None = None
+
+
+def try_start(app: App, task_id: int) -> StartResult:
+    host, pid, start = local.this_process()
+    with app.store.write() as session:
+        task = repo.get_task(session, task_id)
+        if task.status != Status.PENDING:
+            return StartResult(False, Status(task.status))
+        ws = session.exec(
+            select(Workspace).where(Workspace.id == task.workspace_id).with_for_update()
+        ).one()
+        if task.kind == "plan_and_apply":
+            if ws.lock_holder is not None and ws.locked_by_task_id != task.id:
+                return StartResult(False, Status.PENDING,
+                                   f"workspace {ws.name} is locked by {ws.lock_holder}: {ws.lock_reason}")
+            blocker = repo.workspace_turn_taken(session, ws.id or 0, task_id)
+            if blocker is not None:
+                return StartResult(False, Status.PENDING,
+                                   f"task {blocker.id} ({blocker.status}) has workspace {ws.name}'s turn")
+        slot = repo.claim_idle_slot(session, ws.pool_id, task_id)
+        if slot is None:
+            pool = session.get(Pool, ws.pool_id)
+            return StartResult(False, Status.PENDING,
+                               f"no free slot in pool {pool.name if pool else ws.pool_id}")
+        repo.transition(
+            session, task_id, Status.PENDING, Status.RUNNING, f"started in slot {slot.id}",
+            slot_id=slot.id, pod_id=slot.pod_id, pool_id=ws.pool_id, plan_slot_id=slot.id,
+            started_at=repo.now(), runner_host=host, runner_pid=pid, runner_start=start,
+            heartbeat_at=repo.now(), error=None,
+        )
+        return StartResult(True, Status.RUNNING)
+
+
+def startable(app: App, task: Task) -> bool:
+    """Could this pending task start now? A read-only guess; try_start decides for real."""
+    with app.store.read() as session:
+        ws = session.get(Workspace, task.workspace_id)
+        if ws is None:
+            return False
+        if task.kind == "plan_and_apply":
+            if ws.lock_holder is not None and ws.locked_by_task_id != task.id:
+                return False
+            if repo.workspace_turn_taken(session, ws.id or 0, task.id or 0) is not None:
+                return False
+        free = session.exec(
+            select(Slot.id).join(Pod, Pod.id == Slot.pod_id)  # type: ignore[arg-type]
+            .where(Pod.pool_id == ws.pool_id, Pod.status == "ready", Slot.state == SlotState.IDLE)
+        ).first()
+        return free is not None
+
+
+def creator_waiting(task: Task) -> bool:
+    alive = local.process_alive(task.creator_host, task.creator_pid, task.creator_start)
+    return alive is not False
+
+
+def kick_queue(app: App) -> list[int]:
+    """Start, as detached `iacctl tasks run` processes, the queued tasks that can run now and that
+    nobody waits for. Returns their ids. Safe to call from anywhere, any number of times: the
+    runners race through try_start's compare-and-set and only one wins a task."""
+    started: list[int] = []
+    with app.store.read() as session:
+        pending = repo.pending_tasks(session)
+    for task in pending:
+        if creator_waiting(task):
+            continue
+        if startable(app, task):
+            args = ["--db", str(app.settings.db_path)] if app.settings.db_path else []
+            local.spawn_detached([*args, "tasks", "run", str(task.id)])
+            started.append(task.id or 0)
+    return started

@@ -1,0 +1,189 @@
+"""The recovery sweep (SPEC S8, first part; E3, H1): `iacctl pods recover`.
+
+Safe from cron beside other commands and idempotent: it touches only tasks whose process is
+gone, slots and locks whose task no longer holds them, and work directories of idle slots.
+Every repair is a compare-and-set, so a sweep racing a live command changes nothing of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlmodel import col, select
+
+from iacctl.domain.lifecycle import Stage, Status, is_terminal
+from iacctl.domain.slots import SlotPlace, SlotState
+from iacctl.errors import TransitionConflict
+from iacctl.executor.termination import end_task, keep_applied_state, save_work_dir_state
+from iacctl.runtimes import local
+from iacctl.services import queue
+from iacctl.services.app import App
+from iacctl.services.runs import _plan_context_lost, reset_to_pending
+from iacctl.store import repo
+from iacctl.store.models import Pod, Pool, Slot, Task, Workspace
+
+# A runner on another machine (shared PostgreSQL store) is judged by its heartbeat.
+HEARTBEAT_TIMEOUT_S = 120.0
+_FINISHED_APPLY = frozenset({Stage.SAVING_STATE, Stage.POST_APPLY})
+
+
+@dataclass
+class Action:
+    action: str
+    task: int | None = None
+    workspace: str | None = None
+    slot: str | None = None
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def runner_gone(task: Task) -> bool:
+    alive = local.process_alive(task.runner_host, task.runner_pid, task.runner_start)
+    if alive is None:
+        return task.heartbeat_at is None or repo.now() - task.heartbeat_at > HEARTBEAT_TIMEOUT_S
+    return not alive
+
+
+def recover_task(app: App, task_id: int, reason: str, outcome: Status = Status.FAILED) -> Status:
+    """End a running task whose process is gone, as its own process would have (E2)."""
+    with app.store.read() as session:
+        task = repo.get_task(session, task_id)
+        place = repo.slot_place(session, task.slot_id)
+    if is_terminal(Status(task.status)):
+        return Status(task.status)
+    runtime = app.runtime_for_pool_id(task.pool_id or 0)
+    if task.child_pid and task.runner_host in (None, local.hostname()):
+        # The kernel already sent it SIGINT when its parent died; wait for it to write its state.
+        local.stop_orphan(task.child_pid, "terraform")
+    if task.stage in _FINISHED_APPLY and place is not None:
+        # The apply itself finished before the process died: store its state, never call it failed.
+        try:
+            version_id = save_work_dir_state(app.store, runtime, task_id, place, partial=False)
+        except Exception as exc:  # noqa: BLE001
+            from iacctl.executor.progress import SilentReporter
+            from iacctl.executor.tasklog import TaskLog
+
+            log = TaskLog(app.store, task_id, SilentReporter())
+            return keep_applied_state(app.store, runtime, task_id, place, log, app.settings.work_root,
+                                      f"{reason}; {exc}")
+        with app.store.write() as session:
+            task = repo.get_task(session, task_id)
+            if task.status != Status.RUNNING:
+                return Status(task.status)
+            version = version_id or repo.latest_state_version_id(session, task.workspace_id)
+            repo.transition(session, task_id, Status.RUNNING, Status.APPLIED,
+                            f"{reason}; the apply had finished and its state is stored",
+                            state_version_id=version)
+            repo.release_slot_of(session, task_id)
+            repo.unlock_workspace(session, task.workspace_id, task_id=task_id)
+        runtime.remove_work_dir(place)
+        return Status.APPLIED
+    return end_task(app.store, runtime, task_id, outcome, reason, log=None, place=place)
+
+
+def recover(app: App) -> list[Action]:
+    actions: list[Action] = []
+    actions += _dead_runners(app)
+    actions += _lost_contexts(app)
+    actions += _leaked_slots(app)
+    actions += _leaked_locks(app)
+    actions += _stale_work_dirs(app)
+    for task_id in queue.kick_queue(app):
+        actions.append(Action("started", task=task_id, detail="queued task started in the background"))
+    return actions
+
+
+def _dead_runners(app: App) -> list[Action]:
+    actions = []
+    with app.store.read() as session:
+        running = repo.tasks_with_status(session, [Status.RUNNING])
+    for task in running:
+        if not runner_gone(task):
+            continue
+        reason = f"its process ({task.runner_host} pid {task.runner_pid}) is gone (found at stage {task.stage})"
+        with contextlib.suppress(TransitionConflict):
+            final = recover_task(app, task.id or 0, reason)
+            actions.append(Action(str(final), task=task.id, detail=reason))
+    return actions
+
+
+def _lost_contexts(app: App) -> list[Action]:
+    """S5 in the sweep: an apply_pending task whose slot or work directory is gone is planned
+    again (it waits for a new confirmation)."""
+    actions = []
+    with app.store.read() as session:
+        waiting = repo.tasks_with_status(session, [Status.APPLY_PENDING])
+    for task in waiting:
+        lost = _plan_context_lost(app, task)
+        if lost is None:
+            continue
+        try:
+            with app.store.write() as session:
+                current = repo.get_task(session, task.id or 0)
+                if current.status != Status.APPLY_PENDING or current.confirmed_at is not None:
+                    continue
+                reset_to_pending(session, current, f"plan context lost: {lost}")
+        except TransitionConflict:
+            continue
+        actions.append(Action("replanning", task=task.id, detail=f"plan context lost: {lost}"))
+    return actions
+
+
+def _leaked_slots(app: App) -> list[Action]:
+    actions = []
+    with app.store.write() as session:
+        busy = session.exec(select(Slot).where(col(Slot.state) != SlotState.IDLE)).all()
+        for slot in busy:
+            task = session.get(Task, slot.task_id) if slot.task_id else None
+            holds = (
+                task is not None and task.slot_id == slot.id
+                and task.status in (Status.RUNNING, Status.APPLY_PENDING)
+            )
+            if not holds:
+                slot.state, slot.task_id, slot.updated_at = SlotState.IDLE, None, repo.now()
+                session.add(slot)
+                actions.append(Action("slot_freed", task=task.id if task else None, slot=str(slot.id),
+                                      detail="no live task held it"))
+    return actions
+
+
+def _leaked_locks(app: App) -> list[Action]:
+    actions = []
+    with app.store.write() as session:
+        locked = session.exec(select(Workspace).where(col(Workspace.locked_by_task_id).is_not(None))).all()
+        for ws in locked:
+            task = session.get(Task, ws.locked_by_task_id)
+            # failed and applied_state_error keep their lock on purpose, for an operator.
+            if task is None or task.status in (Status.PENDING, Status.PLANNED_AND_FINISHED,
+                                               Status.APPLIED, Status.CANCELLED):
+                repo.unlock_workspace(session, ws.id or 0, task_id=ws.locked_by_task_id)
+                actions.append(Action("unlocked", task=ws.locked_by_task_id, workspace=ws.name,
+                                      detail="its task no longer holds the lock"))
+    return actions
+
+
+def _stale_work_dirs(app: App) -> list[Action]:
+    actions = []
+    with app.store.read() as session:
+        rows = session.exec(
+            select(Slot, Pod, Pool).join(Pod, col(Pod.id) == col(Slot.pod_id))
+            .join(Pool, col(Pool.id) == col(Pod.pool_id)).where(col(Slot.state) == SlotState.IDLE)
+        ).all()
+    for slot, pod, pool in rows:
+        runtime = app.runtime_for(pool)
+        place = SlotPlace(pool.name, pod.name, slot.slot_index)
+        if not runtime.work_dir_exists(place):
+            continue
+        # Remove it while holding the slot's row (and on SQLite the write lock): a task claiming
+        # the slot meanwhile waits, so its fresh work directory is never removed under it.
+        with app.store.write() as session:
+            current = session.exec(select(Slot).where(Slot.id == slot.id).with_for_update()).first()
+            if current is None or current.state != SlotState.IDLE:
+                continue  # taken since we looked
+            runtime.remove_work_dir(place)
+        actions.append(Action("work_dir_removed", slot=str(place), detail="idle slot"))
+    return actions

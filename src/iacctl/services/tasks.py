@@ -1,0 +1,138 @@
+"""Looking at tasks: list, show (with history, L7), logs (E4)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import select
+from sqlmodel import col
+
+from iacctl.domain.lifecycle import Status, is_terminal
+from iacctl.errors import UsageError
+from iacctl.services.app import App
+from iacctl.services.views import iso
+from iacctl.store import repo
+from iacctl.store.models import Pod, Pool, Slot, Task, TaskEvent, TaskLog, Workspace
+
+_COLUMNS = (
+    Task.id, Task.kind, Task.status, Task.stage, Task.error, Task.created_at, Task.started_at,
+    Task.finished_at, Task.plan_hash, Task.planned_at, Task.has_changes, Task.add_count,
+    Task.change_count, Task.destroy_count, Task.replace_count, Task.output_count, Task.apply_path,
+    Task.state_version_id, Task.confirmed_at, Task.replans, Task.cancel_requested_at,
+    Task.slot_id, Task.plan_slot_id,
+)
+
+
+def _row_view(row: Any, workspace: str, pool: str | None, pod: str | None, slot: int | None) -> dict[str, Any]:
+    counts = None
+    if row.add_count is not None:
+        counts = {"add": row.add_count, "change": row.change_count, "destroy": row.destroy_count,
+                  "replace": row.replace_count, "outputs": row.output_count}
+    return {
+        "id": row.id,
+        "workspace": workspace,
+        "kind": row.kind,
+        "status": row.status,
+        "stage": row.stage,
+        "error": row.error,
+        "plan_hash": row.plan_hash,
+        "has_changes": row.has_changes,
+        "changes": counts,
+        "pool": pool,
+        "pod": pod,
+        "slot": slot,
+        "apply_path": row.apply_path,
+        "state_version": row.state_version_id,
+        "replans": row.replans,
+        "cancel_requested": row.cancel_requested_at is not None,
+        "created_at": iso(row.created_at),
+        "started_at": iso(row.started_at),
+        "planned_at": iso(row.planned_at),
+        "confirmed_at": iso(row.confirmed_at),
+        "finished_at": iso(row.finished_at),
+    }
+
+
+def _query() -> Any:
+    return (
+        select(*_COLUMNS, Workspace.name.label("workspace"), Pool.name.label("pool"),  # type: ignore[attr-defined]
+               Pod.name.label("pod"), Slot.slot_index)
+        .join(Workspace, col(Workspace.id) == col(Task.workspace_id))
+        .outerjoin(Slot, col(Slot.id) == func_coalesce())
+        .outerjoin(Pod, col(Pod.id) == col(Slot.pod_id))
+        .outerjoin(Pool, col(Pool.id) == col(Pod.pool_id))
+    )
+
+
+def func_coalesce() -> Any:
+    from sqlalchemy import func
+
+    # A finished task keeps showing the slot its plan ran in.
+    return func.coalesce(Task.slot_id, Task.plan_slot_id)
+
+
+def list_tasks(app: App, *, workspace: str | None = None, status: str | None = None,
+               limit: int | None = None) -> list[dict[str, Any]]:
+    if status is not None and status not in {s.value for s in Status}:
+        raise UsageError(f"unknown status {status!r}: one of {', '.join(s.value for s in Status)}")
+    if limit is not None and limit < 1:
+        raise UsageError("--limit must be at least 1")
+    query = _query()
+    with app.store.read() as session:
+        if workspace is not None:
+            ws = repo.get_workspace(session, workspace)
+            query = query.where(col(Task.workspace_id) == ws.id)
+        if status is not None:
+            query = query.where(col(Task.status) == status)
+        query = query.order_by(col(Task.id).desc())
+        if limit is not None:
+            query = query.limit(limit)
+        rows = session.execute(query).all()
+    views = [_row_view(r, r.workspace, r.pool, r.pod, r.slot_index) for r in rows]
+    views.reverse()
+    return views
+
+
+def show(app: App, task_id: int) -> dict[str, Any]:
+    with app.store.read() as session:
+        row = session.execute(_query().where(col(Task.id) == task_id)).first()
+        if row is None:
+            repo.get_task(session, task_id)  # raises NotFound
+        assert row is not None
+        view = _row_view(row, row.workspace, row.pool, row.pod, row.slot_index)
+        events = session.execute(
+            select(TaskEvent).where(col(TaskEvent.task_id) == task_id).order_by(col(TaskEvent.id))
+        ).scalars().all()
+        task = repo.get_task(session, task_id)
+    view["runner"] = ({"host": task.runner_host, "pid": task.runner_pid}
+                      if task.runner_pid is not None else None)
+    view["history"] = [
+        {"at": iso(e.at), "kind": e.kind, "from": e.from_value, "to": e.to_value, "reason": e.reason}
+        for e in events
+    ]
+    return view
+
+
+def logs(app: App, task_id: int, *, follow: bool = False) -> Iterator[str]:
+    """The task's log lines in order; with `follow`, keep reading until the task stops running."""
+    with app.store.read() as session:
+        repo.get_task(session, task_id)
+    cipher = app.store.cipher
+    seq = 0
+    while True:
+        with app.store.read() as session:
+            rows = session.execute(
+                select(TaskLog.seq, TaskLog.line_secret)
+                .where(col(TaskLog.task_id) == task_id, col(TaskLog.seq) > seq)
+                .order_by(col(TaskLog.seq))
+            ).all()
+            status = Status(repo.get_task(session, task_id).status)
+        for s, blob in rows:
+            seq = s
+            yield cipher.decrypt_text(blob)
+        if not follow or (not rows and (is_terminal(status) or status == Status.APPLY_PENDING)):
+            return
+        if not rows:
+            time.sleep(0.3)

@@ -1,0 +1,185 @@
+"""Workspaces, their variables and their lock (SPEC C1, E9, L5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from iacctl.domain.durations import format_duration, parse_duration
+from iacctl.domain.lifecycle import Status
+from iacctl.domain.names import check_name, check_variable_name
+from iacctl.errors import Refused, UsageError
+from iacctl.executor.terraform import check_binary_setting
+from iacctl.services.app import LOCAL_POOL, App
+from iacctl.services.views import iso
+from iacctl.store import repo
+from iacctl.store.models import Task, Variable, Workspace
+
+
+def _source_dir(directory: str) -> str:
+    path = Path(directory).expanduser()
+    if not path.exists():
+        raise UsageError(f"directory {directory} does not exist")
+    if not path.is_dir():
+        raise UsageError(f"{directory} is not a directory")
+    try:
+        next(iter(path.iterdir()), None)
+    except PermissionError:
+        raise UsageError(f"directory {directory} cannot be read") from None
+    return str(path.resolve())
+
+
+def create(app: App, name: str, directory: str, *, pool: str = LOCAL_POOL,
+           terraform: str | None = None, plan_lifetime: str | None = None) -> dict[str, Any]:
+    check_name("workspace", name)
+    source = _source_dir(directory)
+    binary = check_binary_setting(terraform) if terraform else None
+    lifetime = parse_duration(plan_lifetime) if plan_lifetime else None
+    try:
+        with app.store.write() as session:
+            if session.exec(select(Workspace).where(Workspace.name == name)).first() is not None:
+                raise UsageError(f"workspace {name!r} already exists")
+            pool_row = repo.get_pool(session, pool)
+            session.add(Workspace(name=name, source_dir=source, pool_id=pool_row.id or 0,
+                                  terraform_bin=binary, plan_lifetime_s=lifetime, created_at=repo.now()))
+    except IntegrityError:
+        raise UsageError(f"workspace {name!r} already exists") from None
+    return show(app, name)
+
+
+def update(app: App, name: str, *, directory: str | None, terraform: str | None,
+           plan_lifetime: str | None) -> dict[str, Any]:
+    source = _source_dir(directory) if directory else None
+    binary = check_binary_setting(terraform) if terraform else None
+    lifetime = parse_duration(plan_lifetime) if plan_lifetime else None
+    with app.store.write() as session:
+        ws = repo.get_workspace(session, name)
+        if source:
+            ws.source_dir = source
+        if binary:
+            ws.terraform_bin = binary
+        if lifetime:
+            ws.plan_lifetime_s = lifetime
+        session.add(ws)
+    return show(app, name)
+
+
+def _lock_view(ws: Workspace) -> dict[str, Any] | None:
+    if ws.lock_holder is None and ws.locked_by_task_id is None:
+        return None
+    return {"holder": ws.lock_holder, "task": ws.locked_by_task_id, "reason": ws.lock_reason,
+            "locked_at": iso(ws.locked_at)}
+
+
+def _view(session: Any, ws: Workspace) -> dict[str, Any]:
+    from iacctl.store.models import Pool
+
+    pool = session.get(Pool, ws.pool_id)
+    latest = repo.latest_state_version(session, ws.id or 0)
+    lifetime = ws.plan_lifetime_s or (pool.plan_lifetime_s if pool else 86400.0)
+    return {
+        "name": ws.name,
+        "directory": ws.source_dir,
+        "pool": pool.name if pool else None,
+        "terraform": ws.terraform_bin,
+        "plan_lifetime": format_duration(lifetime),
+        "lock": _lock_view(ws),
+        "state_version": (
+            {"id": latest.id, "serial": latest.serial, "partial": latest.partial,
+             "created_at": iso(latest.created_at)} if latest else None
+        ),
+        "created_at": iso(ws.created_at),
+    }
+
+
+def show(app: App, name: str) -> dict[str, Any]:
+    with app.store.read() as session:
+        ws = repo.get_workspace(session, name)
+        view = _view(session, ws)
+        view["variables"] = [_var_view(v) for v in repo.variables_of(session, ws.id or 0)]
+        return view
+
+
+def list_all(app: App) -> list[dict[str, Any]]:
+    with app.store.read() as session:
+        rows = session.exec(select(Workspace).order_by(Workspace.name)).all()
+        return [_view(session, ws) for ws in rows]
+
+
+def lock(app: App, name: str, reason: str, holder: str) -> dict[str, Any]:
+    with app.store.write() as session:
+        ws = repo.get_workspace(session, name)
+        if not repo.lock_workspace(session, ws.id or 0, task_id=None, holder=holder, reason=reason):
+            raise Refused(f"workspace {name} is already locked by {ws.lock_holder}: {ws.lock_reason}")
+    return show(app, name)
+
+
+def unlock(app: App, name: str, *, force: bool) -> dict[str, Any]:
+    with app.store.write() as session:
+        ws = repo.get_workspace(session, name)
+        if ws.lock_holder is None and ws.locked_by_task_id is None:
+            raise Refused(f"workspace {name} is not locked")
+        if ws.locked_by_task_id is not None and not force:
+            task = session.get(Task, ws.locked_by_task_id)
+            if task is not None and task.status in (Status.RUNNING, Status.APPLY_PENDING):
+                raise Refused(
+                    f"workspace {name} is locked by task {task.id}, which is {task.status}; "
+                    f"cancel it (iacctl cancel {task.id}) or unlock with --force"
+                )
+        repo.unlock_workspace(session, ws.id or 0)
+        if ws.locked_by_task_id is not None:
+            repo.add_event(session, ws.locked_by_task_id, "note", None, None,
+                           f"workspace {name} unlocked by an operator")
+    return show(app, name)
+
+
+# -- variables (E9) -------------------------------------------------------------------------------
+
+
+def _var_view(var: Variable) -> dict[str, Any]:
+    # X2: a sensitive value is never shown, not even in --json.
+    return {"key": var.key, "category": var.category, "sensitive": var.sensitive, "hcl": var.hcl,
+            "value": None if var.sensitive else var.value}
+
+
+def set_variable(app: App, name: str, key: str, value: str, *, sensitive: bool, env: bool,
+                 hcl: bool) -> dict[str, Any]:
+    check_variable_name(key, env=env)
+    category = "env" if env else "terraform"
+    blob = app.store.cipher.encrypt_text(value) if sensitive else None
+    with app.store.write() as session:
+        ws = repo.get_workspace(session, name)
+        var = session.exec(
+            select(Variable).where(Variable.workspace_id == ws.id, Variable.category == category,
+                                        Variable.key == key)
+        ).first()
+        if var is None:
+            var = Variable(workspace_id=ws.id or 0, key=key, category=category, updated_at=repo.now())
+        var.sensitive, var.hcl, var.updated_at = sensitive, hcl, repo.now()
+        var.value = None if sensitive else value
+        var.value_secret = blob
+        session.add(var)
+        session.flush()
+        return _var_view(var)
+
+
+def unset_variable(app: App, name: str, key: str, *, env: bool) -> None:
+    category = "env" if env else "terraform"
+    with app.store.write() as session:
+        ws = repo.get_workspace(session, name)
+        var = session.exec(
+            select(Variable).where(Variable.workspace_id == ws.id, Variable.category == category,
+                                        Variable.key == key)
+        ).first()
+        if var is None:
+            raise UsageError(f"workspace {name} has no {category} variable {key!r}")
+        session.delete(var)
+
+
+def list_variables(app: App, name: str) -> list[dict[str, Any]]:
+    with app.store.read() as session:
+        ws = repo.get_workspace(session, name)
+        return [_var_view(v) for v in repo.variables_of(session, ws.id or 0)]

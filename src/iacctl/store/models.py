@@ -1,0 +1,186 @@
+"""SQLModel tables of the store (SPEC section 2 words). Times are UTC epoch seconds (float), so
+SQLite and PostgreSQL compare them the same way. Columns named `*_secret` hold AES-256-GCM
+blobs (X1); nothing else in the store is secret.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Index, LargeBinary, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class Pool(SQLModel, table=True):
+    __tablename__ = "pools"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=90)
+    backend: str = Field(default="local", max_length=20)  # S1: local | kubernetes
+    slots_per_pod: int = 3
+    min_pods: int = 1
+    max_pods: int = 1
+    scale_down_delay_s: float = 900.0
+    plan_lifetime_s: float = 86400.0  # M7: plans expire after 24 h by default
+    warmup_lifetime_s: float = 1800.0
+    warmup_retry_limit: int = 3
+    on_lost_context: str = Field(default="replan", max_length=20)
+    work_root: str | None = None
+    spec_json: str | None = None  # backend-specific settings (namespace, image, context ...)
+    created_at: float
+
+
+class Pod(SQLModel, table=True):
+    __tablename__ = "pods"
+    __table_args__ = (UniqueConstraint("pool_id", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    pool_id: int = Field(foreign_key="pools.id", index=True)
+    name: str = Field(max_length=253)
+    status: str = Field(default="ready", max_length=20)
+    created_at: float
+    idle_since: float | None = None
+
+
+class Slot(SQLModel, table=True):
+    __tablename__ = "slots"
+    __table_args__ = (UniqueConstraint("pod_id", "slot_index"), Index("ix_slots_state", "state"))
+    id: int | None = Field(default=None, primary_key=True)
+    pod_id: int = Field(foreign_key="pods.id", index=True)
+    slot_index: int
+    state: str = Field(default="idle", max_length=20)
+    task_id: int | None = None
+    updated_at: float
+
+
+class Workspace(SQLModel, table=True):
+    __tablename__ = "workspaces"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=90)
+    source_dir: str
+    pool_id: int = Field(foreign_key="pools.id")
+    terraform_bin: str | None = None
+    plan_lifetime_s: float | None = None  # overrides the pool's
+    # L5: the lock. Held by a task (locked_by_task_id) or by an operator (lock_holder only).
+    locked_by_task_id: int | None = None
+    lock_holder: str | None = None
+    lock_reason: str | None = None
+    locked_at: float | None = None
+    created_at: float
+
+
+class Variable(SQLModel, table=True):
+    __tablename__ = "variables"
+    __table_args__ = (UniqueConstraint("workspace_id", "category", "key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: int = Field(foreign_key="workspaces.id", index=True)
+    key: str = Field(max_length=128)
+    category: str = Field(default="terraform", max_length=20)  # terraform | env
+    sensitive: bool = False
+    hcl: bool = False
+    value: str | None = None  # plain values only
+    value_secret: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    updated_at: float
+
+
+class Task(SQLModel, table=True):
+    __tablename__ = "tasks"
+    __table_args__ = (Index("ix_tasks_workspace_status", "workspace_id", "status"),)
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: int = Field(foreign_key="workspaces.id")
+    kind: str = Field(max_length=20)
+    status: str = Field(default="pending", max_length=30, index=True)
+    stage: str | None = Field(default=None, max_length=30)
+    error: str | None = None
+    created_at: float
+    updated_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    # Who waits for it (a pending task whose creator is gone is started by someone else) ...
+    creator_host: str | None = None
+    creator_pid: int | None = None
+    creator_start: float | None = None
+    # ... and who runs it (E3: the sweep finds tasks whose runner is gone).
+    runner_host: str | None = None
+    runner_pid: int | None = None
+    runner_start: float | None = None
+    child_pid: int | None = None
+    heartbeat_at: float | None = None
+    cancel_requested_at: float | None = None
+    confirmed_at: float | None = None
+    pool_id: int | None = None
+    pod_id: int | None = None
+    slot_id: int | None = None
+    plan_slot_id: int | None = None  # E6: where the plan's work directory was made
+    config_snapshot_id: int | None = None
+    base_state_version_id: int | None = None  # L6: the state the plan was made from
+    plan_hash: str | None = None
+    planned_at: float | None = None
+    has_changes: bool | None = None
+    add_count: int | None = None
+    change_count: int | None = None
+    destroy_count: int | None = None
+    replace_count: int | None = None
+    output_count: int | None = None
+    apply_path: str | None = None  # E6: same_slot | rebuilt
+    state_version_id: int | None = None
+    replans: int = 0
+
+
+class TaskEvent(SQLModel, table=True):
+    """L7: every status and stage change, with time and reason."""
+
+    __tablename__ = "task_events"
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: int = Field(foreign_key="tasks.id", index=True)
+    at: float
+    kind: str = Field(max_length=10)  # status | stage | note
+    from_value: str | None = None
+    to_value: str | None = None
+    reason: str | None = None
+
+
+class TaskLog(SQLModel, table=True):
+    """E4: Terraform's output, line by line, encrypted (it can show state values)."""
+
+    __tablename__ = "task_logs"
+    __table_args__ = (Index("ix_task_logs_task_seq", "task_id", "seq"),)
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: int = Field(foreign_key="tasks.id")
+    seq: int
+    at: float
+    line_secret: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class StateVersion(SQLModel, table=True):
+    __tablename__ = "state_versions"
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: int = Field(foreign_key="workspaces.id", index=True)
+    serial: int
+    lineage: str | None = None
+    sha256: str
+    size: int
+    partial: bool = False  # E2: saved from an apply that stopped part-way
+    task_id: int | None = None
+    created_at: float
+    data_secret: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class ConfigSnapshot(SQLModel, table=True):
+    """E7: the workspace's source directory as planned (tar.gz, encrypted)."""
+
+    __tablename__ = "config_snapshots"
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: int = Field(foreign_key="workspaces.id", index=True)
+    sha256: str
+    size: int
+    created_at: float
+    data_secret: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class PlanArtifact(SQLModel, table=True):
+    """E5: the saved plan file and its JSON rendering, encrypted."""
+
+    __tablename__ = "plan_artifacts"
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: int = Field(foreign_key="tasks.id", unique=True)
+    plan_hash: str
+    created_at: float
+    plan_secret: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    plan_json_secret: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

@@ -1,0 +1,332 @@
+"""Repository functions: every read and write of the store, session first (as Prefect does).
+
+`transition()` is the only code that changes a task's status (SPEC L7, STYLE): it checks the
+lifecycle table, writes with a compare-and-set and appends the history row, all inside the
+caller's transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import and_, func, or_, update
+from sqlmodel import Session, col, select
+
+from iacctl.domain.lifecycle import Stage, Status, check_transition
+from iacctl.domain.slots import SlotPlace, SlotState
+from iacctl.errors import NotFound, TransitionConflict
+from iacctl.store.models import (
+    ConfigSnapshot,
+    PlanArtifact,
+    Pod,
+    Pool,
+    Slot,
+    StateVersion,
+    Task,
+    TaskEvent,
+    TaskLog,
+    Variable,
+    Workspace,
+)
+
+
+def now() -> float:
+    return time.time()
+
+
+# -- pools, pods, slots ---------------------------------------------------------------------------
+
+
+def get_pool(session: Session, name: str) -> Pool:
+    pool = session.exec(select(Pool).where(Pool.name == name)).first()
+    if pool is None:
+        raise NotFound(f"unknown pool {name!r}")
+    return pool
+
+
+def find_pool(session: Session, name: str) -> Pool | None:
+    return session.exec(select(Pool).where(Pool.name == name)).first()
+
+
+def pods_of(session: Session, pool_id: int) -> Sequence[Pod]:
+    return session.exec(select(Pod).where(Pod.pool_id == pool_id).order_by(col(Pod.id))).all()
+
+
+def slots_of_pod(session: Session, pod_id: int) -> Sequence[Slot]:
+    return session.exec(select(Slot).where(Slot.pod_id == pod_id).order_by(col(Slot.slot_index))).all()
+
+
+def claim_idle_slot(session: Session, pool_id: int, task_id: int) -> Slot | None:
+    """S2: take an idle slot of the pool for the task, or None. The compare-and-set on the
+    slot's state makes two processes racing for it get different slots (or one gets none)."""
+    candidates = session.exec(
+        select(Slot)
+        .join(Pod, col(Pod.id) == col(Slot.pod_id))
+        .where(Pod.pool_id == pool_id, Pod.status == "ready", Slot.state == SlotState.IDLE)
+        .order_by(col(Slot.pod_id), col(Slot.slot_index))
+    ).all()
+    for slot in candidates:
+        result = session.execute(
+            update(Slot)
+            .where(col(Slot.id) == slot.id, col(Slot.state) == SlotState.IDLE)
+            .values(state=SlotState.RUNNING, task_id=task_id, updated_at=now())
+        )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            session.refresh(slot)
+            return slot
+    return None
+
+
+def set_slot_state(
+    session: Session, slot_id: int, task_id: int, expected: SlotState, target: SlotState
+) -> bool:
+    values: dict[str, Any] = {"state": target, "updated_at": now()}
+    if target == SlotState.IDLE:
+        values["task_id"] = None
+    result = session.execute(
+        update(Slot)
+        .where(col(Slot.id) == slot_id, col(Slot.task_id) == task_id, col(Slot.state) == expected)
+        .values(**values)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def slot_place(session: Session, slot_id: int | None) -> SlotPlace | None:
+    """Where the slot's work directory lives, or None if the slot, its pod or pool is gone."""
+    slot = session.get(Slot, slot_id) if slot_id is not None else None
+    pod = session.get(Pod, slot.pod_id) if slot else None
+    pool = session.get(Pool, pod.pool_id) if pod else None
+    if slot is None or pod is None or pool is None:
+        return None
+    return SlotPlace(pool.name, pod.name, slot.slot_index)
+
+
+def release_slot_of(session: Session, task_id: int) -> int:
+    """Free every slot the task holds, running or reserved. Returns how many were freed."""
+    result = session.execute(
+        update(Slot)
+        .where(col(Slot.task_id) == task_id)
+        .values(state=SlotState.IDLE, task_id=None, updated_at=now())
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+# -- workspaces and variables ---------------------------------------------------------------------
+
+
+def get_workspace(session: Session, name: str) -> Workspace:
+    ws = session.exec(select(Workspace).where(Workspace.name == name)).first()
+    if ws is None:
+        raise NotFound(f"unknown workspace {name!r}")
+    return ws
+
+
+def workspace_by_id(session: Session, workspace_id: int) -> Workspace:
+    ws = session.get(Workspace, workspace_id)
+    if ws is None:
+        raise NotFound(f"unknown workspace id {workspace_id}")
+    return ws
+
+
+def lock_workspace(
+    session: Session, workspace_id: int, *, task_id: int | None, holder: str, reason: str
+) -> bool:
+    """L5: take the workspace lock if nobody holds it. Compare-and-set: one winner."""
+    result = session.execute(
+        update(Workspace)
+        .where(
+            col(Workspace.id) == workspace_id,
+            col(Workspace.locked_by_task_id).is_(None),
+            col(Workspace.lock_holder).is_(None),
+        )
+        .values(locked_by_task_id=task_id, lock_holder=holder, lock_reason=reason, locked_at=now())
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def set_lock_reason(session: Session, workspace_id: int, task_id: int, reason: str) -> None:
+    session.execute(
+        update(Workspace)
+        .where(col(Workspace.id) == workspace_id, col(Workspace.locked_by_task_id) == task_id)
+        .values(lock_reason=reason)
+    )
+
+
+def unlock_workspace(session: Session, workspace_id: int, *, task_id: int | None = None) -> bool:
+    """Release the lock; with task_id only if that task holds it."""
+    cond = [col(Workspace.id) == workspace_id]
+    if task_id is not None:
+        cond.append(col(Workspace.locked_by_task_id) == task_id)
+    result = session.execute(
+        update(Workspace)
+        .where(*cond)
+        .values(locked_by_task_id=None, lock_holder=None, lock_reason=None, locked_at=None)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def variables_of(session: Session, workspace_id: int) -> Sequence[Variable]:
+    return session.exec(
+        select(Variable)
+        .where(Variable.workspace_id == workspace_id)
+        .order_by(col(Variable.category), col(Variable.key))
+    ).all()
+
+
+# -- tasks ----------------------------------------------------------------------------------------
+
+
+def get_task(session: Session, task_id: int) -> Task:
+    task = session.get(Task, task_id)
+    if task is None:
+        raise NotFound(f"unknown task {task_id}")
+    return task
+
+
+def add_event(
+    session: Session, task_id: int, kind: str, from_value: str | None, to_value: str | None,
+    reason: str | None = None,
+) -> None:
+    session.add(
+        TaskEvent(task_id=task_id, at=now(), kind=kind, from_value=from_value, to_value=to_value,
+                  reason=reason)
+    )
+
+
+def transition(
+    session: Session, task_id: int, expected: Status, target: Status, reason: str, **fields: Any
+) -> None:
+    """The one function that changes a task's status (L7).
+
+    Checks the lifecycle table, then `UPDATE tasks SET status = target ... WHERE id = :id AND
+    status = :expected`; if another process changed the task first, nothing is written and
+    TransitionConflict is raised. The history row is written in the same transaction.
+    """
+    check_transition(expected, target)
+    t = now()
+    values: dict[str, Any] = {"status": target, "updated_at": t, **fields}
+    if target in (Status.PLANNED_AND_FINISHED, Status.APPLIED, Status.APPLIED_STATE_ERROR,
+                  Status.FAILED, Status.CANCELLED):
+        values.setdefault("finished_at", t)
+        values.setdefault("child_pid", None)
+    result = session.execute(
+        update(Task).where(col(Task.id) == task_id, col(Task.status) == expected).values(**values)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        current = session.execute(select(Task.status).where(Task.id == task_id)).scalar()
+        if current is None:
+            raise NotFound(f"unknown task {task_id}")
+        raise TransitionConflict(
+            f"task {task_id} is {current}, not {expected}: another process changed it"
+        )
+    add_event(session, task_id, "status", expected, target, reason)
+    task = session.get(Task, task_id)
+    if task is not None:
+        session.refresh(task)
+
+
+def set_stage(session: Session, task_id: int, stage: Stage | None, note: str | None = None) -> None:
+    prev = session.execute(select(Task.stage).where(Task.id == task_id)).scalar()
+    session.execute(
+        update(Task).where(col(Task.id) == task_id).values(stage=stage, updated_at=now())
+    )
+    add_event(session, task_id, "stage", prev, stage, note)
+
+
+def update_task(session: Session, task_id: int, **fields: Any) -> None:
+    """Write fields that are not the status (counts, hashes, pids). Status goes through
+    transition()."""
+    if "status" in fields:
+        raise ValueError("status changes go through transition()")
+    session.execute(
+        update(Task).where(col(Task.id) == task_id).values(updated_at=now(), **fields)
+    )
+
+
+def pending_tasks(session: Session) -> Sequence[Task]:
+    return session.exec(
+        select(Task).where(Task.status == Status.PENDING).order_by(col(Task.id))
+    ).all()
+
+
+def tasks_with_status(session: Session, statuses: Iterable[Status]) -> Sequence[Task]:
+    return session.exec(
+        select(Task).where(col(Task.status).in_(list(statuses))).order_by(col(Task.id))
+    ).all()
+
+
+def workspace_turn_taken(session: Session, workspace_id: int, task_id: int) -> Task | None:
+    """L4: the plan_and_apply task that keeps this one waiting, if any: one running or
+    apply_pending, or an older one still pending."""
+    return session.exec(
+        select(Task)
+        .where(
+            Task.workspace_id == workspace_id,
+            Task.kind == "plan_and_apply",
+            col(Task.id) != task_id,
+            or_(
+                col(Task.status).in_([Status.RUNNING, Status.APPLY_PENDING]),
+                and_(col(Task.status) == Status.PENDING, col(Task.id) < task_id),
+            ),
+        )
+        .order_by(col(Task.id))
+    ).first()
+
+
+def append_logs(session: Session, task_id: int, first_seq: int, lines: Sequence[bytes]) -> None:
+    t = now()
+    session.add_all(
+        [TaskLog(task_id=task_id, seq=first_seq + i, at=t, line_secret=b) for i, b in enumerate(lines)]
+    )
+
+
+def last_log_seq(session: Session, task_id: int) -> int:
+    value = session.execute(
+        select(func.max(TaskLog.seq)).where(TaskLog.task_id == task_id)
+    ).scalar()
+    return int(value) if value is not None else 0
+
+
+# -- state, snapshots, plans ----------------------------------------------------------------------
+
+
+def latest_state_version(session: Session, workspace_id: int) -> StateVersion | None:
+    return session.exec(
+        select(StateVersion)
+        .where(StateVersion.workspace_id == workspace_id)
+        .order_by(col(StateVersion.id).desc())
+    ).first()
+
+
+def latest_state_version_id(session: Session, workspace_id: int) -> int | None:
+    value = session.execute(
+        select(func.max(StateVersion.id)).where(StateVersion.workspace_id == workspace_id)
+    ).scalar()
+    return int(value) if value is not None else None
+
+
+def add_state_version(session: Session, version: StateVersion) -> StateVersion:
+    session.add(version)
+    session.flush()
+    return version
+
+
+def add_config_snapshot(session: Session, snapshot: ConfigSnapshot) -> ConfigSnapshot:
+    session.add(snapshot)
+    session.flush()
+    return snapshot
+
+
+def plan_artifact_of(session: Session, task_id: int) -> PlanArtifact | None:
+    return session.exec(select(PlanArtifact).where(PlanArtifact.task_id == task_id)).first()
+
+
+def replace_plan_artifact(session: Session, artifact: PlanArtifact) -> None:
+    """One artifact per task: a re-plan (S5) replaces the old one."""
+    old = plan_artifact_of(session, artifact.task_id)
+    if old is not None:
+        session.delete(old)
+        session.flush()
+    session.add(artifact)
