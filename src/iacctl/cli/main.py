@@ -7,8 +7,12 @@ import os
 import sys
 import traceback
 
-import click
 import typer
+
+try:  # typer >= 0.2x parses with its own copy of click: its exceptions are not click's.
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer on the real click
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from iacctl.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_USAGE, IacctlError
 
@@ -51,14 +55,14 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(build_app())
     try:
         code = command.main(args=args, prog_name="iacctl", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as exc:
-        click.echo(exc.ctx.get_help() if exc.ctx else "", err=True)
+    except click_exceptions.NoArgsIsHelpError as exc:
+        sys.stderr.write((exc.ctx.get_help() if exc.ctx else "") + "\n")
         code = EXIT_USAGE
-    except click.UsageError as exc:
+    except click_exceptions.UsageError as exc:
         hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx else ""
         _say(f"{exc.format_message()}{hint}")
         code = EXIT_USAGE
-    except click.Abort:
+    except typer.Abort:
         _say("interrupted")
         code = EXIT_CANCELLED
     except IacctlError as exc:
@@ -71,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         code = EXIT_CANCELLED
     except BrokenPipeError:
         code = EXIT_FAILED
-    except Exception as exc:  # noqa: BLE001 - X4: never a traceback unless asked for
+    except Exception as exc:
         if verbose:
             traceback.print_exc()
         _say(f"internal error: {exc!r} (run with --verbose for details)")

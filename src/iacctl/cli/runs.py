@@ -94,7 +94,9 @@ def plan(
 def confirm_apply(
     ctx: typer.Context,
     task_id: int = typer.Argument(..., help="The apply_pending task to apply."),
-    rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the work directory from the store instead of reusing the plan's slot."),
+    rebuild: bool = typer.Option(
+        False, "--rebuild", help="Rebuild the work directory from the store instead of reusing the plan's slot."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Hide Terraform's own output."),
     as_json: bool = typer.Option(False, "--json", help="Print the task as JSON."),
 ) -> None:

@@ -82,9 +82,8 @@ def logs(ctx: typer.Context, task_id: int = typer.Argument(...),
 @app.command("run", hidden=True)
 def run(ctx: typer.Context, task_id: int = typer.Argument(...)) -> None:
     """Run a queued task if it is its turn (started detached by iacctl itself)."""
-    from iacctl.services import runs
-
     from iacctl.cli.runs import _interruptible
+    from iacctl.services import runs
 
     _interruptible()
     task = runs.run_queued(app_of(ctx), task_id)

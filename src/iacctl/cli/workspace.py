@@ -26,6 +26,10 @@ def _lock_text(lock: dict[str, Any] | None) -> str:
     return f"locked by {lock['holder']}: {lock['reason']}"
 
 
+def _state_text(state: dict[str, Any] | None) -> str:
+    return "none" if state is None else f"version {state['id']} (serial {state['serial']})"
+
+
 def _show(view: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(view)
@@ -34,7 +38,7 @@ def _show(view: dict[str, Any], as_json: bool) -> None:
     message(f"workspace {view['name']}\n  directory: {view['directory']}\n  pool: {view['pool']}\n"
             f"  terraform: {view['terraform'] or 'terraform on PATH'}\n  plan lifetime: {view['plan_lifetime']}\n"
             f"  lock: {_lock_text(view['lock'])}\n"
-            f"  state: {'none' if state is None else 'version %s (serial %s)' % (state['id'], state['serial'])}")
+            f"  state: {_state_text(state)}")
     for var in view.get("variables", []):
         shown = "(sensitive)" if var["sensitive"] else var["value"]
         message(f"  {var['category']} variable {var['key']} = {shown}")
@@ -47,7 +51,9 @@ def create(
     directory: str = typer.Option(..., "--dir", help="The Terraform configuration directory."),
     pool: str = typer.Option("local", "--pool", help="Pool whose slots run its tasks."),
     terraform: str = typer.Option(None, "--terraform", help="Terraform or OpenTofu binary (name or path)."),
-    plan_lifetime: str = typer.Option(None, "--plan-lifetime", help="How long a plan may wait for confirmation (e.g. 24h)."),
+    plan_lifetime: str = typer.Option(
+        None, "--plan-lifetime", help="How long a plan may wait for confirmation (e.g. 24h)."
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Create a workspace."""

@@ -24,7 +24,7 @@ from iacctl.executor import terraform as tf
 from iacctl.executor.progress import Reporter
 from iacctl.executor.snapshot import archive_directory
 from iacctl.executor.tasklog import TaskLog
-from iacctl.executor.termination import Cancelled, end_task, keep_applied_state, state_meta
+from iacctl.executor.termination import Cancelled, add_state_version, end_task, keep_applied_state
 from iacctl.executor.watch import CancelWatch
 from iacctl.runtimes.base import CommandResult, Runtime, RuntimeError_, SlotPlace
 from iacctl.store import repo
@@ -96,7 +96,7 @@ class TaskRun:
             return self._end(Status.CANCELLED, str(exc) or "cancelled")
         except IacctlError as exc:
             return self._end(Status.FAILED, str(exc))
-        except Exception as exc:  # noqa: BLE001 - E3: any error leaves the task terminal
+        except Exception as exc:
             return self._end(Status.FAILED, f"internal error at stage {self.stage}: {exc!r}")
         finally:
             self.watch.stop()
@@ -290,7 +290,8 @@ class TaskRun:
         cipher = self.store.cipher
         with self.store.read() as session:
             snapshot = session.get(ConfigSnapshot, self.task.config_snapshot_id)
-            base = session.get(StateVersion, self.task.base_state_version_id) if self.task.base_state_version_id else None
+            base_id = self.task.base_state_version_id
+            base = session.get(StateVersion, base_id) if base_id else None
             artifact = repo.plan_artifact_of(session, self.task_id)
         if snapshot is None or artifact is None:
             raise TaskFailed("the plan's config snapshot or plan file is missing from the store")
@@ -317,19 +318,11 @@ class TaskRun:
             self._state_error = "terraform apply left no state file"
             return None
         try:
-            serial, lineage = state_meta(data)
             with self.store.write() as session:
-                version = repo.add_state_version(
-                    session,
-                    StateVersion(
-                        workspace_id=self.workspace.id or 0, serial=serial, lineage=lineage,
-                        sha256=hashlib.sha256(data).hexdigest(), size=len(data), partial=False,
-                        task_id=self.task_id, created_at=repo.now(),
-                        data_secret=self.store.cipher.encrypt(data),
-                    ),
-                )
-                version_id = version.id
-        except Exception as exc:  # noqa: BLE001 - O5: reported as applied_state_error, not failure
+                version = add_state_version(session, self.store, self.workspace.id or 0, self.task_id, data,
+                                            partial=False)
+                version_id, serial = version.id, version.serial
+        except Exception as exc:
             self._state_error = f"the new state could not be stored: {exc}"
             return None
         self.log.note(f"state version {version_id} stored (serial {serial})")

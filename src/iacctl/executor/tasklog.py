@@ -44,7 +44,7 @@ class TaskLog:
             self._push(text)
             try:
                 self.reporter.line(text)
-            except Exception:  # noqa: BLE001 - the terminal failing must not stop the task
+            except Exception:
                 pass
 
     def note(self, text: str) -> None:

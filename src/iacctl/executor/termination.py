@@ -15,6 +15,8 @@ import json
 import os
 from pathlib import Path
 
+from sqlmodel import Session
+
 from iacctl.domain.lifecycle import Stage, Status, is_terminal
 from iacctl.executor import terraform as tf
 from iacctl.executor.progress import Reporter
@@ -34,11 +36,25 @@ class Cancelled(Exception):
 _APPLY_TOUCHED = frozenset({Stage.APPLYING, Stage.SAVING_STATE, Stage.POST_APPLY})
 
 
-def state_meta(data: bytes) -> tuple[int, str | None]:
+def state_serial(data: bytes) -> int:
     doc = json.loads(data)
     if not isinstance(doc, dict) or "serial" not in doc:
         raise ValueError("not a Terraform state file")
-    return int(doc["serial"]), doc.get("lineage")
+    return int(doc["serial"])
+
+
+def add_state_version(session: Session, store: Store, workspace_id: int, task_id: int, data: bytes, *,
+                      partial: bool) -> StateVersion:
+    """E8: a new state version, encrypted. Only serial, size and hash stay readable (X1: the
+    lineage and everything else of the state are inside the encrypted blob)."""
+    return repo.add_state_version(
+        session,
+        StateVersion(
+            workspace_id=workspace_id, serial=state_serial(data), sha256=hashlib.sha256(data).hexdigest(),
+            size=len(data), partial=partial, task_id=task_id, created_at=repo.now(),
+            data_secret=store.cipher.encrypt(data),
+        ),
+    )
 
 
 def save_work_dir_state(
@@ -53,21 +69,12 @@ def save_work_dir_state(
     if not data:
         return None
     digest = hashlib.sha256(data).hexdigest()
-    serial, lineage = state_meta(data)
     with store.write() as session:
         task = repo.get_task(session, task_id)
         latest = repo.latest_state_version(session, task.workspace_id)
         if latest is not None and latest.sha256 == digest:
             return None
-        version = repo.add_state_version(
-            session,
-            StateVersion(
-                workspace_id=task.workspace_id, serial=serial, lineage=lineage, sha256=digest,
-                size=len(data), partial=partial, task_id=task_id, created_at=repo.now(),
-                data_secret=store.cipher.encrypt(data),
-            ),
-        )
-        return version.id
+        return add_state_version(session, store, task.workspace_id, task_id, data, partial=partial).id
 
 
 def end_task(
@@ -93,7 +100,7 @@ def end_task(
             version_id = save_work_dir_state(store, runtime, task_id, place, partial=True)
             if version_id is not None:
                 notes.append(f"partial state saved as state version {version_id}")
-        except Exception as exc:  # noqa: BLE001 - keep ending the task; say what was lost
+        except Exception as exc:
             notes.append(f"the partial state could not be saved: {exc}")
     message = error + ("; " + "; ".join(notes) if notes else "")
     if log is not None:

@@ -51,7 +51,7 @@ class CancelWatch:
         while not self._stop.wait(_POLL_SECONDS):
             try:
                 self._tick()
-            except Exception:  # noqa: BLE001 - a busy store must not kill the watcher
+            except Exception:
                 continue
 
     def _tick(self) -> None:

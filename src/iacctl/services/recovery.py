@@ -63,7 +63,7 @@ def recover_task(app: App, task_id: int, reason: str, outcome: Status = Status.F
         # The apply itself finished before the process died: store its state, never call it failed.
         try:
             version_id = save_work_dir_state(app.store, runtime, task_id, place, partial=False)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             from iacctl.executor.progress import SilentReporter
             from iacctl.executor.tasklog import TaskLog
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from sqlmodel import col, select
 
 from iacctl.domain.lifecycle import Status
 from iacctl.errors import NotFound, Refused, StoreError
-from iacctl.executor.termination import kept_state_path, state_meta
+from iacctl.executor.termination import add_state_version, kept_state_path, state_serial
 from iacctl.services.app import App
 from iacctl.services.views import iso
 from iacctl.store import repo
@@ -17,7 +16,7 @@ from iacctl.store.models import StateVersion
 
 
 def _view(v: StateVersion) -> dict[str, Any]:
-    return {"id": v.id, "serial": v.serial, "lineage": v.lineage, "sha256": v.sha256, "size": v.size,
+    return {"id": v.id, "serial": v.serial, "sha256": v.sha256, "size": v.size,
             "partial": v.partial, "task": v.task_id, "created_at": iso(v.created_at)}
 
 
@@ -55,14 +54,12 @@ def save_applied(app: App, task_id: int) -> dict[str, Any]:
         data = kept.read_bytes()
     except OSError:
         raise StoreError(f"the kept state file {kept} cannot be read") from None
-    serial, lineage = state_meta(data)
+    try:
+        state_serial(data)
+    except ValueError:
+        raise StoreError(f"the kept state file {kept} is not a Terraform state") from None
     with app.store.write() as session:
-        version = repo.add_state_version(
-            session,
-            StateVersion(workspace_id=task.workspace_id, serial=serial, lineage=lineage,
-                         sha256=hashlib.sha256(data).hexdigest(), size=len(data), partial=False,
-                         task_id=task_id, created_at=repo.now(), data_secret=app.store.cipher.encrypt(data)),
-        )
+        version = add_state_version(session, app.store, task.workspace_id, task_id, data, partial=False)
         repo.transition(session, task_id, Status.APPLIED_STATE_ERROR, Status.APPLIED,
                         f"state re-saved as version {version.id}", state_version_id=version.id,
                         error=None)

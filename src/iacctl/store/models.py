@@ -153,7 +153,6 @@ class StateVersion(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     workspace_id: int = Field(foreign_key="workspaces.id", index=True)
     serial: int
-    lineage: str | None = None
     sha256: str
     size: int
     partial: bool = False  # E2: saved from an apply that stopped part-way

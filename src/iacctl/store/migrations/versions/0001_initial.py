@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: (none)
-Create Date: 2026-11-22 16:42:40.291317
+Create Date: 2026-11-22 16:45:42.465514
 """
 
 from alembic import op
@@ -98,7 +98,6 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('workspace_id', sa.Integer(), nullable=False),
     sa.Column('serial', sa.Integer(), nullable=False),
-    sa.Column('lineage', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('sha256', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('size', sa.Integer(), nullable=False),
     sa.Column('partial', sa.Boolean(), nullable=False),
