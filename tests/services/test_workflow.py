@@ -22,6 +22,11 @@ def test_plan_confirm_apply_then_no_changes(any_env: Env) -> None:
     assert ws["lock"] == {"holder": "task 1", "task": 1, "reason": "task 1 waits for confirm-apply",
                           "locked_at": ws["lock"]["locked_at"]}
 
+    # S2: the apply_pending task keeps its slot reserved, with its work directory and plan file.
+    slots = env.ok("pods", "list", "--json").json()[0]["slots"]
+    assert slots[0] == {"index": 0, "state": "reserved", "task": 1}
+    assert (env.work_root / "local" / "local" / "slot-0" / "tfplan").is_file()
+
     applied = env.ok("confirm-apply", "1")
     assert "E6 fast path" in applied.out
     task = env.task(1)
@@ -41,3 +46,4 @@ def test_plan_confirm_apply_then_no_changes(any_env: Env) -> None:
     assert "(sensitive value)" in logs
     pods = env.ok("pods", "list", "--json").json()
     assert [s["state"] for s in pods[0]["slots"]] == ["idle", "idle", "idle"]
+    assert not (env.work_root / "local" / "local" / "slot-0").exists()  # removed when the task ended

@@ -25,33 +25,36 @@ _COLUMNS = (
 )
 
 
-def _row_view(row: Any, workspace: str, pool: str | None, pod: str | None, slot: int | None) -> dict[str, Any]:
+def _row_view(row: Any) -> dict[str, Any]:
+    # Positional unpacking of the row: attribute access per field is slow for big listings.
+    (task_id, kind, status, stage, error, created_at, started_at, finished_at, plan_hash, planned_at,
+     has_changes, add, change, destroy, replace, outputs, apply_path, state_version_id, confirmed_at,
+     replans, cancel_requested_at, _slot_id, _plan_slot_id, workspace, pool, pod, slot) = row
     counts = None
-    if row.add_count is not None:
-        counts = {"add": row.add_count, "change": row.change_count, "destroy": row.destroy_count,
-                  "replace": row.replace_count, "outputs": row.output_count}
+    if add is not None:
+        counts = {"add": add, "change": change, "destroy": destroy, "replace": replace, "outputs": outputs}
     return {
-        "id": row.id,
+        "id": task_id,
         "workspace": workspace,
-        "kind": row.kind,
-        "status": row.status,
-        "stage": row.stage,
-        "error": row.error,
-        "plan_hash": row.plan_hash,
-        "has_changes": row.has_changes,
+        "kind": kind,
+        "status": status,
+        "stage": stage,
+        "error": error,
+        "plan_hash": plan_hash,
+        "has_changes": has_changes,
         "changes": counts,
         "pool": pool,
         "pod": pod,
         "slot": slot,
-        "apply_path": row.apply_path,
-        "state_version": row.state_version_id,
-        "replans": row.replans,
-        "cancel_requested": row.cancel_requested_at is not None,
-        "created_at": iso(row.created_at),
-        "started_at": iso(row.started_at),
-        "planned_at": iso(row.planned_at),
-        "confirmed_at": iso(row.confirmed_at),
-        "finished_at": iso(row.finished_at),
+        "apply_path": apply_path,
+        "state_version": state_version_id,
+        "replans": replans,
+        "cancel_requested": cancel_requested_at is not None,
+        "created_at": iso(created_at),
+        "started_at": iso(started_at),
+        "planned_at": iso(planned_at),
+        "confirmed_at": iso(confirmed_at),
+        "finished_at": iso(finished_at),
     }
 
 
@@ -90,7 +93,7 @@ def list_tasks(app: App, *, workspace: str | None = None, status: str | None = N
         if limit is not None:
             query = query.limit(limit)
         rows = session.execute(query).all()
-    views = [_row_view(r, r.workspace, r.pool, r.pod, r.slot_index) for r in rows]
+    views = [_row_view(r) for r in rows]
     views.reverse()
     return views
 
@@ -101,7 +104,7 @@ def show(app: App, task_id: int) -> dict[str, Any]:
         if row is None:
             repo.get_task(session, task_id)  # raises NotFound
         assert row is not None
-        view = _row_view(row, row.workspace, row.pool, row.pod, row.slot_index)
+        view = _row_view(row)
         events = session.execute(
             select(TaskEvent).where(col(TaskEvent.task_id) == task_id).order_by(col(TaskEvent.id))
         ).scalars().all()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import time
 
 
 def iso(t: float | None) -> str | None:
+    """UTC, to the second: 2026-11-22T16:42:42Z. (time.strftime is several times faster than
+    datetime here, which matters for a 10,000-task listing.)"""
     if t is None:
         return None
-    return dt.datetime.fromtimestamp(t, tz=dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
