@@ -38,13 +38,14 @@ def try_start(app: App, task_id: int) -> StartResult:
             select(Workspace).where(Workspace.id == task.workspace_id).with_for_update()
         ).one()
         if task.kind == "plan_and_apply":
-            if ws.lock_holder is not None and ws.locked_by_task_id != task.id:
-                return StartResult(False, Status.PENDING,
-                                   f"workspace {ws.name} is locked by {ws.lock_holder}: {ws.lock_reason}")
+            # The task holding the turn says more than the lock it holds: name it first.
             blocker = repo.workspace_turn_taken(session, ws.id or 0, task_id)
             if blocker is not None:
                 return StartResult(False, Status.PENDING,
                                    f"task {blocker.id} ({blocker.status}) has workspace {ws.name}'s turn")
+            if ws.lock_holder is not None and ws.locked_by_task_id != task.id:
+                return StartResult(False, Status.PENDING,
+                                   f"workspace {ws.name} is locked by {ws.lock_holder}: {ws.lock_reason}")
         slot = repo.claim_idle_slot(session, ws.pool_id, task_id)
         if slot is None:
             pool = session.get(Pool, ws.pool_id)
