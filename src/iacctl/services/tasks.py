@@ -16,13 +16,13 @@ from iacctl.services.views import iso
 from iacctl.store import repo
 from iacctl.store.models import Pod, Pool, Slot, Task, TaskEvent, TaskLog, Workspace
 
-_COLUMNS = (
+_COLUMNS: tuple[Any, ...] = tuple(col(c) for c in (
     Task.id, Task.kind, Task.status, Task.stage, Task.error, Task.created_at, Task.started_at,
     Task.finished_at, Task.plan_hash, Task.planned_at, Task.has_changes, Task.add_count,
     Task.change_count, Task.destroy_count, Task.replace_count, Task.output_count, Task.apply_path,
     Task.state_version_id, Task.confirmed_at, Task.replans, Task.cancel_requested_at,
     Task.slot_id, Task.plan_slot_id,
-)
+))
 
 
 def _row_view(row: Any) -> dict[str, Any]:
@@ -60,8 +60,8 @@ def _row_view(row: Any) -> dict[str, Any]:
 
 def _query() -> Any:
     return (
-        select(*_COLUMNS, Workspace.name.label("workspace"), Pool.name.label("pool"),  # type: ignore[attr-defined]
-               Pod.name.label("pod"), Slot.slot_index)
+        select(*_COLUMNS, col(Workspace.name).label("workspace"), col(Pool.name).label("pool"),
+               col(Pod.name).label("pod"), col(Slot.slot_index))
         .join(Workspace, col(Workspace.id) == col(Task.workspace_id))
         .outerjoin(Slot, col(Slot.id) == func_coalesce())
         .outerjoin(Pod, col(Pod.id) == col(Slot.pod_id))
@@ -127,7 +127,7 @@ def logs(app: App, task_id: int, *, follow: bool = False) -> Iterator[str]:
     while True:
         with app.store.read() as session:
             rows = session.execute(
-                select(TaskLog.seq, TaskLog.line_secret)
+                select(col(TaskLog.seq), col(TaskLog.line_secret))
                 .where(col(TaskLog.task_id) == task_id, col(TaskLog.seq) > seq)
                 .order_by(col(TaskLog.seq))
             ).all()

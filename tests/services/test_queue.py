@@ -1,0 +1,195 @@
+"""The queue (SPEC L4, S2; core issue item 6): a plan waits for its workspace's turn or a free
+slot and says what it waits for; `--no-wait` only queues; a queued task is started by whoever
+frees its turn, even when the process that queued it is gone; nothing stays pending."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.conftest import Env
+
+
+class Watched:
+    """A spawned iacctl whose output lines can be waited for while it runs."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._readers = [threading.Thread(target=self._read, args=(stream, lines), daemon=True)
+                         for stream, lines in ((proc.stdout, self.out), (proc.stderr, self.err))]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream: object, lines: list[str]) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            lines.append(line.rstrip("\n"))
+
+    def wait_line(self, text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in list(self.out):
+                if text in line:
+                    return line
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.poll()
+                raise AssertionError(f"no line with {text!r} (exit {self.proc.returncode}):\n"
+                                     + "\n".join(self.out + self.err))
+            time.sleep(0.05)
+
+    def finish(self, timeout: float = 120) -> int:
+        code = self.proc.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout=10)
+        return code
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.finish()
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.out + self.err)
+
+
+Spawn = Callable[..., Watched]
+
+
+@pytest.fixture
+def spawn(request: pytest.FixtureRequest) -> Iterator[Spawn]:
+    """Start `iacctl ARGS` in the test's environment; whatever still runs at the end is killed
+    (a waiting plan would otherwise wait for its turn forever after a failed assertion)."""
+    started: list[Watched] = []
+
+    def start(env: Env, *args: str) -> Watched:
+        watched = spawn(env, *args))
+        started.append(watched)
+        return watched
+
+    yield start
+    for watched in started:
+        if watched.proc.poll() is None:
+            watched.kill()
+
+
+def _nothing_pending(env: Env) -> None:
+    assert env.ok("tasks", "list", "--status", "pending", "--json").json() == []
+
+
+def test_plan_waits_for_the_workspace_turn_and_plan_only_does_not(env: Env) -> None:
+    env.workspace("net")
+    env.ok("plan", "net", "--quiet", code=2)
+
+    waiter = spawn(env, "plan", "net", "--quiet"))
+    waiter.wait_line("task 2 waits: task 1 (apply_pending) has workspace net's turn")
+    assert env.task(2)["status"] == "pending"
+
+    # L4: a speculative plan never takes the turn nor the lock, so it runs at once beside them.
+    beside = env.ok("plan", "net", "--plan-only", "--quiet", code=2)
+    assert "task 3 waits" not in beside.out
+    assert env.task(3)["status"] == "planned_and_finished"
+    assert env.task(1)["status"] == "apply_pending"
+    assert env.task(2)["status"] == "pending"
+    assert env.ok("workspace", "show", "net", "--json").json()["lock"]["task"] == 1
+
+    # The turn comes: the waiting process plans (nothing left to change after the apply).
+    env.ok("confirm-apply", "1", "--quiet")
+    assert waiter.finish() == 0, waiter.output
+    assert "task 2: no changes" in waiter.out
+    task = env.task(2)
+    assert task["status"] == "planned_and_finished"
+    started = [h for h in task["history"] if (h["from"], h["to"]) == ("pending", "running")]
+    assert len(started) == 1
+    _nothing_pending(env)
+
+
+def test_plan_waits_for_a_free_slot_in_a_one_slot_pool(env: Env) -> None:
+    env.ok("pool", "set", "local", "--slots-per-pod", "1")
+    assert [s["index"] for s in env.ok("pods", "list", "--json").json()[0]["slots"]] == [0]
+    env.workspace("a")
+    env.workspace("b")
+    env.ok("plan", "a", "--quiet", code=2)  # apply_pending: its slot stays reserved (L3)
+
+    waiter = spawn(env, "plan", "b", "--plan-only", "--quiet"))
+    waiter.wait_line("task 2 waits: no free slot in pool local")
+    assert env.task(2)["status"] == "pending"
+
+    env.ok("cancel", "1")
+    assert waiter.finish() == 2, waiter.output
+    task = env.task(2)
+    assert (task["status"], task["slot"]) == ("planned_and_finished", 0)
+    _nothing_pending(env)
+
+
+def test_no_wait_queues_and_the_command_freeing_the_turn_runs_it_in_order(any_env: Env) -> None:
+    env = any_env
+    env.workspace("net")
+    env.ok("plan", "net", "--quiet", code=2)
+
+    queued = env.ok("plan", "net", "--no-wait", "--json").json()
+    assert (queued["id"], queued["status"], queued["kind"]) == (2, "pending", "plan_and_apply")
+    env.ok("plan", "net", "--no-wait")
+    assert [env.task(i)["status"] for i in (2, 3)] == ["pending", "pending"]
+
+    # Cancelling the task that has the turn starts the oldest queued one, in the background.
+    env.ok("cancel", "1")
+    env.wait_for(2, lambda t: t["status"] == "apply_pending")
+    # L4: the younger one keeps waiting behind it, in creation order.
+    assert env.task(3)["status"] == "pending"
+
+    env.ok("confirm-apply", "2", "--quiet")
+    third = env.wait_for(3, lambda t: t["status"] not in ("pending", "running"))
+    assert third["status"] == "planned_and_finished"  # planned after task 2's apply: no changes
+    assert not third["has_changes"]
+
+    # With the turn free, --no-wait still returns at once and the plan runs in the background.
+    four = env.ok("plan", "net", "--plan-only", "--no-wait", "--json").json()
+    assert four["id"] == 4
+    assert env.wait_for(4, lambda t: t["status"] not in ("pending", "running"))["status"] == "planned_and_finished"
+    _nothing_pending(env)
+
+
+def test_queued_task_whose_process_is_gone_is_started_when_its_turn_is_freed(env: Env) -> None:
+    env.workspace("net")
+    env.ok("plan", "net", "--quiet", code=2)
+    waiter = spawn(env, "plan", "net", "--quiet"))
+    waiter.wait_line("task 2 waits: task 1 (apply_pending) has workspace net's turn")
+    waiter.kill()
+    assert env.task(2)["status"] == "pending"
+
+    env.ok("cancel", "1")
+    task = env.wait_for(2, lambda t: t["status"] != "pending" and t["status"] != "running")
+    assert task["status"] == "apply_pending"
+    assert env.ok("workspace", "show", "net", "--json").json()["lock"]["task"] == 2
+    _nothing_pending(env)
+
+
+def test_queued_task_whose_process_is_gone_is_started_by_pods_recover(env: Env) -> None:
+    """Neither the waiting process nor the one holding the turn survives: the sweep ends the
+    dead apply and starts the queued task (nothing stays pending forever)."""
+    env.workspace("net", "slow_apply")
+    env.ok("plan", "net", "--quiet", code=2)
+    applier = spawn(env, "confirm-apply", "1"))
+    applier.wait_line("terraform_data.slow: Provisioning with 'local-exec'")
+    waiter = spawn(env, "plan", "net", "--quiet"))
+    waiter.wait_line("task 2 waits: task 1 (running) has workspace net's turn")
+    waiter.kill()
+    applier.kill()
+    assert env.task(2)["status"] == "pending"
+
+    actions = env.ok("pods", "recover", "--json").json()
+    assert {"action": "failed", "task": 1} in [{"action": a["action"], "task": a["task"]} for a in actions]
+    assert {"action": "started", "task": 2} in [{"action": a["action"], "task": a["task"]} for a in actions]
+    task = env.wait_for(2, lambda t: t["status"] not in ("pending", "running"))
+    assert task["status"] == "apply_pending" and task["has_changes"]
+    # The dead apply ended through the termination path, its partial state kept (E2).
+    versions = env.ok("state", "versions", "net", "--json").json()
+    assert [(v["task"], v["partial"]) for v in versions] == [(1, True)]
+    _nothing_pending(env)
