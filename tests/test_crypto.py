@@ -72,3 +72,4 @@ def test_key_file_is_private_and_another_key_cannot_read(env: Env) -> None:
     assert r.err.strip().splitlines() == [
         "iacctl: the secret key does not open the stored secrets (was IACCTL_SECRET_KEY changed?)"
     ]
+    assert env.tasks() == []  # refused before any task was written

@@ -22,8 +22,10 @@ class Watched:
         self.proc = proc
         self.out: list[str] = []
         self.err: list[str] = []
-        self._readers = [threading.Thread(target=self._read, args=(stream, lines), daemon=True)
-                         for stream, lines in ((proc.stdout, self.out), (proc.stderr, self.err))]
+        self._readers = [
+            threading.Thread(target=self._read, args=(stream, lines), daemon=True)
+            for stream, lines in ((proc.stdout, self.out), (proc.stderr, self.err))
+        ]
         for reader in self._readers:
             reader.start()
 
@@ -40,8 +42,9 @@ class Watched:
                     return line
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.proc.poll()
-                raise AssertionError(f"no line with {text!r} (exit {self.proc.returncode}):\n"
-                                     + "\n".join(self.out + self.err))
+                raise AssertionError(
+                    f"no line with {text!r} (exit {self.proc.returncode}):\n" + "\n".join(self.out + self.err)
+                )
             time.sleep(0.05)
 
     def finish(self, timeout: float = 120) -> int:
@@ -63,13 +66,13 @@ Spawn = Callable[..., Watched]
 
 
 @pytest.fixture
-def spawn(request: pytest.FixtureRequest) -> Iterator[Spawn]:
+def spawn() -> Iterator[Spawn]:
     """Start `iacctl ARGS` in the test's environment; whatever still runs at the end is killed
     (a waiting plan would otherwise wait for its turn forever after a failed assertion)."""
     started: list[Watched] = []
 
     def start(env: Env, *args: str) -> Watched:
-        watched = spawn(env, *args))
+        watched = Watched(env.spawn(*args))
         started.append(watched)
         return watched
 
@@ -83,11 +86,11 @@ def _nothing_pending(env: Env) -> None:
     assert env.ok("tasks", "list", "--status", "pending", "--json").json() == []
 
 
-def test_plan_waits_for_the_workspace_turn_and_plan_only_does_not(env: Env) -> None:
+def test_plan_waits_for_the_workspace_turn_and_plan_only_does_not(env: Env, spawn: Spawn) -> None:
     env.workspace("net")
     env.ok("plan", "net", "--quiet", code=2)
 
-    waiter = spawn(env, "plan", "net", "--quiet"))
+    waiter = spawn(env, "plan", "net", "--quiet")
     waiter.wait_line("task 2 waits: task 1 (apply_pending) has workspace net's turn")
     assert env.task(2)["status"] == "pending"
 
@@ -110,14 +113,14 @@ def test_plan_waits_for_the_workspace_turn_and_plan_only_does_not(env: Env) -> N
     _nothing_pending(env)
 
 
-def test_plan_waits_for_a_free_slot_in_a_one_slot_pool(env: Env) -> None:
+def test_plan_waits_for_a_free_slot_in_a_one_slot_pool(env: Env, spawn: Spawn) -> None:
     env.ok("pool", "set", "local", "--slots-per-pod", "1")
     assert [s["index"] for s in env.ok("pods", "list", "--json").json()[0]["slots"]] == [0]
     env.workspace("a")
     env.workspace("b")
     env.ok("plan", "a", "--quiet", code=2)  # apply_pending: its slot stays reserved (L3)
 
-    waiter = spawn(env, "plan", "b", "--plan-only", "--quiet"))
+    waiter = spawn(env, "plan", "b", "--plan-only", "--quiet")
     waiter.wait_line("task 2 waits: no free slot in pool local")
     assert env.task(2)["status"] == "pending"
 
@@ -156,10 +159,10 @@ def test_no_wait_queues_and_the_command_freeing_the_turn_runs_it_in_order(any_en
     _nothing_pending(env)
 
 
-def test_queued_task_whose_process_is_gone_is_started_when_its_turn_is_freed(env: Env) -> None:
+def test_queued_task_whose_process_is_gone_is_started_when_its_turn_is_freed(env: Env, spawn: Spawn) -> None:
     env.workspace("net")
     env.ok("plan", "net", "--quiet", code=2)
-    waiter = spawn(env, "plan", "net", "--quiet"))
+    waiter = spawn(env, "plan", "net", "--quiet")
     waiter.wait_line("task 2 waits: task 1 (apply_pending) has workspace net's turn")
     waiter.kill()
     assert env.task(2)["status"] == "pending"
@@ -171,14 +174,14 @@ def test_queued_task_whose_process_is_gone_is_started_when_its_turn_is_freed(env
     _nothing_pending(env)
 
 
-def test_queued_task_whose_process_is_gone_is_started_by_pods_recover(env: Env) -> None:
+def test_queued_task_whose_process_is_gone_is_started_by_pods_recover(env: Env, spawn: Spawn) -> None:
     """Neither the waiting process nor the one holding the turn survives: the sweep ends the
     dead apply and starts the queued task (nothing stays pending forever)."""
     env.workspace("net", "slow_apply")
     env.ok("plan", "net", "--quiet", code=2)
-    applier = spawn(env, "confirm-apply", "1"))
+    applier = spawn(env, "confirm-apply", "1")
     applier.wait_line("terraform_data.slow: Provisioning with 'local-exec'")
-    waiter = spawn(env, "plan", "net", "--quiet"))
+    waiter = spawn(env, "plan", "net", "--quiet")
     waiter.wait_line("task 2 waits: task 1 (running) has workspace net's turn")
     waiter.kill()
     applier.kill()

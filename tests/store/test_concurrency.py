@@ -4,11 +4,13 @@ atomically, and racing confirmations applying exactly once."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from sqlmodel import col, select
 
 from iacctl.domain.lifecycle import Status
@@ -31,6 +33,7 @@ def _worker(env: Env, name: str, barrier: threading.Barrier) -> list[tuple[tuple
     return [(args, env.run(*args), code) for args, code in steps]
 
 
+@pytest.mark.slow
 def test_eight_processes_on_a_new_store_never_see_database_is_locked(any_env: Env) -> None:
     env = any_env
     names = [f"w{i}" for i in range(WORKERS)]
@@ -101,7 +104,7 @@ def test_concurrent_plans_never_share_a_slot(any_env: Env) -> None:
             spans.setdefault(row.plan_slot_id, []).append((row.started_at, row.finished_at))
     app.close()
     for slot_spans in spans.values():
-        for (_, finished), (started, _) in zip(slot_spans, slot_spans[1:], strict=False):
+        for (_, finished), (started, _) in itertools.pairwise(slot_spans):
             assert finished <= started
     assert [s["state"] for s in env.ok("pods", "list", "--json").json()[0]["slots"]] == ["idle"] * 3
 
@@ -129,6 +132,7 @@ def test_ten_concurrent_confirmations_apply_exactly_once(any_env: Env) -> None:
     assert task["status"] == "applied"
     versions = env.ok("state", "versions", "net", "--json").json()
     assert len(versions) == 1 and versions[0]["task"] == 1
-    confirmations = [h for h in task["history"]
-                     if h["kind"] == "status" and (h["from"], h["to"]) == ("apply_pending", "running")]
+    confirmations = [
+        h for h in task["history"] if h["kind"] == "status" and (h["from"], h["to"]) == ("apply_pending", "running")
+    ]
     assert len(confirmations) == 1

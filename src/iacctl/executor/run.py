@@ -153,6 +153,7 @@ class TaskRun:
         try:
             self.runtime.reset_work_dir(place)
             self.runtime.extract_archive(place, config_tar)
+            self.runtime.write_file(place, tf.BACKEND_OVERRIDE_FILE, tf.BACKEND_OVERRIDE)
             if base is not None:
                 self.runtime.write_file(place, tf.STATE_FILE, self.store.cipher.decrypt(base.data_secret))
         except RuntimeError_ as exc:

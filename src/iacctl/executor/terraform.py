@@ -11,6 +11,16 @@ from iacctl.errors import TerraformError, UsageError
 
 PLAN_FILE = "tfplan"
 STATE_FILE = "terraform.tfstate"
+# E8: iacctl keeps the state, so whatever backend the configuration names, Terraform runs with
+# the local backend in the work directory. An override file replaces (or adds) the backend.
+BACKEND_OVERRIDE_FILE = "zz_iacctl_backend_override.tf"
+BACKEND_OVERRIDE = b"""# Written by iacctl: the state lives in iacctl's store, so Terraform uses a local file here.
+terraform {
+  backend "local" {
+    path = "terraform.tfstate"
+  }
+}
+"""
 
 
 def find_binary(configured: str | None) -> str:

@@ -47,6 +47,7 @@ def plan_workspace(
     if not source.is_dir():
         raise UsageError(f"workspace {name}'s directory {source} does not exist")
     tf.find_binary(ws.terraform_bin)
+    _check_secrets(app, ws.id or 0)
     host, pid, start = local.this_process()
     kind = TaskKind.PLAN if plan_only else TaskKind.PLAN_AND_APPLY
     with app.store.write() as session:
@@ -65,6 +66,15 @@ def plan_workspace(
         queue.kick_queue(app)
         return _get(app, task_id)
     return run_when_turn(app, task_id, reporter)
+
+
+def _check_secrets(app: App, workspace_id: int) -> None:
+    """X4: a key that cannot open the workspace's sensitive variables is found before a task
+    is written, not halfway through one."""
+    with app.store.read() as session:
+        blobs = [v.value_secret for v in repo.variables_of(session, workspace_id) if v.value_secret]
+    for blob in blobs:
+        app.store.cipher.decrypt(blob)
 
 
 def run_when_turn(app: App, task_id: int, reporter: Reporter) -> Task:
