@@ -11,6 +11,7 @@ def test_kill_apply(env: Env) -> None:
     print("planned", time.monotonic() - t0)
     p = env.spawn("confirm-apply", "1")
     env.wait_for(1, lambda t: t["stage"] == "applying", timeout=120)
+    print("applying stage after", time.monotonic() - t0)
     deadline = time.monotonic() + 30
     while "terraform_data.first: Creation complete" not in env.ok("tasks", "logs", "1").out:
         time.sleep(0.2)
@@ -27,3 +28,5 @@ def test_kill_apply(env: Env) -> None:
     print(env.ok("state", "versions", "slow", "--json").out)
     print(env.ok("state", "pull", "slow").out)
     print(list((env.work_root).rglob("slot-*")))
+    print("end", time.monotonic() - t0)
+    os.system("ps -ef --forest | grep -v grep | grep -B2 -A2 sleep")
