@@ -61,11 +61,15 @@ def slots_of_pod(session: Session, pod_id: int) -> Sequence[Slot]:
 def claim_idle_slot(session: Session, pool_id: int, task_id: int) -> Slot | None:
     """S2: take an idle slot of the pool for the task, or None. The compare-and-set on the
     slot's state makes two processes racing for it get different slots (or one gets none)."""
+    # On PostgreSQL, SKIP LOCKED passes over slots another transaction is changing (one being
+    # released by a finishing task, say) instead of waiting on them, which could deadlock with
+    # that transaction's next step. SQLite has no row locks; BEGIN IMMEDIATE serializes it.
     candidates = session.exec(
         select(Slot)
         .join(Pod, col(Pod.id) == col(Slot.pod_id))
         .where(Pod.pool_id == pool_id, Pod.status == "ready", Slot.state == SlotState.IDLE)
         .order_by(col(Slot.pod_id), col(Slot.slot_index))
+        .with_for_update(skip_locked=True, of=Slot)
     ).all()
     for slot in candidates:
         result = session.execute(
