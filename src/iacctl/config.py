@@ -34,8 +34,8 @@ class Settings:
 
 
 def load_settings(db: str | None = None) -> Settings:
-    """C5: `--db PATH`, else IACCTL_DB, else the platformdirs data directory; IACCTL_DATABASE_URL
-    (PostgreSQL) wins over all of them."""
+    """C5: `--db PATH` or IACCTL_DB (SQLite) if given, else IACCTL_DATABASE_URL (PostgreSQL) if
+    set, else a SQLite file in the platformdirs data directory."""
     config_dir = Path(os.environ.get("IACCTL_CONFIG_DIR") or _user_dir("config"))
     url = os.environ.get("IACCTL_DATABASE_URL")
     work_root_env = os.environ.get("IACCTL_WORK_ROOT")

@@ -105,8 +105,7 @@ class TaskRun:
 
     def _end(self, outcome: Status, error: str) -> Status:
         return end_task(
-            self.store, self.runtime, self.task_id, outcome, error, log=self.log, place=self.place,
-            reporter=self.reporter,
+            self.store, self.runtime, self.task_id, outcome, error, log=self.log, place=self.place
         )
 
     # -- plan ----------------------------------------------------------------------------------

@@ -47,10 +47,13 @@ class TaskLog:
             except Exception:
                 pass
 
-    def note(self, text: str) -> None:
+    def note(self, text: str, *, show: bool = True) -> None:
+        """A line of iacctl's own in the log; `show=False` for the task's final word, which the
+        command prints on stderr anyway."""
         text = self.redact(text)
         self._push(f"iacctl: {text}")
-        self.reporter.note(text)
+        if show:
+            self.reporter.note(text)
 
     def _push(self, text: str) -> None:
         with self._lock:

@@ -19,7 +19,6 @@ from sqlmodel import Session
 
 from iacctl.domain.lifecycle import Stage, Status, is_terminal
 from iacctl.executor import terraform as tf
-from iacctl.executor.progress import Reporter
 from iacctl.executor.tasklog import TaskLog
 from iacctl.runtimes.base import Runtime, RuntimeError_, SlotPlace
 from iacctl.store import repo
@@ -86,7 +85,6 @@ def end_task(
     *,
     log: TaskLog | None,
     place: SlotPlace | None,
-    reporter: Reporter | None = None,
     keep_lock_reason: str | None = None,
 ) -> Status:
     """E2: end a task failed or cancelled. Idempotent: a task already terminal is left as is."""
@@ -105,7 +103,7 @@ def end_task(
     message = error + ("; " + "; ".join(notes) if notes else "")
     if log is not None:
         with contextlib.suppress(Exception):
-            log.note(f"task {outcome}: {message}")
+            log.note(f"task {outcome}: {message}", show=False)
             log.flush()
     if place is not None:
         with contextlib.suppress(Exception):
@@ -121,9 +119,6 @@ def end_task(
             repo.set_lock_reason(session, task.workspace_id, task_id, keep_lock_reason)
         else:
             repo.unlock_workspace(session, task.workspace_id, task_id=task_id)
-    if reporter is not None:
-        with contextlib.suppress(Exception):
-            reporter.note(f"task {task_id} {outcome}: {message}")
     return outcome
 
 
@@ -152,7 +147,7 @@ def keep_applied_state(
     else:
         message = f"the apply finished but its state was not stored ({error}) and no state file is left"
     with contextlib.suppress(Exception):
-        log.note(message)
+        log.note(message, show=False)
         log.flush()
     runtime.remove_work_dir(place)
     with store.write() as session:

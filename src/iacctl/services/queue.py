@@ -52,7 +52,7 @@ def try_start(app: App, task_id: int) -> StartResult:
             return StartResult(False, Status.PENDING,
                                f"no free slot in pool {pool.name if pool else ws.pool_id}")
         repo.transition(
-            session, task_id, Status.PENDING, Status.RUNNING, f"started in slot {slot.id}",
+            session, task_id, Status.PENDING, Status.RUNNING, f"started in slot {repo.slot_place(session, slot.id)}",
             slot_id=slot.id, pod_id=slot.pod_id, pool_id=ws.pool_id, plan_slot_id=slot.id,
             started_at=repo.now(), runner_host=host, runner_pid=pid, runner_start=start,
             heartbeat_at=repo.now(), error=None,
