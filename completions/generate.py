@@ -151,8 +151,12 @@ _iacctl() {{
     COMPREPLY=()
     if [[ " ${{vals[$key]}} " == *" $prev "* ]]; then
         case $prev in
-            {'|'.join(sorted(DIRECTORY_OPTIONS))}) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -d -- "$cur") ;;
-            {'|'.join(sorted(FILE_OPTIONS))}) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur") ;;
+            {'|'.join(sorted(DIRECTORY_OPTIONS))})
+                compopt -o filenames 2>/dev/null
+                mapfile -t COMPREPLY < <(compgen -d -- "$cur") ;;
+            {'|'.join(sorted(FILE_OPTIONS))})
+                compopt -o filenames 2>/dev/null
+                mapfile -t COMPREPLY < <(compgen -f -- "$cur") ;;
         esac
         return 0
     fi

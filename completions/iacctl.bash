@@ -72,8 +72,12 @@ _iacctl() {
     COMPREPLY=()
     if [[ " ${vals[$key]} " == *" $prev "* ]]; then
         case $prev in
-            --dir) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -d -- "$cur") ;;
-            --db|--output|--terraform|-o) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur") ;;
+            --dir)
+                compopt -o filenames 2>/dev/null
+                mapfile -t COMPREPLY < <(compgen -d -- "$cur") ;;
+            --db|--output|--terraform|-o)
+                compopt -o filenames 2>/dev/null
+                mapfile -t COMPREPLY < <(compgen -f -- "$cur") ;;
         esac
         return 0
     fi
