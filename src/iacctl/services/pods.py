@@ -9,6 +9,7 @@ from sqlmodel import col, select
 from iacctl.domain.durations import format_duration, parse_duration
 from iacctl.domain.slots import SlotState
 from iacctl.errors import UsageError
+from iacctl.services import queue
 from iacctl.services.app import App
 from iacctl.services.views import iso
 from iacctl.store import repo
@@ -61,6 +62,7 @@ def set_pool(app: App, name: str, *, slots_per_pod: int | None, plan_lifetime: s
             pool.plan_lifetime_s = lifetime
         session.add(pool)
     reconcile(app, name)
+    queue.kick_queue(app)  # more slots may let queued tasks start
     return show_pool(app, name)
 
 

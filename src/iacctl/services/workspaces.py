@@ -13,6 +13,7 @@ from iacctl.domain.lifecycle import Status
 from iacctl.domain.names import check_name, check_variable_name
 from iacctl.errors import Refused, UsageError
 from iacctl.executor.terraform import check_binary_setting
+from iacctl.services import queue
 from iacctl.services.app import LOCAL_POOL, App
 from iacctl.services.views import iso
 from iacctl.store import repo
@@ -133,6 +134,8 @@ def unlock(app: App, name: str, *, force: bool) -> dict[str, Any]:
         if ws.locked_by_task_id is not None:
             repo.add_event(session, ws.locked_by_task_id, "note", None, None,
                            f"workspace {name} unlocked by an operator")
+    # Unlocking frees the workspace's turn: start what was queued behind the lock (task 6).
+    queue.kick_queue(app)
     return show(app, name)
 
 
