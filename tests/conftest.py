@@ -96,8 +96,7 @@ class Env:
         os.environ.update(self.vars)
         try:
             app = App()
-            app.store  # opens and migrates with this environment
-            app.settings  # noqa: B018
+            assert app.store is not None  # opens and migrates with this environment
         finally:
             os.environ.clear()
             os.environ.update(saved)

@@ -43,7 +43,7 @@ def test_stages_and_terraform_lines_stream_while_the_task_runs(env: Env) -> None
         assert time.monotonic() < deadline
         time.sleep(0.2)
     follow = env.spawn("tasks", "logs", "1", "--follow")
-    out, _ = proc.communicate(timeout=120)
+    proc.communicate(timeout=120)
     assert proc.returncode == 0
     followed, _ = follow.communicate(timeout=30)
     assert "Apply complete! Resources: 2 added" in followed
