@@ -155,10 +155,7 @@ def set_variable(app: App, name: str, key: str, value: str, *, sensitive: bool, 
     blob = app.store.cipher.encrypt_text(value) if sensitive else None
     with app.store.write() as session:
         ws = repo.get_workspace(session, name)
-        var = session.exec(
-            select(Variable).where(Variable.workspace_id == ws.id, Variable.category == category,
-                                        Variable.key == key)
-        ).first()
+        var = repo.find_variable(session, ws.id or 0, category, key)
         if var is None:
             var = Variable(workspace_id=ws.id or 0, key=key, category=category, updated_at=repo.now())
         var.sensitive, var.hcl, var.updated_at = sensitive, hcl, repo.now()
@@ -173,10 +170,7 @@ def unset_variable(app: App, name: str, key: str, *, env: bool) -> None:
     category = "env" if env else "terraform"
     with app.store.write() as session:
         ws = repo.get_workspace(session, name)
-        var = session.exec(
-            select(Variable).where(Variable.workspace_id == ws.id, Variable.category == category,
-                                        Variable.key == key)
-        ).first()
+        var = repo.find_variable(session, ws.id or 0, category, key)
         if var is None:
             raise UsageError(f"workspace {name} has no {category} variable {key!r}")
         session.delete(var)

@@ -179,6 +179,13 @@ def variables_of(session: Session, workspace_id: int) -> Sequence[Variable]:
     ).all()
 
 
+def find_variable(session: Session, workspace_id: int, category: str, key: str) -> Variable | None:
+    return session.exec(
+        select(Variable).where(Variable.workspace_id == workspace_id, Variable.category == category,
+                               Variable.key == key)
+    ).first()
+
+
 # -- tasks ----------------------------------------------------------------------------------------
 
 
