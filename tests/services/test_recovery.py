@@ -1,0 +1,189 @@
+"""The recovery sweep after a crash (SPEC S8, E2, E3 / H1; task 9 of the core issue).
+
+An `iacctl` process is killed with SIGKILL (nothing of it runs after that: no handler, no
+`finally`); its Terraform child gets SIGINT from the kernel. `iacctl pods recover` must find
+the task left `running`, end it failed with the log kept, the lock and slot released and, for an
+apply, the partial state stored; it must leave live tasks alone, change nothing when run again,
+and start a queued task whose waiting process was killed.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import Env
+
+FIRST_CREATED = "terraform_data.first: Creation complete"
+# Printed once `first` is done and stored, when the slow resource's provisioner starts.
+SLOW_STARTED = "terraform_data.slow (local-exec): Executing"
+
+
+class Spawned:
+    """A background `iacctl` whose output is read as it comes (a full pipe would stall it)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self._readers = [
+            threading.Thread(target=self._drain, args=(stream,), daemon=True) for stream in (proc.stdout, proc.stderr)
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _drain(stream: Any) -> None:
+        for _ in stream:
+            pass
+
+    def kill(self) -> None:
+        """SIGKILL, as the OOM killer or a lost CI runner would; wait until it is gone."""
+        self.proc.send_signal(signal.SIGKILL)
+        assert self.proc.wait(timeout=60) == -signal.SIGKILL
+        for reader in self._readers:
+            reader.join(timeout=60)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Spawned]]:
+    """Processes a test spawns; any still running when it ends (a failed assert) are killed."""
+    started: list[Spawned] = []
+    yield started
+    for spawned in started:
+        if spawned.proc.poll() is None:
+            spawned.kill()
+
+
+def spawn(env: Env, processes: list[Spawned], *args: str) -> Spawned:
+    spawned = Spawned(env.spawn(*args))
+    processes.append(spawned)
+    return spawned
+
+
+def wait_task(env: Env, task_id: int, predicate: Any, timeout: float = 120) -> dict[str, Any]:
+    """Like env.wait_for, but the task may not exist yet (its `iacctl plan` is starting)."""
+    deadline = time.monotonic() + timeout
+    while env.run("tasks", "show", str(task_id)).code != 0:
+        assert time.monotonic() < deadline, f"task {task_id} was never created"
+        time.sleep(0.1)
+    return env.wait_for(task_id, predicate, timeout=max(1.0, deadline - time.monotonic()))
+
+
+def wait_log(env: Env, task_id: int, text: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in env.ok("tasks", "logs", str(task_id)).out:
+        assert time.monotonic() < deadline, f"task {task_id}'s log never showed {text!r}"
+        time.sleep(0.2)
+
+
+def slot_states(env: Env) -> list[tuple[str, int | None]]:
+    return [(s["state"], s["task"]) for s in env.ok("pods", "list", "--json").json()[0]["slots"]]
+
+
+def recover(env: Env) -> list[dict[str, Any]]:
+    return env.ok("pods", "recover", "--json").json()  # type: ignore[no-any-return]
+
+
+def assert_recovered(env: Env, workspace: str, task_id: int, stage: str) -> dict[str, Any]:
+    """The task ended failed as its own process would have ended it (E2), and a second sweep
+    finds nothing left to do."""
+    task = env.task(task_id)
+    assert task["status"] == "failed" and task["stage"] == stage
+    assert task["error"].startswith("its process (") and f"is gone (found at stage {stage})" in task["error"]
+    assert [h["to"] for h in task["history"] if h["kind"] == "status"][-2:] == ["running", "failed"]
+    assert env.ok("workspace", "show", workspace, "--json").json()["lock"] is None
+    assert slot_states(env) == [("idle", None)] * 3
+    assert not (env.work_root / "local" / "local" / f"slot-{task['slot']}").exists()
+    # S8: idempotent. Nothing is left to repair, and nothing changes.
+    assert recover(env) == []
+    assert env.task(task_id) == task
+    return task
+
+
+def test_recover_a_plan_killed_while_planning(any_env: Env, processes: list[Spawned]) -> None:
+    env = any_env
+    env.workspace("big", "many_resources")
+    plan = spawn(env, processes, "plan", "big")
+    wait_task(env, 1, lambda t: t["stage"] == "planning")
+    plan.kill()
+    assert env.task(1)["status"] == "running"  # nobody has noticed yet
+
+    actions = recover(env)
+    assert [(a["action"], a["task"]) for a in actions] == [("failed", 1)]
+    assert "is gone (found at stage planning)" in actions[0]["detail"]
+    assert_recovered(env, "big", 1, "planning")
+    assert env.ok("state", "versions", "big", "--json").json() == []
+    # The log written before the crash is kept.
+    log = env.ok("tasks", "logs", "1").out
+    assert "iacctl: config snapshot" in log
+    assert "Terraform has been successfully initialized!" in log
+
+
+def test_recover_an_apply_killed_while_applying_keeps_partial_state(env: Env, processes: list[Spawned]) -> None:
+    env.workspace("app", "slow_apply")
+    env.ok("workspace", "var", "set", "app", "sleep", "30")
+    env.ok("plan", "app", code=2)
+    apply = spawn(env, processes, "confirm-apply", "1")
+    wait_task(env, 1, lambda t: t["stage"] == "applying")
+    wait_log(env, 1, SLOW_STARTED)
+    apply.kill()
+
+    actions = recover(env)
+    assert [(a["action"], a["task"]) for a in actions] == [("failed", 1)]
+    task = assert_recovered(env, "app", 1, "applying")
+    assert "partial state saved as state version 1" in task["error"]
+    versions = env.ok("state", "versions", "app", "--json").json()
+    assert [(v["task"], v["partial"]) for v in versions] == [(1, True)]
+    state = json.loads(env.ok("state", "pull", "app").out)
+    created = {r["name"]: r["instances"][0].get("status") for r in state["resources"]}
+    assert created["first"] is None  # created whole before the crash
+    assert created.get("slow", "tainted") == "tainted"
+    log = env.ok("tasks", "logs", "1").out
+    assert "Plan: 2 to add" in log and FIRST_CREATED in log
+
+
+def test_recover_leaves_live_tasks_alone_and_starts_an_orphaned_queued_task(
+    any_env: Env, processes: list[Spawned]
+) -> None:
+    """A sweep from cron beside a running apply touches nothing of it; a queued plan whose
+    waiting `iacctl plan` was killed is started by the sweep once its turn is free."""
+    env = any_env
+    env.workspace("app", "slow_apply")
+    env.ok("workspace", "var", "set", "app", "sleep", "30")
+    env.ok("plan", "app", code=2)
+    apply = spawn(env, processes, "confirm-apply", "1")
+    running = wait_task(env, 1, lambda t: t["stage"] == "applying")
+    waiting = spawn(env, processes, "plan", "app")
+    wait_task(env, 2, lambda t: t["status"] == "pending")
+
+    # The apply is legitimately running: the sweep does not touch it (nor the queued plan,
+    # whose process still waits for its turn).
+    assert recover(env) == []
+    waiting.kill()
+    assert recover(env) == []  # task 2's turn is not free yet: task 1 still runs
+    now = env.task(1)
+    assert (now["status"], now["stage"], now["runner"]) == ("running", "applying", running["runner"])
+    assert slot_states(env)[0] == ("running", 1)
+    assert env.task(2)["status"] == "pending"
+
+    # The apply's process dies too: the sweep ends task 1 and starts task 2 in the background.
+    wait_log(env, 1, SLOW_STARTED)
+    apply.kill()
+    actions = recover(env)
+    assert [(a["action"], a["task"]) for a in actions] == [("failed", 1), ("started", 2)]
+    queued = env.wait_for(2, lambda t: t["status"] not in ("pending", "running"), timeout=120)
+    # It planned on top of the partial state task 1 left: `first` exists, only `slow` is to do
+    # (created, or replaced when Terraform had stored it tainted).
+    assert queued["status"] == "apply_pending", queued["error"]
+    changes = queued["changes"]
+    assert changes["add"] + changes["replace"] == 1 and changes["change"] == changes["destroy"] == 0
+    assert env.ok("workspace", "show", "app", "--json").json()["lock"]["task"] == 2
+    assert [state for state, _ in slot_states(env)].count("reserved") == 1
+    assert env.task(1)["status"] == "failed"
+    assert recover(env) == []
