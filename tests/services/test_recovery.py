@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -127,12 +128,13 @@ def test_recover_a_plan_killed_while_planning(any_env: Env, processes: list[Spaw
 
 def test_recover_an_apply_killed_while_applying_keeps_partial_state(env: Env, processes: list[Spawned]) -> None:
     env.workspace("app", "slow_apply")
-    env.ok("workspace", "var", "set", "app", "sleep", "30")
+    env.ok("workspace", "var", "set", "app", "sleep", "37")
     env.ok("plan", "app", code=2)
     apply = spawn(env, processes, "confirm-apply", "1")
     wait_task(env, 1, lambda t: t["stage"] == "applying")
     wait_log(env, 1, SLOW_STARTED)
     apply.kill()
+    output = env.work_root / "local" / "local" / "slot-0" / ".iacctl-command-output"
 
     actions = recover(env)
     assert [(a["action"], a["task"]) for a in actions] == [("failed", 1)]
@@ -146,6 +148,18 @@ def test_recover_an_apply_killed_while_applying_keeps_partial_state(env: Env, pr
     assert created.get("slow", "tainted") == "tainted"
     log = env.ok("tasks", "logs", "1").out
     assert "Plan: 2 to add" in log and FIRST_CREATED in log
+    # Terraform outlived its runner long enough to stop gracefully (its output went to a file,
+    # not a pipe whose reader was dead) ...
+    assert not output.exists()  # the work directory is gone with it
+    # ... and nothing it started is left running.
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _cmdline(p) == "sleep 37"]
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
 
 
 def test_recover_leaves_live_tasks_alone_and_starts_an_orphaned_queued_task(

@@ -93,6 +93,8 @@ class TaskRun:
         try:
             return body()
         except Cancelled as exc:
+            with contextlib.suppress(Exception):
+                self.watch.record_interrupt()
             return self._end(Status.CANCELLED, str(exc) or "cancelled")
         except IacctlError as exc:
             return self._end(Status.FAILED, str(exc))

@@ -29,6 +29,7 @@ class CancelWatch:
         self.log: TaskLog | None = None
         self._requested = threading.Event()
         self._recorded = False
+        self._record_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_beat = 0.0
@@ -54,8 +55,12 @@ class CancelWatch:
             except Exception:
                 continue
 
-    def _tick(self) -> None:
-        if interrupted.is_set() and not self._recorded:
+    def record_interrupt(self) -> None:
+        """Write down that a signal asked for the cancel (L7), once, whichever thread sees it
+        first: the watcher, or the executor acting on the cancel before the watcher woke."""
+        with self._record_lock:
+            if self._recorded or not interrupted.is_set():
+                return
             self._requested.set()
             with self.store.write() as session:
                 task = repo.get_task(session, self.task_id)
@@ -64,6 +69,9 @@ class CancelWatch:
                     repo.add_event(session, self.task_id, "note", None, None,
                                    "cancel requested (interrupt signal)")
             self._recorded = True
+
+    def _tick(self) -> None:
+        self.record_interrupt()
         if not self._requested.is_set():
             with self.store.read() as session:
                 task = repo.get_task(session, self.task_id)

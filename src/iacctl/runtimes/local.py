@@ -9,19 +9,21 @@ from __future__ import annotations
 import ctypes
 import io
 import os
-import selectors
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tarfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from iacctl.runtimes.base import CommandResult, RuntimeError_, SlotPlace
 
 _PR_SET_PDEATHSIG = 1
+_TAIL_SECONDS = 0.02
+COMMAND_OUTPUT = ".iacctl-command-output"
 
 
 class LocalRuntime:
@@ -76,47 +78,52 @@ class LocalRuntime:
         on_start: Callable[[int], None],
     ) -> CommandResult:
         cwd = self.work_dir(place)
+        # The command writes to a file in the slot, not to a pipe: if iacctl dies, Terraform
+        # must not die of SIGPIPE on its next line, but finish stopping and write its state.
+        output = cwd / COMMAND_OUTPUT
         try:
-            proc = subprocess.Popen(
-                list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                # Own process group: a Ctrl-C at the terminal reaches iacctl only, which then
-                # decides to interrupt Terraform (E1). If iacctl dies, the kernel sends SIGINT
-                # so Terraform stops gracefully and leaves its partial state (E2).
-                start_new_session=True, preexec_fn=_interrupt_when_parent_dies,
-            )
+            with open(output, "wb") as sink:
+                proc = subprocess.Popen(
+                    list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
+                    stdout=sink, stderr=subprocess.STDOUT,
+                    # Own process group: a Ctrl-C at the terminal reaches iacctl only, which then
+                    # decides to interrupt Terraform (E1). If iacctl dies, the kernel sends SIGINT
+                    # so Terraform stops gracefully and leaves its partial state (E2).
+                    start_new_session=True, preexec_fn=_interrupt_when_parent_dies,
+                )
         except FileNotFoundError:
             raise RuntimeError_(f"{argv[0]} not found") from None
         except OSError as exc:
             raise RuntimeError_(f"cannot run {argv[0]}: {exc.strerror}") from None
         on_start(proc.pid)
-        assert proc.stdout is not None
-        fd = proc.stdout.fileno()
-        os.set_blocking(fd, False)
-        sel = selectors.DefaultSelector()
-        sel.register(fd, selectors.EVENT_READ)
         pending = b""
         interrupted = False
-        try:
-            while True:
-                events = sel.select(timeout=0.2)
-                if events:
-                    chunk = os.read(fd, 65536)
-                    if not chunk:
-                        break
-                    pending += chunk
-                    *lines, pending = pending.split(b"\n")
-                    for raw in lines:
-                        on_line(raw.decode("utf-8", "replace").rstrip("\r"))
-                if not interrupted and should_stop():
-                    interrupted = True
-                    _signal_group(proc.pid, signal.SIGINT)
-        finally:
-            sel.close()
-            if pending:
-                on_line(pending.decode("utf-8", "replace").rstrip("\r"))
-        code = proc.wait()
-        return CommandResult(exit_code=code, interrupted=interrupted)
+        with open(output, "rb") as source:
+            try:
+                while True:
+                    chunk = source.read(65536)
+                    if chunk:
+                        pending += chunk
+                        *lines, pending = pending.split(b"\n")
+                        for raw in lines:
+                            on_line(raw.decode("utf-8", "replace").rstrip("\r"))
+                    elif proc.poll() is not None:
+                        rest = source.read()
+                        if not rest:
+                            break
+                        pending += rest
+                        continue
+                    else:
+                        time.sleep(_TAIL_SECONDS)
+                    if not interrupted and should_stop():
+                        interrupted = True
+                        # The whole group: Terraform and the provisioner commands it started.
+                        _signal_group(proc.pid, signal.SIGINT)
+            finally:
+                for raw in pending.split(b"\n") if pending else []:
+                    on_line(raw.decode("utf-8", "replace").rstrip("\r"))
+        output.unlink(missing_ok=True)
+        return CommandResult(exit_code=proc.wait(), interrupted=interrupted)
 
 
 def _interrupt_when_parent_dies() -> None:
@@ -177,20 +184,6 @@ def process_alive(host: str | None, pid: int | None, start: float | None) -> boo
     return start is None or current == start
 
 
-def interrupt_process(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGINT)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def kill_process(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def spawn_detached(args: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     """Start `iacctl ARGS` in its own session, detached from this terminal; returns its pid."""
     proc = subprocess.Popen(
@@ -202,22 +195,26 @@ def spawn_detached(args: Sequence[str], env: Mapping[str, str] | None = None) ->
 
 
 def stop_orphan(pid: int, expect: str, *, grace_seconds: float = 60.0) -> bool:
-    """Stop a command a dead runner left behind (E1: gracefully, SIGINT first). `expect` must
-    appear in its command line, so a recycled pid is never signalled. True if one was found."""
-    import time
-
+    """Wait for a command a dead runner left behind to stop, then end what is left of its
+    process group (provisioner commands). The kernel already sent it SIGINT when its runner
+    died (PR_SET_PDEATHSIG); a second SIGINT would make Terraform exit at once without saving,
+    so none is sent. Only after the grace period is it killed. `expect` must appear in its
+    command line, so a recycled pid is never signalled. True if one was found."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             cmdline = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
     except OSError:
-        return False
-    if expect not in cmdline or process_start(pid) is None:
-        return False
-    interrupt_process(pid)
-    deadline = time.monotonic() + grace_seconds
-    while time.monotonic() < deadline:
-        if process_start(pid) is None:
-            return True
-        time.sleep(0.1)
-    kill_process(pid)
-    return True
+        cmdline = ""
+    found = expect in cmdline and process_start(pid) is not None
+    if found:
+        deadline = time.monotonic() + grace_seconds
+        while process_start(pid) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if process_start(pid) is not None:
+            _signal_group(pid, signal.SIGKILL)
+    # The group outlives its leader while a provisioner command still runs in it, and a pid is
+    # not handed out again while a group of that id lives: with the leader gone, the group is
+    # what Terraform started. (A live process of that pid with another command is a stranger.)
+    if found or process_start(pid) is None:
+        _signal_group(pid, signal.SIGTERM)
+    return found

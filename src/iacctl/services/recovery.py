@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlmodel import col, select
@@ -58,7 +59,9 @@ def recover_task(app: App, task_id: int, reason: str, outcome: Status = Status.F
     runtime = app.runtime_for_pool_id(task.pool_id or 0)
     if task.child_pid and task.runner_host in (None, local.hostname()):
         # The kernel already sent it SIGINT when its parent died; wait for it to write its state.
-        local.stop_orphan(task.child_pid, "terraform")
+        with app.store.read() as session:
+            binary = repo.workspace_by_id(session, task.workspace_id).terraform_bin or "terraform"
+        local.stop_orphan(task.child_pid, Path(binary).name)
     if task.stage in _FINISHED_APPLY and place is not None:
         # The apply itself finished before the process died: store its state, never call it failed.
         try:
