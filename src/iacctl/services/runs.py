@@ -181,22 +181,25 @@ def _plan_context_lost(app: App, task: Task) -> str | None:
     return None
 
 
-def confirm_apply(app: App, task_id: int, *, rebuild: bool, reporter: Reporter) -> Task:
-    with app.store.read() as session:
-        task = repo.get_task(session, task_id)
-        reason = _refusal(session, task)
+def _confirmable(session: Session, task_id: int) -> Task:
+    """The task, if confirm-apply may act on it (L6); Refused otherwise. Called again inside the
+    writing transaction, so that of racing confirmations only one gets through."""
+    task = repo.get_task(session, task_id)
+    reason = _refusal(session, task)
     if reason is not None:
         raise Refused(reason)
+    return task
+
+
+def confirm_apply(app: App, task_id: int, *, rebuild: bool, reporter: Reporter) -> Task:
+    with app.store.read() as session:
+        task = _confirmable(session, task_id)
     lost = _plan_context_lost(app, task)
     if lost is not None:
         return _replan(app, task_id, lost, reporter)
     host, pid, start = local.this_process()
     with app.store.write() as session:
-        task = repo.get_task(session, task_id)
-        # Check again inside the transaction: of racing confirmations, one wins (L6).
-        reason = _refusal(session, task)
-        if reason is not None:
-            raise Refused(reason)
+        task = _confirmable(session, task_id)
         try:
             repo.transition(
                 session, task_id, Status.APPLY_PENDING, Status.RUNNING, "confirmed",
@@ -217,10 +220,7 @@ def _replan(app: App, task_id: int, lost: str, reporter: Reporter) -> Task:
     """S5: never apply where the plan context is missing: plan again, wait for a new confirmation."""
     host, pid, start = local.this_process()
     with app.store.write() as session:
-        task = repo.get_task(session, task_id)
-        reason = _refusal(session, task)
-        if reason is not None:
-            raise Refused(reason)
+        task = _confirmable(session, task_id)
         reset_to_pending(session, task, f"plan context lost: {lost}")
         repo.update_task(session, task_id, creator_host=host, creator_pid=pid, creator_start=start)
     reporter.note(f"task {task_id}: the plan context is lost ({lost}); planning again")
