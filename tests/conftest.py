@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.background import Background
 from tests.fixtures.postgres import PostgresServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -163,3 +164,15 @@ def any_env(request: pytest.FixtureRequest, tmp_path: Path,
     name = "t_" + uuid.uuid4().hex[:12]
     vars["IACCTL_DATABASE_URL"] = server.create_database(name)
     yield Env(root=tmp_path, vars=vars, backend="postgres")
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Background]]:
+    """Processes a test starts in the background (tests.background.spawn); any still running
+    when it ends (a failed assert, a plan waiting for its turn) are killed."""
+    started: list[Background] = []
+    yield started
+    for process in started:
+        if process.proc.poll() is None:
+            process.proc.kill()
+        process.wait()

@@ -11,89 +11,12 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import threading
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from tests.background import FIRST_CREATED, SLOW_STARTED, Background, slot_states, spawn, statuses, wait_log, wait_task
 from tests.conftest import Env
-
-FIRST_CREATED = "terraform_data.first: Creation complete"
-# Printed once `first` is done and stored, when the slow resource's provisioner starts.
-SLOW_STARTED = "terraform_data.slow (local-exec): Executing"
-
-
-class Spawned:
-    """A background `iacctl` whose output is read as it comes (a full pipe would stall it)."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
-        self._out: list[str] = []
-        self._err: list[str] = []
-        self._readers = [
-            threading.Thread(target=self._drain, args=(stream, into), daemon=True)
-            for stream, into in ((proc.stdout, self._out), (proc.stderr, self._err))
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    @staticmethod
-    def _drain(stream: Any, into: list[str]) -> None:
-        for line in stream:
-            into.append(line)
-
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    def finish(self, timeout: float = 120) -> tuple[int, str, str]:
-        code = self.proc.wait(timeout=timeout)
-        for reader in self._readers:
-            reader.join(timeout=timeout)
-        return code, "".join(self._out), "".join(self._err)
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Spawned]]:
-    """Processes a test spawns; any still running when it ends (a failed assert) are killed."""
-    started: list[Spawned] = []
-    yield started
-    for spawned in started:
-        if spawned.proc.poll() is None:
-            spawned.proc.kill()
-        spawned.finish()
-
-
-def spawn(env: Env, processes: list[Spawned], *args: str) -> Spawned:
-    spawned = Spawned(env.spawn(*args))
-    processes.append(spawned)
-    return spawned
-
-
-def wait_task(env: Env, task_id: int, predicate: Any, timeout: float = 120) -> dict[str, Any]:
-    """Like env.wait_for, but the task may not exist yet (its `iacctl plan` is starting)."""
-    deadline = time.monotonic() + timeout
-    while env.run("tasks", "show", str(task_id)).code != 0:
-        assert time.monotonic() < deadline, f"task {task_id} was never created"
-        time.sleep(0.1)
-    return env.wait_for(task_id, predicate, timeout=max(1.0, deadline - time.monotonic()))
-
-
-def wait_log(env: Env, task_id: int, text: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in env.ok("tasks", "logs", str(task_id)).out:
-        assert time.monotonic() < deadline, f"task {task_id}'s log never showed {text!r}"
-        time.sleep(0.2)
-
-
-def slot_states(env: Env) -> list[tuple[str, int | None]]:
-    return [(s["state"], s["task"]) for s in env.ok("pods", "list", "--json").json()[0]["slots"]]
-
-
-def statuses(view: dict[str, Any]) -> list[str]:
-    return [h["to"] for h in view["history"] if h["kind"] == "status"]
 
 
 def assert_cleaned_up(env: Env, workspace: str, view: dict[str, Any]) -> None:
@@ -103,7 +26,7 @@ def assert_cleaned_up(env: Env, workspace: str, view: dict[str, Any]) -> None:
     assert not (env.work_root / "local" / "local" / f"slot-{view['slot']}").exists()
 
 
-def test_cancel_pending_and_apply_pending_tasks(env: Env, processes: list[Spawned]) -> None:
+def test_cancel_pending_and_apply_pending_tasks(env: Env, processes: list[Background]) -> None:
     env.workspace("net")
     env.ok("plan", "net", code=2)
     work_dir = env.work_root / "local" / "local" / "slot-0"
@@ -150,7 +73,7 @@ def test_cancel_pending_and_apply_pending_tasks(env: Env, processes: list[Spawne
 
 
 @pytest.mark.parametrize("how", ["cancel", "ctrl-c"])
-def test_cancel_running_apply_keeps_partial_state(env: Env, processes: list[Spawned], how: str) -> None:
+def test_cancel_running_apply_keeps_partial_state(env: Env, processes: list[Background], how: str) -> None:
     """E1: a cancel inside `applying` interrupts Terraform gracefully and waits for it to stop;
     the resource it created before stopping is kept as a partial state version."""
     env.workspace("app", "slow_apply")
@@ -191,7 +114,7 @@ def test_cancel_running_apply_keeps_partial_state(env: Env, processes: list[Spaw
 
 
 @pytest.mark.parametrize("how", ["cancel", "SIGINT", "SIGTERM"])
-def test_cancel_running_plan(env: Env, processes: list[Spawned], how: str) -> None:
+def test_cancel_running_plan(env: Env, processes: list[Background], how: str) -> None:
     """A running plan stops at once on `iacctl cancel`, Ctrl-C, or SIGTERM (a CI job being
     cancelled); the `iacctl plan` process exits 3."""
     env.workspace("big", "many_resources")

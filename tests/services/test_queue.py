@@ -4,93 +4,19 @@ frees its turn, even when the process that queued it is gone; nothing stays pend
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import threading
-import time
-from collections.abc import Callable, Iterator
-
-import pytest
-
+from tests.background import Background, spawn
 from tests.conftest import Env
-
-
-class Watched:
-    """A spawned iacctl whose output lines can be waited for while it runs."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._readers = [
-            threading.Thread(target=self._read, args=(stream, lines), daemon=True)
-            for stream, lines in ((proc.stdout, self.out), (proc.stderr, self.err))
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    @staticmethod
-    def _read(stream: object, lines: list[str]) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            lines.append(line.rstrip("\n"))
-
-    def wait_line(self, text: str, timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in list(self.out):
-                if text in line:
-                    return line
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.proc.poll()
-                raise AssertionError(
-                    f"no line with {text!r} (exit {self.proc.returncode}):\n" + "\n".join(self.out + self.err)
-                )
-            time.sleep(0.05)
-
-    def finish(self, timeout: float = 120) -> int:
-        code = self.proc.wait(timeout=timeout)
-        for reader in self._readers:
-            reader.join(timeout=10)
-        return code
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.finish()
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.out + self.err)
-
-
-Spawn = Callable[..., Watched]
-
-
-@pytest.fixture
-def spawn() -> Iterator[Spawn]:
-    """Start `iacctl ARGS` in the test's environment; whatever still runs at the end is killed
-    (a waiting plan would otherwise wait for its turn forever after a failed assertion)."""
-    started: list[Watched] = []
-
-    def start(env: Env, *args: str) -> Watched:
-        watched = Watched(env.spawn(*args))
-        started.append(watched)
-        return watched
-
-    yield start
-    for watched in started:
-        if watched.proc.poll() is None:
-            watched.kill()
 
 
 def _nothing_pending(env: Env) -> None:
     assert env.ok("tasks", "list", "--status", "pending", "--json").json() == []
 
 
-def test_plan_waits_for_the_workspace_turn_and_plan_only_does_not(env: Env, spawn: Spawn) -> None:
+def test_plan_waits_for_the_workspace_turn_and_plan_only_does_not(env: Env, processes: list[Background]) -> None:
     env.workspace("net")
     env.ok("plan", "net", "--quiet", code=2)
 
-    waiter = spawn(env, "plan", "net", "--quiet")
+    waiter = spawn(env, processes, "plan", "net", "--quiet")
     waiter.wait_line("task 2 waits: task 1 (apply_pending) has workspace net's turn")
     assert env.task(2)["status"] == "pending"
 
@@ -104,7 +30,7 @@ def test_plan_waits_for_the_workspace_turn_and_plan_only_does_not(env: Env, spaw
 
     # The turn comes: the waiting process plans (nothing left to change after the apply).
     env.ok("confirm-apply", "1", "--quiet")
-    assert waiter.finish() == 0, waiter.output
+    assert waiter.wait() == 0, waiter.output
     assert "task 2: no changes" in waiter.out
     task = env.task(2)
     assert task["status"] == "planned_and_finished"
@@ -113,19 +39,19 @@ def test_plan_waits_for_the_workspace_turn_and_plan_only_does_not(env: Env, spaw
     _nothing_pending(env)
 
 
-def test_plan_waits_for_a_free_slot_in_a_one_slot_pool(env: Env, spawn: Spawn) -> None:
+def test_plan_waits_for_a_free_slot_in_a_one_slot_pool(env: Env, processes: list[Background]) -> None:
     env.ok("pool", "set", "local", "--slots-per-pod", "1")
     assert [s["index"] for s in env.ok("pods", "list", "--json").json()[0]["slots"]] == [0]
     env.workspace("a")
     env.workspace("b")
     env.ok("plan", "a", "--quiet", code=2)  # apply_pending: its slot stays reserved (L3)
 
-    waiter = spawn(env, "plan", "b", "--plan-only", "--quiet")
+    waiter = spawn(env, processes, "plan", "b", "--plan-only", "--quiet")
     waiter.wait_line("task 2 waits: no free slot in pool local")
     assert env.task(2)["status"] == "pending"
 
     env.ok("cancel", "1")
-    assert waiter.finish() == 2, waiter.output
+    assert waiter.wait() == 2, waiter.output
     task = env.task(2)
     assert (task["status"], task["slot"]) == ("planned_and_finished", 0)
     _nothing_pending(env)
@@ -159,10 +85,12 @@ def test_no_wait_queues_and_the_command_freeing_the_turn_runs_it_in_order(any_en
     _nothing_pending(env)
 
 
-def test_queued_task_whose_process_is_gone_is_started_when_its_turn_is_freed(env: Env, spawn: Spawn) -> None:
+def test_queued_task_whose_process_is_gone_is_started_when_its_turn_is_freed(
+    env: Env, processes: list[Background]
+) -> None:
     env.workspace("net")
     env.ok("plan", "net", "--quiet", code=2)
-    waiter = spawn(env, "plan", "net", "--quiet")
+    waiter = spawn(env, processes, "plan", "net", "--quiet")
     waiter.wait_line("task 2 waits: task 1 (apply_pending) has workspace net's turn")
     waiter.kill()
     assert env.task(2)["status"] == "pending"
@@ -174,14 +102,14 @@ def test_queued_task_whose_process_is_gone_is_started_when_its_turn_is_freed(env
     _nothing_pending(env)
 
 
-def test_queued_task_whose_process_is_gone_is_started_by_pods_recover(env: Env, spawn: Spawn) -> None:
+def test_queued_task_whose_process_is_gone_is_started_by_pods_recover(env: Env, processes: list[Background]) -> None:
     """Neither the waiting process nor the one holding the turn survives: the sweep ends the
     dead apply and starts the queued task (nothing stays pending forever)."""
     env.workspace("net", "slow_apply")
     env.ok("plan", "net", "--quiet", code=2)
-    applier = spawn(env, "confirm-apply", "1")
+    applier = spawn(env, processes, "confirm-apply", "1")
     applier.wait_line("terraform_data.slow: Provisioning with 'local-exec'")
-    waiter = spawn(env, "plan", "net", "--quiet")
+    waiter = spawn(env, processes, "plan", "net", "--quiet")
     waiter.wait_line("task 2 waits: task 1 (running) has workspace net's turn")
     waiter.kill()
     applier.kill()

@@ -10,81 +10,11 @@ and start a queued task whose waiting process was killed.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from tests.background import FIRST_CREATED, SLOW_STARTED, Background, slot_states, spawn, wait_log, wait_task
 from tests.conftest import Env
-
-FIRST_CREATED = "terraform_data.first: Creation complete"
-# Printed once `first` is done and stored, when the slow resource's provisioner starts.
-SLOW_STARTED = "terraform_data.slow (local-exec): Executing"
-
-
-class Spawned:
-    """A background `iacctl` whose output is read as it comes (a full pipe would stall it)."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
-        self._readers = [
-            threading.Thread(target=self._drain, args=(stream,), daemon=True) for stream in (proc.stdout, proc.stderr)
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    @staticmethod
-    def _drain(stream: Any) -> None:
-        for _ in stream:
-            pass
-
-    def kill(self) -> None:
-        """SIGKILL, as the OOM killer or a lost CI runner would; wait until it is gone."""
-        self.proc.send_signal(signal.SIGKILL)
-        assert self.proc.wait(timeout=60) == -signal.SIGKILL
-        for reader in self._readers:
-            reader.join(timeout=60)
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Spawned]]:
-    """Processes a test spawns; any still running when it ends (a failed assert) are killed."""
-    started: list[Spawned] = []
-    yield started
-    for spawned in started:
-        if spawned.proc.poll() is None:
-            spawned.kill()
-
-
-def spawn(env: Env, processes: list[Spawned], *args: str) -> Spawned:
-    spawned = Spawned(env.spawn(*args))
-    processes.append(spawned)
-    return spawned
-
-
-def wait_task(env: Env, task_id: int, predicate: Any, timeout: float = 120) -> dict[str, Any]:
-    """Like env.wait_for, but the task may not exist yet (its `iacctl plan` is starting)."""
-    deadline = time.monotonic() + timeout
-    while env.run("tasks", "show", str(task_id)).code != 0:
-        assert time.monotonic() < deadline, f"task {task_id} was never created"
-        time.sleep(0.1)
-    return env.wait_for(task_id, predicate, timeout=max(1.0, deadline - time.monotonic()))
-
-
-def wait_log(env: Env, task_id: int, text: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in env.ok("tasks", "logs", str(task_id)).out:
-        assert time.monotonic() < deadline, f"task {task_id}'s log never showed {text!r}"
-        time.sleep(0.2)
-
-
-def slot_states(env: Env) -> list[tuple[str, int | None]]:
-    return [(s["state"], s["task"]) for s in env.ok("pods", "list", "--json").json()[0]["slots"]]
 
 
 def recover(env: Env) -> list[dict[str, Any]]:
@@ -107,7 +37,7 @@ def assert_recovered(env: Env, workspace: str, task_id: int, stage: str) -> dict
     return task
 
 
-def test_recover_a_plan_killed_while_planning(any_env: Env, processes: list[Spawned]) -> None:
+def test_recover_a_plan_killed_while_planning(any_env: Env, processes: list[Background]) -> None:
     env = any_env
     env.workspace("big", "many_resources")
     plan = spawn(env, processes, "plan", "big")
@@ -126,7 +56,7 @@ def test_recover_a_plan_killed_while_planning(any_env: Env, processes: list[Spaw
     assert "Terraform has been successfully initialized!" in log
 
 
-def test_recover_an_apply_killed_while_applying_keeps_partial_state(env: Env, processes: list[Spawned]) -> None:
+def test_recover_an_apply_killed_while_applying_keeps_partial_state(env: Env, processes: list[Background]) -> None:
     env.workspace("app", "slow_apply")
     env.ok("workspace", "var", "set", "app", "sleep", "37")
     env.ok("plan", "app", code=2)
@@ -163,7 +93,7 @@ def _cmdline(proc: Path) -> str:
 
 
 def test_recover_leaves_live_tasks_alone_and_starts_an_orphaned_queued_task(
-    any_env: Env, processes: list[Spawned]
+    any_env: Env, processes: list[Background]
 ) -> None:
     """A sweep from cron beside a running apply touches nothing of it; a queued plan whose
     waiting `iacctl plan` was killed is started by the sweep once its turn is free."""
