@@ -131,3 +131,61 @@ def test_recover_leaves_live_tasks_alone_and_starts_an_orphaned_queued_task(
     assert [state for state, _ in slot_states(env)].count("reserved") == 1
     assert env.task(1)["status"] == "failed"
     assert recover(env) == []
+
+
+def _runner_died_after_terraform_apply(env: Env) -> None:
+    """Task 1 as its process leaves it when it dies right after `terraform apply` finished:
+    running, at stage saving_state, the new terraform.tfstate in its slot, runner gone.
+    The apply itself is real (run by hand in the slot); only the crash is staged."""
+    import subprocess
+    import sys
+
+    from iacctl.domain.lifecycle import Stage, Status
+    from iacctl.domain.slots import SlotState
+    from iacctl.store import repo
+
+    env.ok("plan", "net", code=2)
+    slot = env.work_root / "local" / "local" / "slot-0"
+    subprocess.run(["terraform", "apply", "-input=false", "-no-color", "tfplan"], cwd=slot, check=True,
+                   capture_output=True, env={k: v for k, v in env.vars.items() if k != "TF_CLI_CONFIG_FILE"})
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    app = env.app()
+    with app.store.write() as session:
+        task = repo.get_task(session, 1)
+        repo.transition(session, 1, Status.APPLY_PENDING, Status.RUNNING, "confirmed",
+                        confirmed_at=repo.now(), runner_host=None, runner_pid=dead.pid, runner_start=None)
+        repo.set_slot_state(session, task.slot_id or 0, 1, SlotState.RESERVED, SlotState.RUNNING)
+        repo.set_stage(session, 1, Stage.SAVING_STATE)
+
+
+def test_recover_an_apply_that_finished_stores_its_state(env: Env) -> None:
+    """S8: when the apply had finished, the sweep stores its state and never calls it failed."""
+    env.workspace("net")
+    _runner_died_after_terraform_apply(env)
+    assert [(a["action"], a["task"]) for a in recover(env)] == [("applied", 1)]
+    task = env.task(1)
+    assert task["status"] == "applied" and task["state_version"] == 1
+    assert [v["partial"] for v in env.ok("state", "versions", "net", "--json").json()] == [False]
+    assert env.ok("workspace", "show", "net", "--json").json()["lock"] is None
+    assert [s for s, _ in slot_states(env)] == ["idle"] * 3
+    env.ok("plan", "net", code=0)  # the stored state is what was applied
+
+
+def test_recover_an_apply_that_finished_but_cannot_store_is_applied_state_error(env: Env) -> None:
+    import sqlite3
+
+    env.workspace("net")
+    _runner_died_after_terraform_apply(env)
+    with sqlite3.connect(env.db_path) as db:
+        db.execute("CREATE TRIGGER no_state BEFORE INSERT ON state_versions "
+                   "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    assert [(a["action"], a["task"]) for a in recover(env)] == [("applied_state_error", 1)]
+    task = env.task(1)
+    assert task["status"] == "applied_state_error" and "iacctl state save-applied 1" in task["error"]
+    assert env.ok("workspace", "show", "net", "--json").json()["lock"]["task"] == 1
+    with sqlite3.connect(env.db_path) as db:
+        db.execute("DROP TRIGGER no_state")
+    env.ok("state", "save-applied", "1")
+    assert env.task(1)["status"] == "applied"
+    env.ok("plan", "net", code=0)
