@@ -19,8 +19,8 @@ _iacctl() {
         ['iacctl confirm-apply']='--rebuild --quiet -q --json -h --help'
         ['iacctl cancel']='--no-wait --json -h --help'
         ['iacctl workspace']='-h --help'
-        ['iacctl workspace create']='--dir --pool --terraform --plan-lifetime --json -h --help'
-        ['iacctl workspace set']='--dir --terraform --plan-lifetime --json -h --help'
+        ['iacctl workspace create']='--dir --pool --terraform --terraform-version --plan-lifetime --json -h --help'
+        ['iacctl workspace set']='--dir --terraform --terraform-version --plan-lifetime --json -h --help'
         ['iacctl workspace list']='--json -h --help'
         ['iacctl workspace show']='--json -h --help'
         ['iacctl workspace lock']='--reason --json -h --help'
@@ -48,8 +48,8 @@ _iacctl() {
     )
     local -A vals=(
         ['iacctl']='--db'
-        ['iacctl workspace create']='--dir --pool --terraform --plan-lifetime'
-        ['iacctl workspace set']='--dir --terraform --plan-lifetime'
+        ['iacctl workspace create']='--dir --pool --terraform --terraform-version --plan-lifetime'
+        ['iacctl workspace set']='--dir --terraform --terraform-version --plan-lifetime'
         ['iacctl workspace lock']='--reason'
         ['iacctl tasks list']='--workspace -w --status --limit'
         ['iacctl state pull']='--version --output -o'

@@ -3,7 +3,7 @@
 # Use: copy this file to ~/.config/fish/completions/iacctl.fish.
 
 set -g __iacctl_commands 'iacctl plan' 'iacctl confirm-apply' 'iacctl cancel' 'iacctl workspace' 'iacctl workspace create' 'iacctl workspace set' 'iacctl workspace list' 'iacctl workspace show' 'iacctl workspace lock' 'iacctl workspace unlock' 'iacctl workspace var' 'iacctl workspace var set' 'iacctl workspace var unset' 'iacctl workspace var list' 'iacctl tasks' 'iacctl tasks list' 'iacctl tasks show' 'iacctl tasks logs' 'iacctl state' 'iacctl state versions' 'iacctl state pull' 'iacctl state save-applied' 'iacctl pods' 'iacctl pods list' 'iacctl pods reconcile' 'iacctl pods recover' 'iacctl pool' 'iacctl pool list' 'iacctl pool show' 'iacctl pool set'
-set -g __iacctl_value_options 'iacctl --db' 'iacctl workspace create --dir' 'iacctl workspace create --pool' 'iacctl workspace create --terraform' 'iacctl workspace create --plan-lifetime' 'iacctl workspace set --dir' 'iacctl workspace set --terraform' 'iacctl workspace set --plan-lifetime' 'iacctl workspace lock --reason' 'iacctl tasks list --workspace' 'iacctl tasks list -w' 'iacctl tasks list --status' 'iacctl tasks list --limit' 'iacctl state pull --version' 'iacctl state pull --output' 'iacctl state pull -o' 'iacctl pods list --pool' 'iacctl pods reconcile --pool' 'iacctl pool set --slots-per-pod' 'iacctl pool set --plan-lifetime'
+set -g __iacctl_value_options 'iacctl --db' 'iacctl workspace create --dir' 'iacctl workspace create --pool' 'iacctl workspace create --terraform' 'iacctl workspace create --terraform-version' 'iacctl workspace create --plan-lifetime' 'iacctl workspace set --dir' 'iacctl workspace set --terraform' 'iacctl workspace set --terraform-version' 'iacctl workspace set --plan-lifetime' 'iacctl workspace lock --reason' 'iacctl tasks list --workspace' 'iacctl tasks list -w' 'iacctl tasks list --status' 'iacctl tasks list --limit' 'iacctl state pull --version' 'iacctl state pull --output' 'iacctl state pull -o' 'iacctl pods list --pool' 'iacctl pods reconcile --pool' 'iacctl pool set --slots-per-pod' 'iacctl pool set --plan-lifetime'
 
 # The command the words so far name, stepping over options and their values.
 function __iacctl_command
@@ -65,11 +65,13 @@ complete -c iacctl -n '__iacctl_at iacctl workspace' -s h -l help -d 'Show the h
 complete -c iacctl -n '__iacctl_at iacctl workspace create' -l dir -x -a '(__fish_complete_directories)' -d 'The Terraform configuration directory.'
 complete -c iacctl -n '__iacctl_at iacctl workspace create' -l pool -x -d 'Pool whose slots run its tasks.'
 complete -c iacctl -n '__iacctl_at iacctl workspace create' -l terraform -r -F -d 'Terraform or OpenTofu binary (name or path).'
+complete -c iacctl -n '__iacctl_at iacctl workspace create' -l terraform-version -x -d 'A release to download, verify and cache (e.g. 1.11.4).'
 complete -c iacctl -n '__iacctl_at iacctl workspace create' -l plan-lifetime -x -d 'How long a plan may wait for confirmation (e.g. 24h).'
 complete -c iacctl -n '__iacctl_at iacctl workspace create' -l json -d 'Print JSON.'
 complete -c iacctl -n '__iacctl_at iacctl workspace create' -s h -l help -d 'Show the help and exit.'
 complete -c iacctl -n '__iacctl_at iacctl workspace set' -l dir -x -a '(__fish_complete_directories)'
 complete -c iacctl -n '__iacctl_at iacctl workspace set' -l terraform -r -F
+complete -c iacctl -n '__iacctl_at iacctl workspace set' -l terraform-version -x
 complete -c iacctl -n '__iacctl_at iacctl workspace set' -l plan-lifetime -x
 complete -c iacctl -n '__iacctl_at iacctl workspace set' -l json -d 'Print JSON.'
 complete -c iacctl -n '__iacctl_at iacctl workspace set' -s h -l help -d 'Show the help and exit.'

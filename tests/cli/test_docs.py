@@ -94,3 +94,13 @@ def test_readme_gives_the_commands_ci_runs() -> None:
         path = REPO / script
         assert path.stat().st_mode & 0o111, f"{script} is not executable"
         assert path.read_text().startswith("#!/usr/bin/env bash\n")
+
+
+def test_completions_and_man_page_are_current() -> None:
+    """Every option of every command, not only the command names: regenerate them after a change
+    (`completions/generate.py`)."""
+    import sys
+
+    r = subprocess.run([sys.executable, str(REPO / "completions" / "generate.py"), "--check"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr

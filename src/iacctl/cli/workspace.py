@@ -26,6 +26,12 @@ def _lock_text(lock: dict[str, Any] | None) -> str:
     return f"locked by {lock['holder']}: {lock['reason']}"
 
 
+def _binary_text(view: dict[str, Any]) -> str:
+    if view["terraform_version"]:
+        return f"version {view['terraform_version']} (downloaded and cached)"
+    return view["terraform"] or "terraform on PATH"
+
+
 def _state_text(state: dict[str, Any] | None) -> str:
     return "none" if state is None else f"version {state['id']} (serial {state['serial']})"
 
@@ -36,7 +42,7 @@ def _show(view: dict[str, Any], as_json: bool) -> None:
         return
     state = view["state_version"]
     message(f"workspace {view['name']}\n  directory: {view['directory']}\n  pool: {view['pool']}\n"
-            f"  terraform: {view['terraform'] or 'terraform on PATH'}\n  plan lifetime: {view['plan_lifetime']}\n"
+            f"  terraform: {_binary_text(view)}\n  plan lifetime: {view['plan_lifetime']}\n"
             f"  lock: {_lock_text(view['lock'])}\n"
             f"  state: {_state_text(state)}")
     for var in view.get("variables", []):
@@ -51,6 +57,9 @@ def create(
     directory: str = typer.Option(..., "--dir", help="The Terraform configuration directory."),
     pool: str = typer.Option("local", "--pool", help="Pool whose slots run its tasks."),
     terraform: str = typer.Option(None, "--terraform", help="Terraform or OpenTofu binary (name or path)."),
+    terraform_version: str = typer.Option(
+        None, "--terraform-version", help="A release to download, verify and cache (e.g. 1.11.4)."
+    ),
     plan_lifetime: str = typer.Option(
         None, "--plan-lifetime", help="How long a plan may wait for confirmation (e.g. 24h)."
     ),
@@ -60,7 +69,7 @@ def create(
     from iacctl.services import workspaces
 
     view = workspaces.create(app_of(ctx), name, directory, pool=pool, terraform=terraform,
-                             plan_lifetime=plan_lifetime)
+                             terraform_version=terraform_version, plan_lifetime=plan_lifetime)
     if as_json:
         print_json(view)
     else:
@@ -73,6 +82,7 @@ def set_(
     name: str = typer.Argument(...),
     directory: str = typer.Option(None, "--dir"),
     terraform: str = typer.Option(None, "--terraform"),
+    terraform_version: str = typer.Option(None, "--terraform-version"),
     plan_lifetime: str = typer.Option(None, "--plan-lifetime"),
     as_json: bool = JSON,
 ) -> None:
@@ -80,7 +90,7 @@ def set_(
     from iacctl.services import workspaces
 
     _show(workspaces.update(app_of(ctx), name, directory=directory, terraform=terraform,
-                            plan_lifetime=plan_lifetime), as_json)
+                            terraform_version=terraform_version, plan_lifetime=plan_lifetime), as_json)
 
 
 @app.command("list")

@@ -335,7 +335,8 @@ class TaskRun:
     @property
     def binary(self) -> str:
         if self._binary is None:
-            self._binary = tf.find_binary(self.workspace.terraform_bin)
+            self._binary = tf.find_binary(self.workspace.terraform_bin, self.workspace.terraform_version,
+                                          self.log.note)
         return self._binary
 
     def _place(self) -> SlotPlace:

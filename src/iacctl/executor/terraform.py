@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from iacctl.errors import TerraformError, UsageError
@@ -23,8 +23,14 @@ terraform {
 """
 
 
-def find_binary(configured: str | None) -> str:
-    """E10: the workspace's binary (a path or a name), else `terraform` on PATH."""
+def find_binary(configured: str | None, version: str | None = None,
+                note: Callable[[str], None] = lambda _: None) -> str:
+    """E10: the workspace's version (downloaded once and cached), or its binary (a path or a
+    name), else `terraform` on PATH."""
+    if version:
+        from iacctl.executor.binaries import ensure_version
+
+        return ensure_version(version, note)
     name = configured or os.environ.get("IACCTL_TERRAFORM") or "terraform"
     if os.sep in name:
         path = Path(name).expanduser()

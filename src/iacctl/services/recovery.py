@@ -17,6 +17,7 @@ from sqlmodel import col, select
 from iacctl.domain.lifecycle import Stage, Status, is_terminal
 from iacctl.domain.slots import SlotPlace, SlotState
 from iacctl.errors import TransitionConflict
+from iacctl.executor.binaries import product
 from iacctl.executor.termination import end_task, keep_applied_state, save_work_dir_state
 from iacctl.runtimes import local
 from iacctl.services import queue
@@ -60,7 +61,8 @@ def recover_task(app: App, task_id: int, reason: str, outcome: Status = Status.F
     if task.child_pid and task.runner_host in (None, local.hostname()):
         # The kernel already sent it SIGINT when its parent died; wait for it to write its state.
         with app.store.read() as session:
-            binary = repo.workspace_by_id(session, task.workspace_id).terraform_bin or "terraform"
+            ws = repo.workspace_by_id(session, task.workspace_id)
+            binary = ws.terraform_bin or (product() if ws.terraform_version else "terraform")
         local.stop_orphan(task.child_pid, Path(binary).name)
     if task.stage in _FINISHED_APPLY and place is not None:
         # The apply itself finished before the process died: store its state, never call it failed.

@@ -46,7 +46,7 @@ def plan_workspace(
     source = Path(ws.source_dir)
     if not source.is_dir():
         raise UsageError(f"workspace {name}'s directory {source} does not exist")
-    tf.find_binary(ws.terraform_bin)
+    tf.find_binary(ws.terraform_bin, ws.terraform_version, reporter.note)
     _check_secrets(app, ws.id or 0)
     host, pid, start = local.this_process()
     kind = TaskKind.PLAN if plan_only else TaskKind.PLAN_AND_APPLY

@@ -12,6 +12,7 @@ from iacctl.domain.durations import format_duration, parse_duration
 from iacctl.domain.lifecycle import Status
 from iacctl.domain.names import check_name, check_variable_name
 from iacctl.errors import Refused, UsageError
+from iacctl.executor.binaries import check_version
 from iacctl.executor.terraform import check_binary_setting
 from iacctl.services import queue
 from iacctl.services.app import LOCAL_POOL, App
@@ -33,11 +34,20 @@ def _source_dir(directory: str) -> str:
     return str(path.resolve())
 
 
+def _binary_settings(terraform: str | None, version: str | None) -> tuple[str | None, str | None]:
+    """E10: a binary (name or path) or a version to download, not both."""
+    if terraform and version:
+        raise UsageError("give --terraform (a binary) or --terraform-version (a release), not both")
+    return (check_binary_setting(terraform) if terraform else None,
+            check_version(version) if version else None)
+
+
 def create(app: App, name: str, directory: str, *, pool: str = LOCAL_POOL,
-           terraform: str | None = None, plan_lifetime: str | None = None) -> dict[str, Any]:
+           terraform: str | None = None, terraform_version: str | None = None,
+           plan_lifetime: str | None = None) -> dict[str, Any]:
     check_name("workspace", name)
     source = _source_dir(directory)
-    binary = check_binary_setting(terraform) if terraform else None
+    binary, version = _binary_settings(terraform, terraform_version)
     lifetime = parse_duration(plan_lifetime) if plan_lifetime else None
     try:
         with app.store.write() as session:
@@ -45,23 +55,27 @@ def create(app: App, name: str, directory: str, *, pool: str = LOCAL_POOL,
                 raise UsageError(f"workspace {name!r} already exists")
             pool_row = repo.get_pool(session, pool)
             session.add(Workspace(name=name, source_dir=source, pool_id=pool_row.id or 0,
-                                  terraform_bin=binary, plan_lifetime_s=lifetime, created_at=repo.now()))
+                                  terraform_bin=binary, terraform_version=version,
+                                  plan_lifetime_s=lifetime, created_at=repo.now()))
     except IntegrityError:
         raise UsageError(f"workspace {name!r} already exists") from None
     return show(app, name)
 
 
 def update(app: App, name: str, *, directory: str | None, terraform: str | None,
-           plan_lifetime: str | None) -> dict[str, Any]:
+           terraform_version: str | None = None, plan_lifetime: str | None) -> dict[str, Any]:
     source = _source_dir(directory) if directory else None
-    binary = check_binary_setting(terraform) if terraform else None
+    binary, version = _binary_settings(terraform, terraform_version)
     lifetime = parse_duration(plan_lifetime) if plan_lifetime else None
     with app.store.write() as session:
         ws = repo.get_workspace(session, name)
         if source:
             ws.source_dir = source
+        # Choosing one way to find the binary drops the other.
         if binary:
-            ws.terraform_bin = binary
+            ws.terraform_bin, ws.terraform_version = binary, None
+        if version:
+            ws.terraform_bin, ws.terraform_version = None, version
         if lifetime:
             ws.plan_lifetime_s = lifetime
         session.add(ws)
@@ -86,6 +100,7 @@ def _view(session: Any, ws: Workspace) -> dict[str, Any]:
         "directory": ws.source_dir,
         "pool": pool.name if pool else None,
         "terraform": ws.terraform_bin,
+        "terraform_version": ws.terraform_version,
         "plan_lifetime": format_duration(lifetime),
         "lock": _lock_view(ws),
         "state_version": (

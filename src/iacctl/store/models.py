@@ -56,6 +56,7 @@ class Workspace(SQLModel, table=True):
     source_dir: str
     pool_id: int = Field(foreign_key="pools.id")
     terraform_bin: str | None = None
+    terraform_version: str | None = None  # E10: downloaded, verified and cached by iacctl
     plan_lifetime_s: float | None = None  # overrides the pool's
     # L5: the lock. Held by a task (locked_by_task_id) or by an operator (lock_holder only).
     locked_by_task_id: int | None = None

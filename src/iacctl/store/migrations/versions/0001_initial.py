@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: (none)
-Create Date: 2026-11-22 16:45:42.465514
+Create Date: 2026-11-22 17:46:42.026336
 """
 
 from alembic import op
@@ -56,6 +56,7 @@ def upgrade() -> None:
     sa.Column('source_dir', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('pool_id', sa.Integer(), nullable=False),
     sa.Column('terraform_bin', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('terraform_version', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('plan_lifetime_s', sa.Float(), nullable=True),
     sa.Column('locked_by_task_id', sa.Integer(), nullable=True),
     sa.Column('lock_holder', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
