@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-import signal
-import sys
-from types import FrameType
 from typing import Any
 
 import typer
 
-from iacctl.cli.context import app_of
+from iacctl.cli.context import app_of, stop_gracefully_on_signals
 from iacctl.cli.render import TerminalReporter, message, print_json
 from iacctl.errors import EXIT_CHANGES, EXIT_OK, TaskCancelled, TaskFailed
-
-
-def _interruptible() -> None:
-    """Ctrl-C and SIGTERM (a CI job being cancelled) ask the running task to stop gracefully:
-    Terraform gets SIGINT and the task goes through the termination path (E1, E2)."""
-    from iacctl.executor.watch import interrupted
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        if interrupted.is_set():
-            sys.stderr.write("iacctl: already stopping; waiting for Terraform to finish cleanly\n")
-            return
-        interrupted.set()
-        sys.stderr.write("iacctl: interrupt received; stopping the task gracefully\n")
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
 
 
 def _finish(task_view: dict[str, Any], as_json: bool) -> int:
@@ -79,7 +60,7 @@ def plan(
 
     app = app_of(ctx)
     reporter = TerminalReporter(to_stderr=as_json, show_output=not quiet)
-    _interruptible()
+    stop_gracefully_on_signals()
     task = runs.plan_workspace(app, workspace, plan_only=plan_only, wait=not no_wait, reporter=reporter)
     view = tasks.show(app, task.id or 0)
     if no_wait:
@@ -105,7 +86,7 @@ def confirm_apply(
 
     app = app_of(ctx)
     reporter = TerminalReporter(to_stderr=as_json, show_output=not quiet)
-    _interruptible()
+    stop_gracefully_on_signals()
     task = runs.confirm_apply(app, task_id, rebuild=rebuild, reporter=reporter)
     raise typer.Exit(_finish(tasks.show(app, task.id or 0), as_json))
 

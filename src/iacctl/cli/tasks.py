@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from iacctl.cli.context import app_of
+from iacctl.cli.context import app_of, stop_gracefully_on_signals
 from iacctl.cli.render import message, print_json, table
 
 app = typer.Typer(help="Tasks: runs of plans and applies.", no_args_is_help=True)
@@ -82,9 +82,8 @@ def logs(ctx: typer.Context, task_id: int = typer.Argument(...),
 @app.command("run", hidden=True)
 def run(ctx: typer.Context, task_id: int = typer.Argument(...)) -> None:
     """Run a queued task if it is its turn (started detached by iacctl itself)."""
-    from iacctl.cli.runs import _interruptible
     from iacctl.services import runs
 
-    _interruptible()
+    stop_gracefully_on_signals()
     task = runs.run_queued(app_of(ctx), task_id)
     message(f"task {task_id}: {task.status}")
