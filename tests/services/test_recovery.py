@@ -189,3 +189,30 @@ def test_recover_an_apply_that_finished_but_cannot_store_is_applied_state_error(
     env.ok("state", "save-applied", "1")
     assert env.task(1)["status"] == "applied"
     env.ok("plan", "net", code=0)
+
+
+def test_recover_repairs_leaked_slots_locks_and_stale_work_directories(env: Env) -> None:
+    """What a bug or an operator's hand could leave behind: a slot and a lock still held by a
+    task that has ended, and a work directory in an idle slot. The sweep repairs each once."""
+    from iacctl.store import repo
+    from iacctl.store.models import Slot
+
+    env.workspace("net")
+    env.ok("plan", "net", "--plan-only", code=2)  # task 1, ended planned_and_finished
+    app = env.app()
+    with app.store.write() as session:
+        slot = session.get(Slot, 2)
+        assert slot is not None
+        slot.state, slot.task_id = "running", 1
+        session.add(slot)
+        assert repo.lock_workspace(session, 1, task_id=1, holder="task 1", reason="left behind")
+    stale = env.work_root / "local" / "local" / "slot-2"
+    stale.mkdir(parents=True)
+    (stale / "terraform.tfstate").write_text("{}")
+
+    actions = sorted((a["action"], a["task"], a["workspace"]) for a in recover(env))
+    assert actions == [("slot_freed", 1, None), ("unlocked", 1, "net"), ("work_dir_removed", None, None)]
+    assert [s for s, _ in slot_states(env)] == ["idle"] * 3
+    assert env.ok("workspace", "show", "net", "--json").json()["lock"] is None
+    assert not stale.exists()
+    assert recover(env) == []

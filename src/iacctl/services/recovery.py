@@ -161,12 +161,13 @@ def _leaked_locks(app: App) -> list[Action]:
     with app.store.write() as session:
         locked = session.exec(select(Workspace).where(col(Workspace.locked_by_task_id).is_not(None))).all()
         for ws in locked:
-            task = session.get(Task, ws.locked_by_task_id)
+            holder = ws.locked_by_task_id
+            task = session.get(Task, holder)
             # failed and applied_state_error keep their lock on purpose, for an operator.
             if task is None or task.status in (Status.PENDING, Status.PLANNED_AND_FINISHED,
                                                Status.APPLIED, Status.CANCELLED):
-                repo.unlock_workspace(session, ws.id or 0, task_id=ws.locked_by_task_id)
-                actions.append(Action("unlocked", task=ws.locked_by_task_id, workspace=ws.name,
+                repo.unlock_workspace(session, ws.id or 0, task_id=holder)
+                actions.append(Action("unlocked", task=holder, workspace=ws.name,
                                       detail="its task no longer holds the lock"))
     return actions
 
