@@ -216,3 +216,30 @@ def test_recover_repairs_leaked_slots_locks_and_stale_work_directories(env: Env)
     assert env.ok("workspace", "show", "net", "--json").json()["lock"] is None
     assert not stale.exists()
     assert recover(env) == []
+
+
+def test_a_runner_on_another_machine_is_judged_by_its_heartbeat(env: Env) -> None:
+    """With a shared PostgreSQL store the runner may be another CI machine: its pid means
+    nothing here, so the sweep waits until its heartbeat is older than two minutes."""
+    from iacctl.domain.lifecycle import Stage, Status
+    from iacctl.store import repo
+
+    env.workspace("net")
+    env.ok("plan", "net", "--no-wait", "--plan-only")
+    env.wait_for(1, lambda t: t["status"] == "planned_and_finished")
+    app = env.app()
+    with app.store.write() as session:  # staged: task 2 runs on another machine
+        from iacctl.store.models import Task
+
+        t = repo.now()
+        task = Task(workspace_id=1, kind="plan", status=Status.PENDING, created_at=t, updated_at=t, pool_id=1)
+        session.add(task)
+        session.flush()
+        repo.transition(session, task.id or 0, Status.PENDING, Status.RUNNING, "started elsewhere",
+                        runner_host="ci-runner-7", runner_pid=1, heartbeat_at=t)
+        repo.set_stage(session, task.id or 0, Stage.PLANNING)
+    assert recover(env) == []  # a fresh heartbeat: alive, left alone
+    with app.store.write() as session:
+        repo.update_task(session, 2, heartbeat_at=repo.now() - 300)
+    assert [(a["action"], a["task"]) for a in recover(env)] == [("failed", 2)]
+    assert "ci-runner-7 pid 1) is gone" in env.task(2)["error"]
