@@ -10,18 +10,17 @@ never seen (written beside, then renamed).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import io
 import os
 import platform
 import re
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from iacctl.errors import TerraformError, UsageError
+from iacctl.filelock import exclusive
 
 DEFAULT_MIRROR = "https://releases.hashicorp.com/terraform"
 _VERSION = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.]+)?$")
@@ -69,7 +68,7 @@ def ensure_version(version: str, note: Callable[[str], None] = lambda _: None) -
     if target.is_file():
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(target.parent / ".lock"):
+    with exclusive(target.parent / ".lock"):
         if target.is_file():  # another process finished it while we waited
             return str(target)
         name = product()
@@ -130,14 +129,3 @@ def _fetch(url: str) -> bytes:
             return b"".join(chunks)
     except httpx.HTTPError as exc:
         raise TerraformError(f"cannot download {url}: {exc}") from None
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)

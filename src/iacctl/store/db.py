@@ -9,7 +9,6 @@ Reads use plain deferred transactions, which WAL never blocks.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from sqlmodel import Session, create_engine
 from iacctl.config import Settings
 from iacctl.crypto import Cipher, load_key
 from iacctl.errors import StoreError
+from iacctl.filelock import exclusive
 
 BUSY_TIMEOUT_MS = 60_000
 HEAD_REVISION = "0001"
@@ -132,16 +132,8 @@ class Store:
     @contextlib.contextmanager
     def _migration_lock(self) -> Iterator[None]:
         if self.settings.db_path is not None:
-            import fcntl
-
-            lock_path = self.settings.db_path.with_name(self.settings.db_path.name + ".migrate-lock")
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+            with exclusive(self.settings.db_path.with_name(self.settings.db_path.name + ".migrate-lock")):
                 yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                os.close(fd)
         else:
             with self.write_engine.connect() as conn:
                 conn.execute(text("SELECT pg_advisory_lock(724017)"))
