@@ -28,10 +28,6 @@ class Settings:
     config_dir: Path
     work_root: Path
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.db_path is not None
-
 
 def load_settings(db: str | None = None) -> Settings:
     """C5: `--db PATH` or IACCTL_DB (SQLite) if given, else IACCTL_DATABASE_URL (PostgreSQL) if

@@ -43,25 +43,10 @@ class Stage(StrEnum):
     POST_APPLY = "post_apply"
 
 
-PLAN_STAGES: tuple[Stage, ...] = (
-    Stage.FETCHING, Stage.INIT, Stage.PRE_PLAN, Stage.PLANNING, Stage.SAVING_PLAN, Stage.POST_PLAN,
-)
-APPLY_STAGES: tuple[Stage, ...] = (
-    Stage.INIT, Stage.RESTORING_PLAN, Stage.PRE_APPLY, Stage.APPLYING, Stage.SAVING_STATE,
-    Stage.POST_APPLY,
-)
-# Run-task stages (SPEC R7): hooks run there; later issues attach run tasks to them.
-RUN_TASK_STAGES = frozenset({Stage.PRE_PLAN, Stage.POST_PLAN, Stage.PRE_APPLY, Stage.POST_APPLY})
-# E1: sections a cancel may not cut in half; it is acted on when they end.
-CRITICAL_STAGES = frozenset({Stage.SAVING_PLAN, Stage.APPLYING, Stage.SAVING_STATE})
-
 TERMINAL = frozenset({
     Status.PLANNED_AND_FINISHED, Status.APPLIED, Status.APPLIED_STATE_ERROR, Status.FAILED,
     Status.CANCELLED,
 })
-# Statuses in which a task occupies a slot (S2) and, for plan_and_apply, its workspace's turn (L4).
-ACTIVE = frozenset({Status.RUNNING, Status.APPLY_PENDING})
-
 ALLOWED: dict[Status, frozenset[Status]] = {
     # E3: a task can fail before it ever runs (workspace gone, no work directory).
     Status.PENDING: frozenset({Status.RUNNING, Status.CANCELLED, Status.FAILED}),

@@ -1,8 +1,7 @@
-"""Slots and scaling rules (SPEC S2, S3). Pure."""
+"""Slots and where they live (SPEC S2). Pure."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -28,9 +27,3 @@ class SlotState(StrEnum):
 class PodStatus(StrEnum):
     READY = "ready"
     LOST = "lost"
-
-
-def desired_pods(busy_slots: int, slots_per_pod: int, min_pods: int, max_pods: int) -> int:
-    """S3: ceil((running + reserved) / slots per pod), within [min, max]."""
-    want = math.ceil(busy_slots / slots_per_pod) if slots_per_pod > 0 else 0
-    return max(min_pods, min(max_pods, want))

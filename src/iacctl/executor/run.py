@@ -14,6 +14,7 @@ import json
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from iacctl.domain.lifecycle import Stage, Status
@@ -61,7 +62,7 @@ class TaskRun:
         self.hooks = hooks or StageHooks()
         self.watch = CancelWatch(store, task_id)
         self.stage: Stage | None = None
-        self.in_critical = False
+        self._state_error = ""
         with store.read() as session:
             self.task: Task = repo.get_task(session, task_id)
             self.workspace: Workspace = repo.workspace_by_id(session, self.task.workspace_id)
@@ -131,8 +132,6 @@ class TaskRun:
         return self._finish_plan(has_changes)
 
     def _fetch(self) -> None:
-        from pathlib import Path
-
         data, digest = archive_directory(Path(self.workspace.source_dir))
         cipher = self.store.cipher
         with self.store.write() as session:
@@ -356,11 +355,7 @@ class TaskRun:
         """E1: a critical section is always left, on success, error and cancel; a cancel that
         arrives inside it is acted on by the caller's next checkpoint, after the section."""
         self._enter(stage)
-        self.in_critical = True
-        try:
-            yield
-        finally:
-            self.in_critical = False
+        yield
 
     def _checkpoint(self) -> None:
         if self.watch.requested():

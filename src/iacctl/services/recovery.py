@@ -22,7 +22,7 @@ from iacctl.executor.termination import end_task, keep_applied_state, save_work_
 from iacctl.runtimes import local
 from iacctl.services import queue
 from iacctl.services.app import App
-from iacctl.services.runs import _plan_context_lost, reset_to_pending
+from iacctl.services.runs import plan_context_lost, reset_to_pending
 from iacctl.store import repo
 from iacctl.store.models import Pod, Pool, Slot, Task, Workspace
 
@@ -123,7 +123,7 @@ def _lost_contexts(app: App) -> list[Action]:
     with app.store.read() as session:
         waiting = repo.tasks_with_status(session, [Status.APPLY_PENDING])
     for task in waiting:
-        lost = _plan_context_lost(app, task)
+        lost = plan_context_lost(app, task)
         if lost is None:
             continue
         try:

@@ -163,7 +163,7 @@ def _refusal(session: Session, task: Task) -> str | None:
     return None
 
 
-def _plan_context_lost(app: App, task: Task) -> str | None:
+def plan_context_lost(app: App, task: Task) -> str | None:
     """S5: is the reserved slot and its work directory still there?"""
     with app.store.read() as session:
         slot = session.get(Slot, task.slot_id) if task.slot_id else None
@@ -194,7 +194,7 @@ def _confirmable(session: Session, task_id: int) -> Task:
 def confirm_apply(app: App, task_id: int, *, rebuild: bool, reporter: Reporter) -> Task:
     with app.store.read() as session:
         task = _confirmable(session, task_id)
-    lost = _plan_context_lost(app, task)
+    lost = plan_context_lost(app, task)
     if lost is not None:
         return _replan(app, task_id, lost, reporter)
     host, pid, start = local.this_process()

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlmodel import col
 
 from iacctl.domain.lifecycle import Status, is_terminal
@@ -63,17 +63,11 @@ def _query() -> Any:
         select(*_COLUMNS, col(Workspace.name).label("workspace"), col(Pool.name).label("pool"),
                col(Pod.name).label("pod"), col(Slot.slot_index))
         .join(Workspace, col(Workspace.id) == col(Task.workspace_id))
-        .outerjoin(Slot, col(Slot.id) == func_coalesce())
+        # A finished task keeps showing the slot its plan ran in.
+        .outerjoin(Slot, col(Slot.id) == func.coalesce(Task.slot_id, Task.plan_slot_id))
         .outerjoin(Pod, col(Pod.id) == col(Slot.pod_id))
         .outerjoin(Pool, col(Pool.id) == col(Pod.pool_id))
     )
-
-
-def func_coalesce() -> Any:
-    from sqlalchemy import func
-
-    # A finished task keeps showing the slot its plan ran in.
-    return func.coalesce(Task.slot_id, Task.plan_slot_id)
 
 
 def list_tasks(app: App, *, workspace: str | None = None, status: str | None = None,
