@@ -108,6 +108,19 @@ def wait_log(env: Env, task_id: int, text: str, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
+def assert_partial_state_of_slow_apply(env: Env, workspace: str) -> None:
+    """The slow_apply configuration stopped during `slow`: one partial state version, made by
+    task 1, with `first` whole and `slow` absent or tainted (its provisioner did not finish)."""
+    import json
+
+    versions = env.ok("state", "versions", workspace, "--json").json()
+    assert [(v["task"], v["partial"]) for v in versions] == [(1, True)]
+    state = json.loads(env.ok("state", "pull", workspace).out)
+    created = {r["name"]: r["instances"][0].get("status") for r in state["resources"]}
+    assert created["first"] is None  # created whole before the stop
+    assert created.get("slow", "tainted") == "tainted"
+
+
 def slot_states(env: Env) -> list[tuple[str, int | None]]:
     return [(s["state"], s["task"]) for s in env.ok("pods", "list", "--json").json()[0]["slots"]]
 

@@ -9,13 +9,22 @@ part-way.
 
 from __future__ import annotations
 
-import json
 import signal
 from typing import Any
 
 import pytest
 
-from tests.background import FIRST_CREATED, SLOW_STARTED, Background, slot_states, spawn, statuses, wait_log, wait_task
+from tests.background import (
+    FIRST_CREATED,
+    SLOW_STARTED,
+    Background,
+    assert_partial_state_of_slow_apply,
+    slot_states,
+    spawn,
+    statuses,
+    wait_log,
+    wait_task,
+)
 from tests.conftest import Env
 
 
@@ -104,13 +113,7 @@ def test_cancel_running_apply_keeps_partial_state(env: Env, processes: list[Back
         assert line in log
     assert_cleaned_up(env, "app", task)
 
-    versions = env.ok("state", "versions", "app", "--json").json()
-    assert [(v["task"], v["partial"]) for v in versions] == [(1, True)]
-    state = json.loads(env.ok("state", "pull", "app").out)
-    created = {r["name"]: r["instances"][0].get("status") for r in state["resources"]}
-    assert created["first"] is None  # created whole before the interrupt
-    # The interrupted resource is absent or tainted (its provisioner did not finish).
-    assert created.get("slow", "tainted") == "tainted"
+    assert_partial_state_of_slow_apply(env, "app")
 
 
 @pytest.mark.parametrize("how", ["cancel", "SIGINT", "SIGTERM"])

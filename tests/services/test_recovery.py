@@ -9,11 +9,19 @@ and start a queued task whose waiting process was killed.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from tests.background import FIRST_CREATED, SLOW_STARTED, Background, slot_states, spawn, wait_log, wait_task
+from tests.background import (
+    FIRST_CREATED,
+    SLOW_STARTED,
+    Background,
+    assert_partial_state_of_slow_apply,
+    slot_states,
+    spawn,
+    wait_log,
+    wait_task,
+)
 from tests.conftest import Env
 
 
@@ -70,12 +78,7 @@ def test_recover_an_apply_killed_while_applying_keeps_partial_state(env: Env, pr
     assert [(a["action"], a["task"]) for a in actions] == [("failed", 1)]
     task = assert_recovered(env, "app", 1, "applying")
     assert "partial state saved as state version 1" in task["error"]
-    versions = env.ok("state", "versions", "app", "--json").json()
-    assert [(v["task"], v["partial"]) for v in versions] == [(1, True)]
-    state = json.loads(env.ok("state", "pull", "app").out)
-    created = {r["name"]: r["instances"][0].get("status") for r in state["resources"]}
-    assert created["first"] is None  # created whole before the crash
-    assert created.get("slow", "tainted") == "tainted"
+    assert_partial_state_of_slow_apply(env, "app")
     log = env.ok("tasks", "logs", "1").out
     assert "Plan: 2 to add" in log and FIRST_CREATED in log
     # Terraform outlived its runner long enough to stop gracefully (its output went to a file,
