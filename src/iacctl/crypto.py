@@ -64,6 +64,14 @@ class Cipher:
         if len(key) != 32:
             raise SecretKeyError("the secret key must be 32 bytes (AES-256)")
         self._aead = AESGCM(key)
+        self._key = key
+
+    def derive(self, label: str) -> bytes:
+        """A 32-byte key for another purpose (run-task token signing, R3), derived from the
+        installation key so that it is as secret as the key and never stored or printed."""
+        import hmac
+
+        return hmac.new(self._key, b"iacctl/" + label.encode(), hashlib.sha256).digest()
 
     def encrypt(self, plain: bytes) -> bytes:
         nonce = os.urandom(_NONCE)

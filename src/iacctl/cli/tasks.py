@@ -61,6 +61,10 @@ def show(ctx: typer.Context, task_id: int = typer.Argument(...),
     if view["slot"] is not None:
         message(f"  slot: {view['pool']}/{view['pod']}/slot-{view['slot']}"
                 + (f"  apply path: {view['apply_path']}" if view["apply_path"] else ""))
+    if view["run_task_results"]:
+        message("  run tasks:")
+        for r in view["run_task_results"]:
+            message(f"    {r['summary']}")
     message("  history:")
     for e in view["history"]:
         change = f"{e['from'] or '-'} -> {e['to'] or '-'}" if e["kind"] != "note" else ""

@@ -4,7 +4,7 @@ whose state could not be stored ends (E8, O5).
 Used by the executor in the running process, by `iacctl cancel` for tasks that are not running,
 and by the recovery sweep for tasks whose process is gone (S8). In that order it: keeps a
 partial state, writes the last log line, removes the work directory, and in one transaction
-sets the status, releases the slot and the lock.
+sets the status, revokes waiting run-task tokens, releases the slot and the lock.
 """
 
 from __future__ import annotations
@@ -114,6 +114,8 @@ def end_task(
         if is_terminal(current):
             return current
         repo.transition(session, task_id, current, outcome, message, error=message)
+        # E2/C5: run-task results still waiting are ended and their tokens revoked.
+        repo.end_open_results(session, task_id, f"the task ended {outcome} before this result arrived")
         repo.release_slot_of(session, task_id)
         if keep_lock_reason is not None:
             repo.set_lock_reason(session, task.workspace_id, task_id, keep_lock_reason)

@@ -97,6 +97,7 @@ def recover(app: App) -> list[Action]:
     actions += _leaked_slots(app)
     actions += _leaked_locks(app)
     actions += _stale_work_dirs(app)
+    actions += _overdue_run_task_results(app)
     for task_id in queue.kick_queue(app):
         actions.append(Action("started", task=task_id, detail="queued task started in the background"))
     return actions
@@ -170,6 +171,14 @@ def _leaked_locks(app: App) -> list[Action]:
                 actions.append(Action("unlocked", task=holder, workspace=ws.name,
                                       detail="its task no longer holds the lock"))
     return actions
+
+
+def _overdue_run_task_results(app: App) -> list[Action]:
+    """S8/R6: run-task results past their timeout are marked `timeout`, their tokens cleared."""
+    from iacctl.services.runtasks import time_out_overdue
+
+    return [Action("run_task_timeout", task=task_id, detail=f"run task {name} result {result_id} timed out")
+            for result_id, task_id, name in time_out_overdue(app)]
 
 
 def _stale_work_dirs(app: App) -> list[Action]:

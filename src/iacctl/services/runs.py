@@ -26,7 +26,7 @@ from iacctl.executor.termination import end_task
 from iacctl.executor.watch import interrupted
 from iacctl.runtimes import local
 from iacctl.runtimes.base import SlotPlace
-from iacctl.services import queue
+from iacctl.services import queue, runtasks
 from iacctl.services.app import App
 from iacctl.store import repo
 from iacctl.store.models import Pod, Pool, Slot, Task
@@ -110,7 +110,8 @@ def _execute(app: App, task_id: int, reporter: Reporter, body: Callable[[TaskRun
         with app.store.read() as session:
             task = repo.get_task(session, task_id)
         runtime = app.runtime_for_pool_id(task.pool_id or 0)
-        run = TaskRun(app.store, runtime, task_id, reporter)
+        # R7/C6: the run tasks attached to the workspace, at the stages they are attached to.
+        run = TaskRun(app.store, runtime, task_id, reporter, hooks=runtasks.hooks_for(app, task_id))
     except Exception as exc:
         # E3: an error before the executor exists still leaves the task terminal.
         with app.store.read() as session:

@@ -105,6 +105,9 @@ def show(app: App, task_id: int) -> dict[str, Any]:
         task = repo.get_task(session, task_id)
     view["runner"] = ({"host": task.runner_host, "pid": task.runner_pid}
                       if task.runner_pid is not None else None)
+    from iacctl.services.runtasks import results
+
+    view["run_task_results"] = results(app, task_id)
     view["history"] = [
         {"at": iso(e.at), "kind": e.kind, "from": e.from_value, "to": e.to_value, "reason": e.reason}
         for e in events

@@ -184,3 +184,66 @@ class PlanArtifact(SQLModel, table=True):
     created_at: float
     plan_secret: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     plan_json_secret: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class RunTask(SQLModel, table=True):
+    """R1: an external HTTP service that passes or fails a stage (HCP Terraform run task)."""
+
+    __tablename__ = "run_tasks"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=90)
+    url: str
+    description: str | None = None
+    hmac_key_secret: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    timeout_s: float = 600.0  # R6: 10 min by default
+    created_at: float
+    updated_at: float
+
+
+class WorkspaceRunTask(SQLModel, table=True):
+    """R1: a run task attached to a workspace at a stage with an enforcement level."""
+
+    __tablename__ = "workspace_run_tasks"
+    __table_args__ = (UniqueConstraint("workspace_id", "run_task_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: int = Field(foreign_key="workspaces.id", index=True)
+    run_task_id: int = Field(foreign_key="run_tasks.id", index=True)
+    stage: str = Field(max_length=20)  # pre_plan | post_plan | pre_apply | post_apply
+    enforcement: str = Field(max_length=20)  # advisory | mandatory
+    created_at: float
+
+
+class TaskResult(SQLModel, table=True):
+    """R2-R6: one call of a run task for one stage of one task, and what came back."""
+
+    __tablename__ = "task_results"
+    __table_args__ = (Index("ix_task_results_status", "status"),)
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: int = Field(foreign_key="tasks.id", index=True)
+    run_task_id: int | None = None  # the run task may be deleted later; its name stays
+    run_task_name: str = Field(max_length=90)
+    stage: str = Field(max_length=20)
+    enforcement: str = Field(max_length=20)
+    status: str = Field(default="pending", max_length=20)
+    message: str | None = None
+    url: str | None = None
+    outcomes_json: str | None = None
+    access_token_secret: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    token_used: bool = False  # C5: set when the token is cleared (final callback or timeout)
+    created_at: float
+    updated_at: float
+    deadline_at: float
+    finished_at: float | None = None
+
+
+class RunTaskServer(SQLModel, table=True):
+    """R8: a live `iacctl runtask serve`: waiting tasks give services its public URL."""
+
+    __tablename__ = "runtask_servers"
+    id: int | None = Field(default=None, primary_key=True)
+    public_url: str
+    listen: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float

@@ -22,13 +22,17 @@ from iacctl.store.models import (
     PlanArtifact,
     Pod,
     Pool,
+    RunTask,
+    RunTaskServer,
     Slot,
     StateVersion,
     Task,
     TaskEvent,
     TaskLog,
+    TaskResult,
     Variable,
     Workspace,
+    WorkspaceRunTask,
 )
 
 
@@ -343,3 +347,104 @@ def replace_plan_artifact(session: Session, artifact: PlanArtifact) -> None:
         session.delete(old)
         session.flush()
     session.add(artifact)
+
+
+# -- run tasks (R1-R8) ----------------------------------------------------------------------------
+
+# Statuses a task result does not leave (R4: a final status is accepted once).
+RESULT_FINAL = ("passed", "failed", "timeout", "webhook_error", "errored")
+RESULT_OPEN = ("pending", "running")
+
+
+def get_run_task(session: Session, name: str) -> RunTask:
+    run_task = session.exec(select(RunTask).where(RunTask.name == name)).first()
+    if run_task is None:
+        raise NotFound(f"unknown run task {name!r}")
+    return run_task
+
+
+def find_run_task(session: Session, name: str) -> RunTask | None:
+    return session.exec(select(RunTask).where(RunTask.name == name)).first()
+
+
+def run_tasks(session: Session) -> Sequence[RunTask]:
+    return session.exec(select(RunTask).order_by(col(RunTask.name))).all()
+
+
+def attachments(session: Session, *, workspace_id: int | None = None, run_task_id: int | None = None,
+                stage: str | None = None) -> Sequence[tuple[WorkspaceRunTask, RunTask, Workspace]]:
+    query = (
+        select(WorkspaceRunTask, RunTask, Workspace)
+        .join(RunTask, col(RunTask.id) == col(WorkspaceRunTask.run_task_id))
+        .join(Workspace, col(Workspace.id) == col(WorkspaceRunTask.workspace_id))
+    )
+    if workspace_id is not None:
+        query = query.where(col(WorkspaceRunTask.workspace_id) == workspace_id)
+    if run_task_id is not None:
+        query = query.where(col(WorkspaceRunTask.run_task_id) == run_task_id)
+    if stage is not None:
+        query = query.where(col(WorkspaceRunTask.stage) == stage)
+    rows = session.exec(query.order_by(col(Workspace.name), col(RunTask.name))).all()
+    return [(a, r, w) for a, r, w in rows]
+
+
+def find_attachment(session: Session, workspace_id: int, run_task_id: int) -> WorkspaceRunTask | None:
+    return session.exec(
+        select(WorkspaceRunTask).where(WorkspaceRunTask.workspace_id == workspace_id,
+                                       WorkspaceRunTask.run_task_id == run_task_id)
+    ).first()
+
+
+def results_of_task(session: Session, task_id: int) -> Sequence[TaskResult]:
+    return session.exec(
+        select(TaskResult).where(TaskResult.task_id == task_id).order_by(col(TaskResult.id))
+    ).all()
+
+
+def results_by_id(session: Session, ids: Iterable[int]) -> Sequence[TaskResult]:
+    return session.exec(
+        select(TaskResult).where(col(TaskResult.id).in_(list(ids))).order_by(col(TaskResult.id))
+    ).all()
+
+
+def update_open_result(session: Session, result_id: int, **fields: Any) -> bool:
+    """Change a task result that is not final yet (compare-and-set: a final status is written
+    once, whoever gets there first: the callback, the timeout or the delivery error)."""
+    t = now()
+    values: dict[str, Any] = {"updated_at": t, **fields}
+    if fields.get("status") in RESULT_FINAL:
+        values.setdefault("finished_at", t)
+        # C5: the token is cleared with the final status.
+        values.update(access_token_secret=None, token_used=True)
+    result = session.execute(
+        update(TaskResult)
+        .where(col(TaskResult.id) == result_id, col(TaskResult.status).in_(RESULT_OPEN))
+        .values(**values)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def end_open_results(session: Session, task_id: int, reason: str) -> int:
+    """E2: a task that ends revokes the tokens of its results still waiting."""
+    t = now()
+    result = session.execute(
+        update(TaskResult)
+        .where(col(TaskResult.task_id) == task_id, col(TaskResult.status).in_(RESULT_OPEN))
+        .values(status="errored", message=reason, finished_at=t, updated_at=t, access_token_secret=None,
+                token_used=True)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def overdue_results(session: Session, at: float) -> Sequence[TaskResult]:
+    return session.exec(
+        select(TaskResult).where(col(TaskResult.status).in_(RESULT_OPEN), col(TaskResult.deadline_at) < at)
+        .order_by(col(TaskResult.id))
+    ).all()
+
+
+def fresh_runtask_server(session: Session, since: float) -> RunTaskServer | None:
+    return session.exec(
+        select(RunTaskServer).where(col(RunTaskServer.heartbeat_at) >= since)
+        .order_by(col(RunTaskServer.heartbeat_at).desc())
+    ).first()
