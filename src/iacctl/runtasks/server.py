@@ -13,7 +13,7 @@ a wait, in a thread of the process that waits (see runtasks/stage.py).
 FastAPI and uvicorn are imported only here, and this module only where a server runs.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at run time.
 
 import contextlib
 import json
