@@ -19,6 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from sqlmodel import Session
+
+from iacctl.crypto import Cipher
 from iacctl.errors import TaskFailed, UsageError
 from iacctl.runtasks import client, protocol, tokens
 from iacctl.store import repo
@@ -111,19 +114,7 @@ def _create_and_send(store: Store, task: Task, workspace: Workspace, stage: str,
     # calls back before answering the POST finds its result.
     with store.write() as session:
         for enforcement, run_task in attached:
-            t = repo.now()
-            result = TaskResult(
-                task_id=task.id or 0, run_task_id=run_task.id, run_task_name=run_task.name, stage=stage,
-                enforcement=enforcement, status="pending", created_at=t, updated_at=t,
-                deadline_at=t + run_task.timeout_s,
-            )
-            session.add(result)
-            session.flush()
-            result_id = result.id or 0
-            token = tokens.issue(cipher, result_id=result_id, task_id=task.id or 0, workspace_id=workspace.id or 0,
-                                 stage=stage, ttl_s=tokens.ttl_for(run_task.timeout_s))
-            result.access_token_secret = cipher.encrypt_text(token)
-            session.add(result)
+            result_id, token = new_result(session, cipher, task, run_task, stage, enforcement)
             body = protocol.encode(protocol.build_payload(
                 stage=stage, access_token=token, result_id=result_id, enforcement=enforcement,
                 public_url=base, run=run,
@@ -150,6 +141,26 @@ def _create_and_send(store: Store, task: Task, workspace: Workspace, stage: str,
     with ThreadPoolExecutor(max_workers=min(8, len(requests))) as pool:
         list(pool.map(send, requests))
     return [r[0] for r in requests]
+
+
+def new_result(session: Session, cipher: Cipher, task: Task, run_task: RunTask, stage: str,
+               enforcement: str) -> tuple[int, str]:
+    """A pending task result with its fresh access token (R3, C5), stored encrypted. Returns
+    the result id and the token (sent once, in the request payload)."""
+    t = repo.now()
+    result = TaskResult(
+        task_id=task.id or 0, run_task_id=run_task.id, run_task_name=run_task.name, stage=stage,
+        enforcement=enforcement, status="pending", created_at=t, updated_at=t,
+        deadline_at=t + run_task.timeout_s,
+    )
+    session.add(result)
+    session.flush()
+    result_id = result.id or 0
+    token = tokens.issue(cipher, result_id=result_id, task_id=task.id or 0, workspace_id=task.workspace_id,
+                         stage=stage, ttl_s=tokens.ttl_for(run_task.timeout_s))
+    result.access_token_secret = cipher.encrypt_text(token)
+    session.add(result)
+    return result_id, token
 
 
 def _wait(store: Store, sent: list[_Sent], say: Callable[[str], None],
