@@ -99,6 +99,18 @@ def with_unreadable_directory(env: Env) -> None:
     locked.chmod(0)
 
 
+def with_run_task(env: Env) -> None:
+    """Workspace net and run task opa (written directly: no service answers its verification)."""
+    from iacctl.store.models import RunTask
+
+    with_workspace(env)
+    app = env.app()
+    with app.store.write() as session:
+        session.add(RunTask(name="opa", url="http://127.0.0.1:9/run-task", timeout_s=600.0, created_at=0.0,
+                            updated_at=0.0))
+    app.close()
+
+
 # -- running a case --------------------------------------------------------------------------------
 
 
@@ -213,6 +225,43 @@ CASES = [
                  id="unlock-unlocked-workspace"),
     pytest.param(Case(("state", "save-applied", "1"), REFUSED, "task 1 is applied, not applied_state_error",
                       setup=with_applied_task), id="save-applied-not-state-error"),
+    # Run tasks (R1): unknown names, bad stage/enforcement/URL/key file, a failed verification.
+    pytest.param(Case(("runtask", "attach", "nope", "net"), USAGE, "unknown run task 'nope'", setup=with_run_task),
+                 id="runtask-attach-unknown-run-task"),
+    pytest.param(Case(("runtask", "attach", "opa", "nope"), USAGE, "unknown workspace 'nope'", setup=with_run_task),
+                 id="runtask-attach-unknown-workspace"),
+    pytest.param(Case(("runtask", "attach", "opa", "net", "--stage", "during_plan"), USAGE,
+                      "unknown stage 'during_plan'", setup=with_run_task), id="runtask-attach-bad-stage"),
+    pytest.param(Case(("runtask", "attach", "opa", "net", "--enforcement", "strict"), USAGE,
+                      "unknown enforcement 'strict'", setup=with_run_task), id="runtask-attach-bad-enforcement"),
+    pytest.param(Case(("runtask", "detach", "opa", "net"), USAGE, "run task opa is not attached to workspace net",
+                      setup=with_run_task), id="runtask-detach-not-attached"),
+    pytest.param(Case(("runtask", "create", "x", "--url", "ftp://checks.example/x"), USAGE,
+                      "invalid run task URL 'ftp://checks.example/x'"), id="runtask-create-bad-url"),
+    pytest.param(Case(("runtask", "create", "x", "--url", "checks.example"), USAGE, "invalid run task URL"),
+                 id="runtask-create-relative-url"),
+    pytest.param(Case(("runtask", "create", "bad name", "--url", "http://127.0.0.1:9/x"), USAGE,
+                      "invalid run task name 'bad name'"), id="runtask-create-bad-name"),
+    pytest.param(Case(("runtask", "create", "x", "--url", "http://127.0.0.1:9/x", "--hmac-key-file", "missing.key"),
+                      USAGE, "cannot read HMAC key file missing.key"), id="runtask-create-missing-key-file"),
+    pytest.param(Case(("runtask", "create", "x", "--url", "http://127.0.0.1:9/x", "--hmac-key-file", "src-net"),
+                      USAGE, "cannot read HMAC key file src-net"), id="runtask-create-key-file-is-a-directory"),
+    pytest.param(Case(("runtask", "create", "x", "--url", "http://127.0.0.1:9/x", "--timeout", "soon"), USAGE,
+                      "invalid duration 'soon'"), id="runtask-create-bad-timeout"),
+    pytest.param(Case(("runtask", "create", "opa", "--url", "http://127.0.0.1:9/x"), USAGE,
+                      "run task 'opa' already exists", setup=with_run_task), id="runtask-create-exists"),
+    pytest.param(Case(("runtask", "create", "x", "--url", "http://127.0.0.1:9/x"), FAILED,
+                      "verification request failed: cannot reach http://127.0.0.1:9/x"),
+                 id="runtask-create-verification-fails"),
+    pytest.param(Case(("runtask", "update", "opa", "--url", "http://127.0.0.1:9/y"), FAILED,
+                      "the run task was not saved", setup=with_run_task), id="runtask-update-verification-fails"),
+    pytest.param(Case(("runtask", "update", "nope", "--timeout", "5m"), USAGE, "unknown run task 'nope'"),
+                 id="runtask-update-unknown"),
+    pytest.param(Case(("runtask", "results", "99"), USAGE, "unknown task 99"), id="runtask-results-unknown-task"),
+    pytest.param(Case(("runtask", "serve", "--listen", "nowhere"), USAGE, "--listen must be HOST:PORT"),
+                 id="runtask-serve-bad-listen"),
+    pytest.param(Case(("runtask", "serve", "--listen", "127.0.0.1:8800", "--public-url", "iacctl.example.com"),
+                      USAGE, "invalid --public-url 'iacctl.example.com'"), id="runtask-serve-bad-public-url"),
     # A workspace with no state has no version to pull: an unknown id (64).
     pytest.param(Case(("state", "pull", "net"), USAGE, "workspace net has no state yet"), id="state-pull-no-state"),
 ]

@@ -36,10 +36,10 @@ class VerificationFailed(IacctlError):
 # -- run tasks ------------------------------------------------------------------------------------
 
 
-def _check_url(url: str) -> str:
+def _check_url(url: str, what: str = "run task URL") -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"invalid run task URL {url!r}: use an absolute http:// or https:// URL")
+        raise UsageError(f"invalid {what} {url!r}: use an absolute http:// or https:// URL")
     return url
 
 
@@ -282,7 +282,7 @@ def serve(app: App, listen: str, public_url: str | None, ready: Callable[[str, s
     from iacctl.runtasks import server
 
     if public_url is not None:
-        _check_url(public_url)
+        _check_url(public_url, "--public-url")
     try:
         running = server.start(app.store, listen)
     except ValueError as exc:
