@@ -5,13 +5,14 @@
 
 _iacctl() {
     local -A subs=(
-        ['iacctl']='plan confirm-apply cancel workspace tasks state pods pool'
+        ['iacctl']='plan confirm-apply cancel workspace tasks state pods pool runtask'
         ['iacctl workspace']='create set list show lock unlock var'
         ['iacctl workspace var']='set unset list'
         ['iacctl tasks']='list show logs'
         ['iacctl state']='versions pull save-applied'
         ['iacctl pods']='list reconcile recover'
         ['iacctl pool']='list show set'
+        ['iacctl runtask']='create update list show delete attach detach results serve'
     )
     local -A opts=(
         ['iacctl']='--db --verbose --version -h --help'
@@ -45,6 +46,16 @@ _iacctl() {
         ['iacctl pool list']='--json -h --help'
         ['iacctl pool show']='--json -h --help'
         ['iacctl pool set']='--slots-per-pod --plan-lifetime --json -h --help'
+        ['iacctl runtask']='-h --help'
+        ['iacctl runtask create']='--url --hmac-key-file --description --timeout --json -h --help'
+        ['iacctl runtask update']='--url --hmac-key-file --no-hmac-key --description --timeout --json -h --help'
+        ['iacctl runtask list']='--json -h --help'
+        ['iacctl runtask show']='--json -h --help'
+        ['iacctl runtask delete']='-h --help'
+        ['iacctl runtask attach']='--stage --enforcement --json -h --help'
+        ['iacctl runtask detach']='-h --help'
+        ['iacctl runtask results']='--json -h --help'
+        ['iacctl runtask serve']='--listen --public-url -h --help'
     )
     local -A vals=(
         ['iacctl']='--db'
@@ -56,6 +67,10 @@ _iacctl() {
         ['iacctl pods list']='--pool'
         ['iacctl pods reconcile']='--pool'
         ['iacctl pool set']='--slots-per-pod --plan-lifetime'
+        ['iacctl runtask create']='--url --hmac-key-file --description --timeout'
+        ['iacctl runtask update']='--url --hmac-key-file --description --timeout'
+        ['iacctl runtask attach']='--stage --enforcement'
+        ['iacctl runtask serve']='--listen --public-url'
     )
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
     local key=iacctl word i skip=0
