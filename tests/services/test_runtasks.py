@@ -59,9 +59,11 @@ def _assert_failed_and_cleaned(env: Env, code_result: Any, reason: str) -> dict[
     return task
 
 
-def test_passing_run_task_with_hmac_key(env: Env) -> None:
+def test_passing_run_task_with_hmac_key(any_env: Env) -> None:
     """R1, R2, R3: verification, then the signed HCP request with a real JWT; the service reads
-    the plan JSON with it and calls back; the plan waits for confirmation; the token is cleared."""
+    the plan JSON with it and calls back; the plan waits for confirmation; the token is cleared.
+    On SQLite and on PostgreSQL."""
+    env = any_env
     env.workspace("net")
     with running_service("signature", key=b"k3y") as svc:
         _attach(env, svc, key=b"k3y")
