@@ -324,3 +324,29 @@ def test_recover_times_out_overdue_results(env: Env, processes: list[Background]
     assert code == 1 and "opa: timeout" in err
     [result] = _results(env)
     assert result["status"] == "timeout" and result["token_cleared"]
+
+
+def test_list_show_update_detach_delete_and_the_key_is_never_shown(env: Env) -> None:
+    """R1, C2, X2: listings in JSON, the HMAC key encrypted at rest and never printed."""
+    env.workspace("net")
+    with running_service("signature", key=b"very-secret-key") as svc:
+        _attach(env, svc, key=b"very-secret-key", stage="pre_apply", enforcement=ADVISORY)
+        updated = env.ok("runtask", "update", "opa", "--timeout", "90s", "--description", "policies", "--json").json()
+        assert updated["timeout"] == "90s" and updated["description"] == "policies"
+        # A new key is verified with the service before it is saved: the wrong one is refused.
+        (env.root / "other.key").write_bytes(b"other")
+        env.ok("runtask", "update", "opa", "--hmac-key-file", str(env.root / "other.key"), code=1)
+    listed = env.ok("runtask", "list", "--json").json()
+    assert listed == [{"name": "opa", "url": svc.url, "description": "policies", "hmac_key": True, "timeout": "90s",
+                       "created_at": listed[0]["created_at"],
+                       "attachments": [{"run_task": "opa", "workspace": "net", "stage": "pre_apply",
+                                        "enforcement": "advisory"}]}]
+    shown = env.ok("runtask", "show", "opa").out + env.ok("runtask", "list").out
+    assert "very-secret-key" not in shown
+    assert b"very-secret-key" not in env.db_path.read_bytes()
+    env.ok("runtask", "attach", "opa", "net", "--stage", "post_plan", "--enforcement", MANDATORY)
+    assert env.ok("runtask", "show", "opa", "--json").json()["attachments"][0]["stage"] == "post_plan"
+    assert "run task opa detached from net" in env.ok("runtask", "detach", "opa", "net").out
+    assert env.ok("runtask", "show", "opa", "--json").json()["attachments"] == []
+    env.ok("runtask", "delete", "opa")
+    assert env.ok("runtask", "list").out.strip() == "no run tasks"
