@@ -242,11 +242,12 @@ def test_19_a_lock_that_cannot_be_taken_fails_the_task(env: Env, processes: list
     """"Workspace lock fails -> task failed, never apply_pending" (H7): an operator locks the
     workspace while the plan waits for its (advisory) run task."""
     env.workspace("net")
-    with running_service("never") as svc:
-        _attach(env, svc.url, "opa", "post_plan", "advisory", timeout="3s")
+    with running_service("gated") as svc:
+        _attach(env, svc.url, "opa", "post_plan", "advisory")
         plan = spawn(env, processes, "plan", "net", "-q")
         plan.wait_line("request delivered; waiting for its result")
         env.ok("workspace", "lock", "net", "--reason", "maintenance")
+        svc.open_gate()  # the result passes only once the operator holds the lock
         code, _, err = plan.finish()
     assert code == 1 and "the plan cannot wait for confirmation without the lock" in err
     task = wait_task(env, 1, lambda t: True)
