@@ -3,8 +3,11 @@ the pool's spec, Terraform run in the slot's pod through exec, files over tar, t
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
+from tests.background import FIRST_CREATED, SLOW_STARTED, Background, spawn, wait_log
 from tests.conftest import Env
 from tests.kube import NS, POOL, api_pods, kube_pool, log_of, pods_of
 
@@ -40,3 +43,88 @@ def test_plan_and_confirm_on_a_kubernetes_pool_takes_the_fast_path(env: Env, fak
     assert len(versions) == 1
     assert not slot_dir.exists()  # the work directory is removed after the apply
     assert api_pods(fake_kube) == [name]
+
+
+def test_a_dropped_exec_connection_does_not_stop_a_long_apply(
+    env: Env, fake_kube: Any, processes: list[Background]
+) -> None:
+    """Item 2: Terraform runs detached in the pod; when the exec connection drops mid-apply,
+    iacctl reattaches and follows it from where it was, and the task ends applied."""
+    kube_pool(env, fake_kube)
+    env.workspace("app", "slow_apply", "--pool", POOL)
+    env.ok("workspace", "var", "set", "app", "sleep", "4")
+    env.ok("plan", "app", code=2)
+    apply = spawn(env, processes, "confirm-apply", "1")
+    wait_log(env, 1, SLOW_STARTED)
+    assert fake_kube.drop_exec_connections() >= 1
+    code, out, err = apply.finish()
+    assert code == 0, out + err
+    task = env.task(1)
+    assert task["status"] == "applied"
+    versions = env.ok("state", "versions", "app", "--json").json()
+    assert [(v["task"], v["partial"]) for v in versions] == [(1, False)]
+    state = json.loads(env.ok("state", "pull", "app").out)
+    assert sorted(r["name"] for r in state["resources"]) == ["first", "slow"]
+    log = log_of(env, 1)
+    # Followed from the byte where the connection dropped: no line lost, none repeated.
+    assert log.count(FIRST_CREATED) == 1 and log.count("Apply complete!") == 1
+    assert "terraform_data.slow: Creation complete" in log
+
+
+def test_the_sweep_settles_an_apply_whose_runner_died_from_the_pods_files(
+    env: Env, fake_kube: Any, processes: list[Background]
+) -> None:
+    """Item 2: the runner dies mid-apply; Terraform goes on in the pod. The sweep leaves the
+    task while Terraform runs, then settles it from the exit status and state in the slot."""
+    kube_pool(env, fake_kube)
+    env.workspace("app", "slow_apply", "--pool", POOL)
+    env.ok("workspace", "var", "set", "app", "sleep", "5")
+    env.ok("plan", "app", code=2)
+    apply = spawn(env, processes, "confirm-apply", "1")
+    wait_log(env, 1, SLOW_STARTED)
+    apply.kill()
+    actions = env.ok("pods", "recover", "--json").json()
+    assert [(a["action"], a["task"]) for a in actions] == [("still_applying", 1)]
+    assert env.task(1)["status"] == "running"
+    deadline = time.monotonic() + 60
+    while True:
+        actions = env.ok("pods", "recover", "--json").json()
+        if actions and actions[0]["action"] != "still_applying":
+            break
+        assert time.monotonic() < deadline, "the apply never ended"
+        time.sleep(1)
+    assert [(a["action"], a["task"]) for a in actions] == [("applied", 1)]
+    task = env.task(1)
+    assert task["status"] == "applied" and task["state_version"] == 1
+    state = json.loads(env.ok("state", "pull", "app").out)
+    assert sorted(r["name"] for r in state["resources"]) == ["first", "slow"]
+    assert env.ok("workspace", "show", "app", "--json").json()["lock"] is None
+    assert env.ok("pods", "recover", "--json").json() == []
+
+
+def test_a_pod_deleted_while_applying_fails_the_task_and_keeps_the_lock(
+    env: Env, fake_kube: Any, processes: list[Background]
+) -> None:
+    """S5: the pod goes while its task applies: failed with a clear message; the workspace
+    stays locked with the reason until an operator unlocks it."""
+    kube_pool(env, fake_kube)
+    env.workspace("app", "slow_apply", "--pool", POOL)
+    env.ok("workspace", "var", "set", "app", "sleep", "30")
+    env.ok("plan", "app", code=2)
+    pod = env.task(1)["pod"]
+    apply = spawn(env, processes, "confirm-apply", "1")
+    wait_log(env, 1, SLOW_STARTED)
+    fake_kube.delete_pod(NS, pod)
+    code, out, err = apply.finish()
+    assert code == 1, out + err
+    task = env.task(1)
+    assert task["status"] == "failed"
+    assert f"pod {pod} is gone" in task["error"] and "at stage applying" in task["error"]
+    assert "the workspace stays locked" in task["error"]
+    lock = env.ok("workspace", "show", "app", "--json").json()["lock"]
+    assert lock["task"] == 1 and "was lost during applying" in lock["reason"]
+    # The sweep leaves the lock to the operator.
+    env.ok("pods", "recover")
+    assert env.ok("workspace", "show", "app", "--json").json()["lock"]["task"] == 1
+    env.ok("workspace", "unlock", "app")
+    assert env.ok("workspace", "show", "app", "--json").json()["lock"] is None

@@ -132,10 +132,13 @@ def _settle_in_pod(app: App, runtime: KubernetesRuntime, task: Task, place: Slot
 def recover(app: App) -> list[Action]:
     actions: list[Action] = []
     actions += _reconcile_pools(app)
-    actions += _dead_runners(app)
-    actions += _lost_contexts(app)
+    repaired = _dead_runners(app) + _lost_contexts(app)
+    actions += repaired
     actions += _leaked_slots(app)
     actions += _leaked_locks(app)
+    if any(a.action in ("replanning", "failed", "cancelled", "applied") for a in repaired):
+        # Re-planned tasks need pods (S3) before the queue can start them.
+        actions += _reconcile_pools(app)
     actions += _stale_work_dirs(app)
     for task_id in queue.kick_queue(app):
         actions.append(Action("started", task=task_id, detail="queued task started in the background"))

@@ -101,6 +101,7 @@ def reconcile_pool(app: App, name: str) -> list[dict[str, Any]]:
                 if s.state == SlotState.IDLE:
                     session.delete(s)
             if all(s.state == SlotState.IDLE for s in pod_slots):
+                session.flush()  # the slots first: they refer to the pod
                 session.delete(pod)
         for api_name in api_pods:
             if api_name not in known:
@@ -132,6 +133,7 @@ def reconcile_pool(app: App, name: str) -> list[dict[str, Any]]:
             pod = by_name[pod_name]
             for s in slots.get(pod.id or 0, []):
                 session.delete(s)
+            session.flush()
             session.delete(pod)
             delete_in_api.append(pod_name)
             changes.append(_change(name, pod_name, "scaled_down",
