@@ -179,7 +179,8 @@ def _reconcile_pools(app: App) -> list[Action]:
             actions.append(Action("pool_error", detail=str(exc)))
             continue
         for c in changes:
-            actions.append(Action(f"pod_{c['change']}", slot=f"{c['pool']}/{c['pod'] or ''}".rstrip("/"),
+            kind = "pod" if c["pod"] else "pool"
+            actions.append(Action(f"{kind}_{c['change']}", slot=f"{c['pool']}/{c['pod']}" if c["pod"] else c["pool"],
                                   detail=c["detail"]))
     return actions
 
