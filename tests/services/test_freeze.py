@@ -9,7 +9,7 @@ from typing import Any
 
 from tests.background import Background, spawn
 from tests.conftest import Env
-from tests.kube import NS, POOL, api_pods, kube_pool
+from tests.kube import POOL, api_pods, kube_pool
 
 
 def iso(delta_s: float) -> str:
