@@ -420,7 +420,7 @@ class KubernetesRuntime:
         d = shlex.quote(self.work_dir(place))
         try:
             result = self._sh(place.pod, f"cd {d} 2>/dev/null || exit 3; p=$(cat {CONTROL_DIR}/pid 2>/dev/null) "
-                                         f"|| exit 4; kill -{signal_name} -- -\"$p\" 2>/dev/null")
+                                         f"|| exit 4; kill -{signal_name} -\"$p\" 2>/dev/null")
         except RuntimeError_:
             return False
         return result.code == 0

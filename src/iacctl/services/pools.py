@@ -72,7 +72,7 @@ def create_pool(
     try:
         with app.store.write() as session:
             if repo.find_pool(session, name) is not None:
-                raise Refused(f"pool {name} already exists")
+                raise UsageError(f"pool {name!r} already exists")
             pool = Pool(name=name, backend=backend, slots_per_pod=slots_per_pod, min_pods=min_pods,
                         max_pods=max_pods, scale_down_delay_s=delay, on_lost_context=on_lost_context,
                         work_root=work_root.rstrip("/") if work_root else None, spec_json=spec.to_json(),
@@ -83,7 +83,7 @@ def create_pool(
                 pool.warmup_retry_limit = warmup_retries
             session.add(pool)
     except IntegrityError:
-        raise Refused(f"pool {name} already exists") from None
+        raise UsageError(f"pool {name!r} already exists") from None
     return pool_view(app, name)
 
 
