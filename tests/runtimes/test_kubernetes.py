@@ -47,6 +47,7 @@ def test_plan_and_confirm_on_a_kubernetes_pool_takes_the_fast_path(env: Env, fak
     log = log_of(env, 1)
     assert f"E6 fast path: same slot {POOL}/{name}/slot-0" in log
     assert "Apply complete! Resources: 2 added" in log
+    assert "problems with the CLI configuration" not in log  # the plugin cache dir exists in the pod
     versions = env.ok("state", "versions", "net", "--json").json()
     assert len(versions) == 1
     assert not slot_dir.exists()  # the work directory is removed after the apply

@@ -109,9 +109,12 @@ def freeze(app: App, name: str, starts: str, ends: str, reason: str | None) -> d
         pool = repo.get_pool(session, name)
         if pool.backend != "kubernetes":
             raise UsageError(f"pool {name} is a {pool.backend} pool; freeze windows apply to kubernetes pools")
-        session.add(FreezeWindow(pool_id=pool.id or 0, starts_at=starts_at, ends_at=ends_at, reason=reason,
-                                 created_at=repo.now()))
-    return pool_view(app, name)
+        window = FreezeWindow(pool_id=pool.id or 0, starts_at=starts_at, ends_at=ends_at, reason=reason,
+                              created_at=repo.now())
+        session.add(window)
+        session.flush()
+    return {"pool": name, "id": window.id, "from": format_instant(starts_at), "until": format_instant(ends_at),
+            "reason": reason}
 
 
 def unfreeze(app: App, name: str, window_id: int | None) -> dict[str, Any]:
