@@ -60,7 +60,9 @@ def test_the_sweep_replans_a_task_whose_reserved_pod_was_evicted(env: Env, fake_
     assert env.task(1)["status"] == "applied"
 
 
-def test_two_concurrent_plans_never_share_a_slot(env: Env, fake_kube: Any, processes: list[Background]) -> None:
+def test_two_concurrent_plans_never_share_a_slot(any_env: Env, fake_kube: Any, processes: list[Background]) -> None:
+    """S2 on SQLite and PostgreSQL: plans racing for slots (and for the pods they scale up)."""
+    env = any_env
     kube_pool(env, fake_kube, "--slots-per-pod", "2")
     for name in ("a", "b", "c"):
         env.workspace(name, "simple", "--pool", POOL)
