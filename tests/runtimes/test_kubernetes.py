@@ -88,7 +88,8 @@ def test_the_sweep_settles_an_apply_whose_runner_died_from_the_pods_files(
     task while Terraform runs, then settles it from the exit status and state in the slot."""
     kube_pool(env, fake_kube)
     env.workspace("app", "slow_apply", "--pool", POOL)
-    env.ok("workspace", "var", "set", "app", "sleep", "5")
+    # Long enough for the first sweep to find Terraform still applying on a loaded machine.
+    env.ok("workspace", "var", "set", "app", "sleep", "20")
     env.ok("plan", "app", code=2)
     apply = spawn(env, processes, "confirm-apply", "1")
     wait_log(env, 1, SLOW_STARTED)
@@ -96,7 +97,7 @@ def test_the_sweep_settles_an_apply_whose_runner_died_from_the_pods_files(
     actions = env.ok("pods", "recover", "--json").json()
     assert [(a["action"], a["task"]) for a in actions] == [("still_applying", 1)]
     assert env.task(1)["status"] == "running"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     while True:
         actions = env.ok("pods", "recover", "--json").json()
         if actions and actions[0]["action"] != "still_applying":
