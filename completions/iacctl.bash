@@ -11,7 +11,7 @@ _iacctl() {
         ['iacctl tasks']='list show logs'
         ['iacctl state']='versions pull save-applied'
         ['iacctl pods']='list reconcile recover'
-        ['iacctl pool']='list show set'
+        ['iacctl pool']='list create freeze unfreeze show set'
         ['iacctl runtask']='create update list show delete attach detach results serve'
     )
     local -A opts=(
@@ -44,6 +44,9 @@ _iacctl() {
         ['iacctl pods recover']='--json -h --help'
         ['iacctl pool']='-h --help'
         ['iacctl pool list']='--json -h --help'
+        ['iacctl pool create']='--backend --namespace --image --slots-per-pod --min-pods --max-pods --context --service-account --work-root --on-lost-context --scale-down-delay --warmup-lifetime --warmup-retries --cpu --memory --json -h --help'
+        ['iacctl pool freeze']='--from --until --reason --json -h --help'
+        ['iacctl pool unfreeze']='--window --json -h --help'
         ['iacctl pool show']='--json -h --help'
         ['iacctl pool set']='--slots-per-pod --plan-lifetime --json -h --help'
         ['iacctl runtask']='-h --help'
@@ -66,6 +69,9 @@ _iacctl() {
         ['iacctl state pull']='--version --output -o'
         ['iacctl pods list']='--pool'
         ['iacctl pods reconcile']='--pool'
+        ['iacctl pool create']='--backend --namespace --image --slots-per-pod --min-pods --max-pods --context --service-account --work-root --on-lost-context --scale-down-delay --warmup-lifetime --warmup-retries --cpu --memory'
+        ['iacctl pool freeze']='--from --until --reason'
+        ['iacctl pool unfreeze']='--window'
         ['iacctl pool set']='--slots-per-pod --plan-lifetime'
         ['iacctl runtask create']='--url --hmac-key-file --description --timeout'
         ['iacctl runtask update']='--url --hmac-key-file --description --timeout'

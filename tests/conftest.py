@@ -176,3 +176,18 @@ def processes() -> Iterator[list[Background]]:
         if process.proc.poll() is None:
             process.proc.kill()
         process.wait()
+
+
+@pytest.fixture
+def fake_kube(tmp_path: Path) -> Iterator[Any]:
+    """A fake Kubernetes API server (tests/fixtures/fake_kube) on 127.0.0.1 with its pods under
+    tmp_path/kube; `.kubeconfig` is a kubeconfig for it (context "fake", namespace "iac").
+    Stopped at teardown, which kills every process started in its pods."""
+    from tests.fixtures.fake_kube import FakeKube
+
+    server = FakeKube(tmp_path / "kube").start()
+    server.write_kubeconfig(tmp_path / "kubeconfig", context="fake", namespace="iac")
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -72,3 +72,7 @@ class StoreError(IacctlError):
 
 class SecretKeyError(IacctlError):
     """The encryption key is missing, malformed or does not open the stored secrets (X1)."""
+
+
+class BackendError(IacctlError):
+    """The pool's backend (the Kubernetes API) failed or could not be reached."""

@@ -32,7 +32,8 @@ def list_(ctx: typer.Context, pool: str = typer.Option(None, "--pool"),
 @app.command("reconcile")
 def reconcile(ctx: typer.Context, pool: str = typer.Option(None, "--pool"),
               as_json: bool = typer.Option(False, "--json")) -> None:
-    """Bring pods and slots to the pool's settings; prints what changed."""
+    """Scale Kubernetes pools to the desired number of pods (S3; none in a freeze window) and
+    bring slots to the pool's settings; prints what changed. Idempotent."""
     from iacctl.services import pods
 
     changes = pods.reconcile(app_of(ctx), pool)
@@ -40,7 +41,8 @@ def reconcile(ctx: typer.Context, pool: str = typer.Option(None, "--pool"),
         print_json(changes)
         return
     for c in changes:
-        message(f"{c['pool']}/{c['pod']}: slot {c['slot']} {c['change']}")
+        where = f"{c['pool']}/{c['pod']}" if c["pod"] else c["pool"]
+        message(f"{where}: {c['change']}: {c['detail']}")
     if not changes:
         message("nothing to change")
 
@@ -75,6 +77,79 @@ def pool_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"))
           [[v["name"], v["backend"], v["slots_per_pod"], v["plan_lifetime"]] for v in views])
 
 
+@pool_app.command("create")
+def pool_create(
+    ctx: typer.Context,
+    name: str = typer.Argument(...),
+    backend: str = typer.Option(..., "--backend", help="kubernetes"),
+    namespace: str = typer.Option(None, "--namespace", help="Namespace of the pool's pods."),
+    image: str = typer.Option(None, "--image", help="Runner image (terraform, sh, tar)."),
+    slots_per_pod: int = typer.Option(3, "--slots-per-pod"),
+    min_pods: int = typer.Option(0, "--min-pods"),
+    max_pods: int = typer.Option(10, "--max-pods"),
+    context: str = typer.Option(None, "--context", help="kubeconfig context (default: current, or in-cluster)."),
+    service_account: str = typer.Option(None, "--service-account"),
+    work_root: str = typer.Option(None, "--work-root", help="Slots' directory inside the pod (/var/lib/iacctl)."),
+    on_lost_context: str = typer.Option("replan", "--on-lost-context", help="replan or warmup (S5, S6)."),
+    scale_down_delay: str = typer.Option("15m", "--scale-down-delay"),
+    warmup_lifetime: str = typer.Option(None, "--warmup-lifetime", help="How long a warm-up stays ready (30m)."),
+    warmup_retries: int = typer.Option(None, "--warmup-retries", help="Warm-up attempts before re-planning (3)."),
+    cpu: str = typer.Option(None, "--cpu", help="CPU request and limit of each pod (e.g. 500m)."),
+    memory: str = typer.Option(None, "--memory", help="Memory request and limit of each pod (e.g. 1Gi)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Create a Kubernetes pool: tasks of its workspaces run in its pods, slots-per-pod to a pod."""
+    from iacctl.services import pools
+
+    view = pools.create_pool(
+        app_of(ctx), name, backend=backend, namespace=namespace, image=image, context=context,
+        service_account=service_account, slots_per_pod=slots_per_pod, min_pods=min_pods, max_pods=max_pods,
+        work_root=work_root, on_lost_context=on_lost_context, scale_down_delay=scale_down_delay,
+        warmup_lifetime=warmup_lifetime, warmup_retries=warmup_retries, cpu=cpu, memory=memory,
+    )
+    if as_json:
+        print_json(view)
+    else:
+        message(f"pool {name} created ({view['backend']}, namespace {view['namespace']}, "
+                f"{view['slots_per_pod']} slots per pod, {view['min_pods']}-{view['max_pods']} pods)")
+
+
+@pool_app.command("freeze")
+def pool_freeze(
+    ctx: typer.Context,
+    name: str = typer.Argument(...),
+    starts: str = typer.Option(..., "--from", help="Start, ISO date-time (UTC unless an offset is given)."),
+    until: str = typer.Option(..., "--until", help="End, ISO date-time."),
+    reason: str = typer.Option(None, "--reason"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Add a freeze window: no task starts in the pool and its pods are deleted while it lasts."""
+    from iacctl.services import pools
+
+    window = pools.freeze(app_of(ctx), name, starts, until, reason)
+    if as_json:
+        print_json(window)
+    else:
+        message(f"pool {name} frozen from {window['from']} until {window['until']} (window {window['id']})")
+
+
+@pool_app.command("unfreeze")
+def pool_unfreeze(
+    ctx: typer.Context,
+    name: str = typer.Argument(...),
+    window: int = typer.Option(None, "--window", help="Id of one window (default: all not yet over)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Remove freeze windows of a pool."""
+    from iacctl.services import pools
+
+    view = pools.unfreeze(app_of(ctx), name, window)
+    if as_json:
+        print_json(view)
+    else:
+        message(f"pool {name}: {len(view['freeze_windows'])} freeze window(s) left")
+
+
 @pool_app.command("show")
 def pool_show(ctx: typer.Context, name: str = typer.Argument(...),
               as_json: bool = typer.Option(False, "--json")) -> None:
@@ -84,8 +159,16 @@ def pool_show(ctx: typer.Context, name: str = typer.Argument(...),
     view = pods.show_pool(app_of(ctx), name)
     if as_json:
         print_json(view)
-    else:
-        for k, v in view.items():
+        return
+    for k, v in view.items():
+        if k == "freeze_windows":
+            for w in v:
+                message(f"freeze window {w['id']}: {w['from']} until {w['until']}"
+                        + (f" ({w['reason']})" if w["reason"] else ""))
+        elif k == "resources":
+            if v:
+                message(f"resources: {v}")
+        else:
             message(f"{k}: {v}")
 
 

@@ -27,7 +27,7 @@ from iacctl.executor.snapshot import archive_directory
 from iacctl.executor.tasklog import TaskLog
 from iacctl.executor.termination import Cancelled, add_state_version, end_task, keep_applied_state
 from iacctl.executor.watch import CancelWatch
-from iacctl.runtimes.base import CommandResult, Runtime, RuntimeError_, SlotPlace
+from iacctl.runtimes.base import CommandResult, PodGone, Runtime, RuntimeError_, SlotPlace
 from iacctl.store import repo
 from iacctl.store.db import Store
 from iacctl.store.models import ConfigSnapshot, PlanArtifact, StateVersion, Task, Workspace
@@ -97,6 +97,8 @@ class TaskRun:
             with contextlib.suppress(Exception):
                 self.watch.record_interrupt()
             return self._end(Status.CANCELLED, str(exc) or "cancelled")
+        except PodGone as exc:
+            return self._pod_lost(str(exc))
         except IacctlError as exc:
             return self._end(Status.FAILED, str(exc))
         except Exception as exc:
@@ -105,6 +107,19 @@ class TaskRun:
             self.watch.stop()
             with contextlib.suppress(Exception):
                 self.log.flush(quiet=True)
+
+    def _pod_lost(self, what: str) -> Status:
+        """S5: the task's pod disappeared while it ran. The task fails with a clear message; if
+        it was applying, the workspace stays locked with the reason, for an operator."""
+        message = f"{what} at stage {self.stage}; the work directory went with it"
+        keep: str | None = None
+        if self.stage in (Stage.APPLYING, Stage.SAVING_STATE, Stage.POST_APPLY):
+            keep = (f"task {self.task_id}'s pod was lost during {self.stage}: the infrastructure may be "
+                    f"partly changed and its state was not stored; inspect it, then run: "
+                    f"iacctl workspace unlock {self.workspace.name}")
+            message += "; the workspace stays locked until an operator unlocks it"
+        return end_task(self.store, self.runtime, self.task_id, Status.FAILED, message, log=self.log,
+                        place=self.place, keep_lock_reason=keep)
 
     def _end(self, outcome: Status, error: str) -> Status:
         return end_task(
@@ -156,6 +171,8 @@ class TaskRun:
             self.runtime.write_file(place, tf.BACKEND_OVERRIDE_FILE, tf.BACKEND_OVERRIDE)
             if base is not None:
                 self.runtime.write_file(place, tf.STATE_FILE, self.store.cipher.decrypt(base.data_secret))
+        except PodGone:
+            raise
         except RuntimeError_ as exc:
             raise TaskFailed(str(exc)) from None
         if base is not None:
@@ -235,7 +252,13 @@ class TaskRun:
     def _apply_stages(self, *, rebuild: bool) -> Status:
         place = self._place()
         reason = self._fast_path_refusal(place, rebuild)
-        if reason is None:
+        if reason is None and self._warmed():
+            self.log.note(
+                f"E6 fast path: warm-up slot {place} is ready (init done, plan restored, plan_hash "
+                f"{(self.task.plan_hash or '')[:16]} verified); skipping init and restoring_plan"
+            )
+            path = "warmed"
+        elif reason is None:
             self.log.note(
                 f"E6 fast path: same slot {place} and its plan file matches plan_hash "
                 f"{(self.task.plan_hash or '')[:16]}; skipping init and restoring_plan"
@@ -278,7 +301,7 @@ class TaskRun:
     def _fast_path_refusal(self, place: SlotPlace, rebuild: bool) -> str | None:
         if rebuild:
             return "--rebuild was given"
-        if self.task.plan_slot_id is not None and self.task.plan_slot_id != self.task.slot_id:
+        if self.task.plan_slot_id is not None and self.task.plan_slot_id != self.task.slot_id and not self._warmed():
             return "the apply runs in another slot than the plan"
         plan_bytes = self.runtime.read_file(place, tf.PLAN_FILE)
         if plan_bytes is None:
@@ -286,6 +309,27 @@ class TaskRun:
         if hashlib.sha256(plan_bytes).hexdigest() != self.task.plan_hash:
             return f"the plan file in {place} does not match plan_hash"
         return None
+
+    def _warmed(self) -> bool:
+        """S6: the slot was prepared from the store (init, plan restored, hash verified)."""
+        return self.task.warmup_status == "ready" and self.task.warmup_slot_id == self.task.slot_id
+
+    def warm_up(self) -> str | None:
+        """S6: prepare the task's (new) slot from the store while it waits for confirmation:
+        work directory, init, plan restored and its hash verified. Returns why it failed, or
+        None. The task's status is not changed: a failed warm-up falls back to re-planning."""
+        try:
+            place = self._place()
+            self.log.note(f"warm-up: preparing slot {place} from the store")
+            self._rebuild(place)
+            return None
+        except (IacctlError, RuntimeError_, Cancelled) as exc:
+            with contextlib.suppress(Exception):
+                self.log.note(f"warm-up failed: {exc}")
+            return str(exc)
+        finally:
+            with contextlib.suppress(Exception):
+                self.log.flush(quiet=True)
 
     def _rebuild(self, place: SlotPlace) -> None:
         cipher = self.store.cipher
@@ -314,7 +358,13 @@ class TaskRun:
 
     def _save_state(self) -> int | None:
         self._state_error = ""
-        data = self.runtime.read_file(self._place(), tf.STATE_FILE)
+        try:
+            data = self.runtime.read_file(self._place(), tf.STATE_FILE)
+        except PodGone:
+            raise
+        except RuntimeError_ as exc:
+            self._state_error = f"the state file could not be read: {exc}"
+            return None
         if data is None:
             self._state_error = "terraform apply left no state file"
             return None
@@ -389,6 +439,8 @@ class TaskRun:
                 self._place(), argv, env, on_line,
                 self.watch.requested if stoppable else (lambda: False), started,
             )
+        except PodGone:
+            raise
         except RuntimeError_ as exc:
             raise TerraformError(str(exc)) from None
 

@@ -32,7 +32,7 @@ class Cancelled(Exception):
 
 # Stages after which Terraform may have changed real infrastructure: the state in the work
 # directory must be kept (E2 "a cancelled apply keeps its partial state").
-_APPLY_TOUCHED = frozenset({Stage.APPLYING, Stage.SAVING_STATE, Stage.POST_APPLY})
+APPLY_TOUCHED = frozenset({Stage.APPLYING, Stage.SAVING_STATE, Stage.POST_APPLY})
 
 
 def state_serial(data: bytes) -> int:
@@ -93,7 +93,7 @@ def end_task(
     if is_terminal(Status(task.status)):
         return Status(task.status)
     notes: list[str] = []
-    if place is not None and task.stage in _APPLY_TOUCHED:
+    if place is not None and task.stage in APPLY_TOUCHED:
         try:
             version_id = save_work_dir_state(store, runtime, task_id, place, partial=True)
             if version_id is not None:

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from iacctl.domain.slots import SlotPlace
 
-__all__ = ["CommandResult", "Runtime", "RuntimeError_", "SlotPlace"]
+__all__ = ["CommandResult", "CommandState", "PodGone", "PodInfo", "Runtime", "RuntimeError_", "SlotPlace"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,30 @@ class CommandResult:
 
 class RuntimeError_(Exception):
     """A runtime could not do what was asked (no work directory, pod gone)."""
+
+
+class PodGone(RuntimeError_):
+    """S5/S7: the pod is gone from the API, failed or being deleted; its slots' work is lost."""
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    """A pod as the backend sees it."""
+
+    name: str
+    phase: str
+    deleting: bool
+    alive: bool
+
+
+@dataclass(frozen=True)
+class CommandState:
+    """A slot's detached command as its files tell (Kubernetes runtime): still running, ended
+    with an exit code, or nothing known; pod_gone when the pod itself is gone."""
+
+    running: bool = False
+    exit_code: int | None = None
+    pod_gone: bool = False
 
 
 class Runtime(Protocol):

@@ -38,6 +38,11 @@ class App:
 
             root = Path(pool.work_root) if pool.work_root else self.settings.work_root
             return LocalRuntime(root)
+        if pool.backend == "kubernetes":
+            # S7: built per pool from its spec; the client itself loads on first use.
+            from iacctl.runtimes.kubernetes import KubernetesRuntime, KubeSpec
+
+            return KubernetesRuntime(pool.name, KubeSpec.from_json(pool.spec_json, pool.work_root))
         raise UsageError(f"pool {pool.name} has backend {pool.backend!r}, which this iacctl cannot run")
 
     def runtime_for_pool_id(self, pool_id: int) -> Runtime:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from iacctl.domain.durations import format_duration, parse_duration
 from iacctl.domain.slots import SlotState
@@ -19,35 +20,63 @@ from iacctl.store.models import Pod, Pool, Slot
 def list_pods(app: App, pool: str | None = None) -> list[dict[str, Any]]:
     with app.store.read() as session:
         query = select(Pod, Pool).join(Pool, col(Pool.id) == col(Pod.pool_id)).order_by(col(Pod.id))
+        slot_query = select(Slot).join(Pod, col(Pod.id) == col(Slot.pod_id)).order_by(col(Slot.slot_index))
         if pool is not None:
-            query = query.where(Pool.id == repo.get_pool(session, pool).id)
+            pool_id = repo.get_pool(session, pool).id
+            query = query.where(Pool.id == pool_id)
+            slot_query = slot_query.where(Pod.pool_id == pool_id)
+        # Two queries whatever the number of pods (item 10: 1,000 pods).
+        slots_by_pod: dict[int, list[Slot]] = {}
+        for s in session.exec(slot_query).all():
+            slots_by_pod.setdefault(s.pod_id, []).append(s)
         out = []
         for pod, pool_row in session.exec(query).all():
-            slots = repo.slots_of_pod(session, pod.id or 0)
+            slots = slots_by_pod.get(pod.id or 0, [])
             out.append({
                 "pool": pool_row.name, "name": pod.name, "status": pod.status,
-                "created_at": iso(pod.created_at),
+                "created_at": iso(pod.created_at), "idle_since": iso(pod.idle_since),
                 "slots": [{"index": s.slot_index, "state": s.state, "task": s.task_id} for s in slots],
             })
         return out
 
 
-def _pool_view(pool: Pool) -> dict[str, Any]:
-    return {"name": pool.name, "backend": pool.backend, "slots_per_pod": pool.slots_per_pod,
-            "min_pods": pool.min_pods, "max_pods": pool.max_pods,
-            "plan_lifetime": format_duration(pool.plan_lifetime_s),
-            "scale_down_delay": format_duration(pool.scale_down_delay_s),
-            "on_lost_context": pool.on_lost_context}
+def pool_row_view(session: Session, pool: Pool) -> dict[str, Any]:
+    from iacctl.domain.freeze import format_instant
+    from iacctl.services.pools import frozen_now, windows_of
+
+    view: dict[str, Any] = {
+        "name": pool.name, "backend": pool.backend, "slots_per_pod": pool.slots_per_pod,
+        "min_pods": pool.min_pods, "max_pods": pool.max_pods,
+        "plan_lifetime": format_duration(pool.plan_lifetime_s),
+        "scale_down_delay": format_duration(pool.scale_down_delay_s),
+        "on_lost_context": pool.on_lost_context,
+    }
+    if pool.backend == "kubernetes":
+        spec = json.loads(pool.spec_json or "{}")
+        view.update({
+            "namespace": spec.get("namespace"), "image": spec.get("image"), "context": spec.get("context"),
+            "service_account": spec.get("service_account"), "resources": spec.get("resources") or {},
+            "work_root": pool.work_root or "/var/lib/iacctl",
+            "warmup_lifetime": format_duration(pool.warmup_lifetime_s),
+            "warmup_retry_limit": pool.warmup_retry_limit,
+        })
+        windows = windows_of(session, pool.id or 0)
+        view["frozen"] = frozen_now(session, pool.id or 0) is not None
+        view["freeze_windows"] = [
+            {"id": w.id, "from": format_instant(w.starts_at), "until": format_instant(w.ends_at),
+             "reason": w.reason} for w in windows
+        ]
+    return view
 
 
 def list_pools(app: App) -> list[dict[str, Any]]:
     with app.store.read() as session:
-        return [_pool_view(p) for p in session.exec(select(Pool).order_by(col(Pool.name))).all()]
+        return [pool_row_view(session, p) for p in session.exec(select(Pool).order_by(col(Pool.name))).all()]
 
 
 def show_pool(app: App, name: str) -> dict[str, Any]:
     with app.store.read() as session:
-        return _pool_view(repo.get_pool(session, name))
+        return pool_row_view(session, repo.get_pool(session, name))
 
 
 def set_pool(app: App, name: str, *, slots_per_pod: int | None, plan_lifetime: str | None) -> dict[str, Any]:
@@ -67,21 +96,33 @@ def set_pool(app: App, name: str, *, slots_per_pod: int | None, plan_lifetime: s
 
 
 def reconcile(app: App, pool: str | None = None) -> list[dict[str, Any]]:
-    """Make each pod's slots match the pool's slots per pod. Slots in use are never removed:
-    a running or reserved slot above the number goes once it is idle. Idempotent."""
+    """Kubernetes pools: pods scaled to the desired number (S3, S4; services.scaling). Every
+    pool: each ready pod's slots made to match the pool's slots per pod. Slots in use are never
+    removed: a running or reserved slot above the number goes once it is idle. Idempotent."""
+    from iacctl.services import scaling
+
     changes: list[dict[str, Any]] = []
+    with app.store.read() as session:
+        pools = [repo.get_pool(session, pool)] if pool else list(session.exec(select(Pool)).all())
+    for p in pools:
+        if p.backend == "kubernetes":
+            changes += scaling.reconcile_pool(app, p.name)
     with app.store.write() as session:
-        pools = [repo.get_pool(session, pool)] if pool else session.exec(select(Pool)).all()
+        pools = [repo.get_pool(session, pool)] if pool else list(session.exec(select(Pool)).all())
         for p in pools:
             for pod in repo.pods_of(session, p.id or 0):
+                if pod.status != "ready":
+                    continue
                 slots = {s.slot_index: s for s in repo.slots_of_pod(session, pod.id or 0)}
                 for i in range(p.slots_per_pod):
                     if i not in slots:
                         session.add(Slot(pod_id=pod.id or 0, slot_index=i, state=SlotState.IDLE,
                                          updated_at=repo.now()))
-                        changes.append({"pool": p.name, "pod": pod.name, "slot": i, "change": "added"})
+                        changes.append({"pool": p.name, "pod": pod.name, "change": "slot_added",
+                                        "detail": f"slot {i} added"})
                 for i, s in slots.items():
                     if i >= p.slots_per_pod and s.state == SlotState.IDLE:
                         session.delete(s)
-                        changes.append({"pool": p.name, "pod": pod.name, "slot": i, "change": "removed"})
+                        changes.append({"pool": p.name, "pod": pod.name, "change": "slot_removed",
+                                        "detail": f"slot {i} removed"})
     return changes

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 from sqlmodel import select
 
+from iacctl.domain.freeze import format_instant
 from iacctl.domain.lifecycle import Status
 from iacctl.domain.slots import SlotState
 from iacctl.runtimes import local
 from iacctl.services.app import App
+from iacctl.services.pools import frozen_now
 from iacctl.store import repo
 from iacctl.store.models import Pod, Pool, Slot, Task, Workspace
 
@@ -26,6 +28,9 @@ class StartResult:
     started: bool
     status: Status
     waiting_for: str | None = None
+
+
+NO_FREE_SLOT = "no free slot in pool"
 
 
 def try_start(app: App, task_id: int) -> StartResult:
@@ -46,11 +51,17 @@ def try_start(app: App, task_id: int) -> StartResult:
             if ws.lock_holder is not None and ws.locked_by_task_id != task.id:
                 return StartResult(False, Status.PENDING,
                                    f"workspace {ws.name} is locked by {ws.lock_holder}: {ws.lock_reason}")
+        window = frozen_now(session, ws.pool_id)
+        if window is not None:
+            # S4: no task starts in a frozen pool; it waits pending and says why.
+            pool = session.get(Pool, ws.pool_id)
+            return StartResult(False, Status.PENDING,
+                               f"pool {pool.name if pool else ws.pool_id} is frozen until {format_instant(window[1])}")
         slot = repo.claim_idle_slot(session, ws.pool_id, task_id)
         if slot is None:
             pool = session.get(Pool, ws.pool_id)
             return StartResult(False, Status.PENDING,
-                               f"no free slot in pool {pool.name if pool else ws.pool_id}")
+                               f"{NO_FREE_SLOT} {pool.name if pool else ws.pool_id}")
         repo.transition(
             session, task_id, Status.PENDING, Status.RUNNING, f"started in slot {repo.slot_place(session, slot.id)}",
             slot_id=slot.id, pod_id=slot.pod_id, pool_id=ws.pool_id, plan_slot_id=slot.id,
@@ -71,6 +82,8 @@ def startable(app: App, task: Task) -> bool:
                 return False
             if repo.workspace_turn_taken(session, ws.id or 0, task.id or 0) is not None:
                 return False
+        if frozen_now(session, ws.pool_id) is not None:
+            return False
         free = session.exec(
             select(Slot.id).join(Pod, Pod.id == Slot.pod_id)  # type: ignore[arg-type]
             .where(Pod.pool_id == ws.pool_id, Pod.status == "ready", Slot.state == SlotState.IDLE)

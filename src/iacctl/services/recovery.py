@@ -18,8 +18,10 @@ from iacctl.domain.lifecycle import Stage, Status, is_terminal
 from iacctl.domain.slots import SlotPlace, SlotState
 from iacctl.errors import TransitionConflict
 from iacctl.executor.binaries import product
-from iacctl.executor.termination import end_task, keep_applied_state, save_work_dir_state
+from iacctl.executor.termination import APPLY_TOUCHED, end_task, keep_applied_state, save_work_dir_state
 from iacctl.runtimes import local
+from iacctl.runtimes.base import CommandState
+from iacctl.runtimes.kubernetes import KubernetesRuntime
 from iacctl.services import queue
 from iacctl.services.app import App
 from iacctl.services.runs import plan_context_lost, reset_to_pending
@@ -58,13 +60,20 @@ def recover_task(app: App, task_id: int, reason: str, outcome: Status = Status.F
     if is_terminal(Status(task.status)):
         return Status(task.status)
     runtime = app.runtime_for_pool_id(task.pool_id or 0)
-    if task.child_pid and task.runner_host in (None, local.hostname()):
+    finished_apply = task.stage in _FINISHED_APPLY
+    if isinstance(runtime, KubernetesRuntime):
+        # Item 2: Terraform ran detached in the pod; its files say how it ended.
+        settled = _settle_in_pod(app, runtime, task, place, reason, outcome)
+        if settled is not None:
+            return settled
+        finished_apply = finished_apply or task.stage == Stage.APPLYING
+    elif task.child_pid and task.runner_host in (None, local.hostname()):
         # The kernel already sent it SIGINT when its parent died; wait for it to write its state.
         with app.store.read() as session:
             ws = repo.workspace_by_id(session, task.workspace_id)
             binary = ws.terraform_bin or (product() if ws.terraform_version else "terraform")
         local.stop_orphan(task.child_pid, Path(binary).name)
-    if task.stage in _FINISHED_APPLY and place is not None:
+    if finished_apply and place is not None:
         # The apply itself finished before the process died: store its state, never call it failed.
         try:
             version_id = save_work_dir_state(app.store, runtime, task_id, place, partial=False)
@@ -90,12 +99,46 @@ def recover_task(app: App, task_id: int, reason: str, outcome: Status = Status.F
     return end_task(app.store, runtime, task_id, outcome, reason, log=None, place=place)
 
 
+def _settle_in_pod(app: App, runtime: KubernetesRuntime, task: Task, place: SlotPlace | None, reason: str,
+                   outcome: Status) -> Status | None:
+    """A Kubernetes task whose runner is gone: None when its apply ended 0 in the pod (the
+    caller stores the state and ends it applied), else how it ended or RUNNING while Terraform
+    still applies in the pod (a later sweep settles it)."""
+    task_id = task.id or 0
+    state = runtime.command_state(place) if place is not None else CommandState(pod_gone=True)
+    if state.pod_gone:
+        keep = None
+        message = f"{reason}; its pod is gone"
+        if task.stage in APPLY_TOUCHED:
+            with app.store.read() as session:
+                ws = repo.workspace_by_id(session, task.workspace_id)
+            keep = (f"task {task_id}'s pod was lost during {task.stage}: the infrastructure may be partly "
+                    f"changed and its state was not stored; inspect it, then run: iacctl workspace unlock {ws.name}")
+            message += "; the workspace stays locked until an operator unlocks it"
+        return end_task(app.store, runtime, task_id, Status.FAILED, message, log=None, place=place,
+                        keep_lock_reason=keep)
+    if task.stage == Stage.APPLYING and state.running and outcome != Status.CANCELLED:
+        return Status.RUNNING
+    if state.running and place is not None:
+        runtime.stop_command(place)  # E1: SIGINT, wait, then kill what is left
+        state = runtime.command_state(place)
+    if task.stage == Stage.APPLYING and state.exit_code == 0:
+        return None
+    if task.stage in _FINISHED_APPLY:
+        return None
+    return end_task(app.store, runtime, task_id, outcome, reason, log=None, place=place)
+
+
 def recover(app: App) -> list[Action]:
     actions: list[Action] = []
-    actions += _dead_runners(app)
-    actions += _lost_contexts(app)
+    actions += _reconcile_pools(app)
+    repaired = _dead_runners(app) + _lost_contexts(app)
+    actions += repaired
     actions += _leaked_slots(app)
     actions += _leaked_locks(app)
+    if any(a.action in ("replanning", "failed", "cancelled", "applied") for a in repaired):
+        # Re-planned tasks need pods (S3) before the queue can start them.
+        actions += _reconcile_pools(app)
     actions += _stale_work_dirs(app)
     actions += _overdue_run_task_results(app)
     for task_id in queue.kick_queue(app):
@@ -113,7 +156,33 @@ def _dead_runners(app: App) -> list[Action]:
         reason = f"its process ({task.runner_host} pid {task.runner_pid}) is gone (found at stage {task.stage})"
         with contextlib.suppress(TransitionConflict):
             final = recover_task(app, task.id or 0, reason)
-            actions.append(Action(str(final), task=task.id, detail=reason))
+            if final == Status.RUNNING:
+                actions.append(Action("still_applying", task=task.id,
+                                      detail=f"{reason}; Terraform still applies in its pod"))
+            else:
+                actions.append(Action(str(final), task=task.id, detail=reason))
+    return actions
+
+
+def _reconcile_pools(app: App) -> list[Action]:
+    """S3/S4/S7 first: one list call per Kubernetes pool marks lost pods, deletes pods in a
+    freeze window, scales; the rest of the sweep then trusts the pod records."""
+    from iacctl.errors import BackendError
+    from iacctl.services.scaling import reconcile_pool
+
+    actions = []
+    with app.store.read() as session:
+        pools = session.exec(select(Pool).where(Pool.backend == "kubernetes").order_by(col(Pool.name))).all()
+    for pool in pools:
+        try:
+            changes = reconcile_pool(app, pool.name)
+        except BackendError as exc:
+            actions.append(Action("pool_error", detail=str(exc)))
+            continue
+        for c in changes:
+            kind = "pod" if c["pod"] else "pool"
+            actions.append(Action(f"{kind}_{c['change']}", slot=f"{c['pool']}/{c['pod']}" if c["pod"] else c["pool"],
+                                  detail=c["detail"]))
     return actions
 
 
@@ -123,10 +192,30 @@ def _lost_contexts(app: App) -> list[Action]:
     actions = []
     with app.store.read() as session:
         waiting = repo.tasks_with_status(session, [Status.APPLY_PENDING])
+    from iacctl.services import warmup
+    from iacctl.services.pools import frozen_now
+
     for task in waiting:
-        lost = plan_context_lost(app, task)
+        with app.store.read() as session:
+            pool = session.get(Pool, task.pool_id) if task.pool_id else None
+            frozen = pool is not None and frozen_now(session, pool.id or 0) is not None
+        lost = plan_context_lost(app, task, trust_pod_records=True)
+        if lost is None and warmup.expired(task):
+            lost = "its warm-up expired"
         if lost is None:
             continue
+        if pool is not None and pool.on_lost_context == "warmup":
+            if frozen:
+                continue  # S4/S6: warmed up once the window is over
+            if warmup.retries_left(app, task):
+                error = warmup.warm_up(app, task.id or 0)
+                if error is None:
+                    actions.append(Action("warmed_up", task=task.id, detail=f"plan context lost: {lost}; "
+                                                                            "new slot prepared and ready"))
+                else:
+                    actions.append(Action("warmup_failed", task=task.id, detail=error))
+                continue
+            lost += f"; warm-up retry limit ({pool.warmup_retry_limit}) reached"
         try:
             with app.store.write() as session:
                 current = repo.get_task(session, task.id or 0)
@@ -189,6 +278,8 @@ def _stale_work_dirs(app: App) -> list[Action]:
             .join(Pool, col(Pool.id) == col(Pod.pool_id)).where(col(Slot.state) == SlotState.IDLE)
         ).all()
     for slot, pod, pool in rows:
+        if pool.backend != "local":
+            continue  # a pod's slot directories are reset by each task and go with the pod
         runtime = app.runtime_for(pool)
         place = SlotPlace(pool.name, pod.name, slot.slot_index)
         if not runtime.work_dir_exists(place):

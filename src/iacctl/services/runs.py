@@ -12,6 +12,7 @@ from sqlmodel import Session
 from iacctl.domain.lifecycle import Status, TaskKind, is_terminal
 from iacctl.domain.slots import SlotState
 from iacctl.errors import (
+    BackendError,
     Refused,
     Replanned,
     TaskCancelled,
@@ -25,13 +26,14 @@ from iacctl.executor.run import TaskRun
 from iacctl.executor.termination import end_task
 from iacctl.executor.watch import interrupted
 from iacctl.runtimes import local
-from iacctl.runtimes.base import SlotPlace
+from iacctl.runtimes.base import RuntimeError_, SlotPlace
 from iacctl.services import queue, runtasks
 from iacctl.services.app import App
 from iacctl.store import repo
 from iacctl.store.models import Pod, Pool, Slot, Task
 
 WAIT_POLL_SECONDS = 0.5
+SCALE_RETRY_SECONDS = 5.0
 CANCEL_WAIT_SECONDS = 600.0
 
 
@@ -63,6 +65,12 @@ def plan_workspace(
     task_id = task.id or 0
     reporter.note(f"task {task_id}: {kind} of workspace {name} queued")
     if not wait:
+        task = _get(app, task_id)
+        if not queue.startable(app, task):
+            try:
+                _scale_for(app, task_id, reporter)  # S3: a queued task gets a pod too
+            except BackendError as exc:
+                reporter.note(str(exc))
         queue.kick_queue(app)
         return _get(app, task_id)
     return run_when_turn(app, task_id, reporter)
@@ -80,6 +88,7 @@ def _check_secrets(app: App, workspace_id: int) -> None:
 def run_when_turn(app: App, task_id: int, reporter: Reporter) -> Task:
     """Wait for the task's turn (showing what it waits for), run its plan here, return it."""
     last_reason: str | None = None
+    next_scale = 0.0
     while True:
         if interrupted.is_set():
             _cancel_pending(app, task_id, "interrupted while waiting")
@@ -91,9 +100,34 @@ def run_when_turn(app: App, task_id: int, reporter: Reporter) -> Task:
         if result.waiting_for != last_reason:
             reporter.note(f"task {task_id} waits: {result.waiting_for}")
             last_reason = result.waiting_for
+        if (result.waiting_for or "").startswith(queue.NO_FREE_SLOT) and time.monotonic() >= next_scale:
+            # S3: a Kubernetes pool with no idle slot scales up for the waiting task.
+            next_scale = time.monotonic() + SCALE_RETRY_SECONDS
+            if _scale_for(app, task_id, reporter):
+                continue
         time.sleep(WAIT_POLL_SECONDS)
     _execute(app, task_id, reporter, lambda run: run.plan())
     return _get(app, task_id)
+
+
+def _scale_for(app: App, task_id: int, reporter: Reporter) -> bool:
+    """Reconcile the task's Kubernetes pool (creating pods for waiting tasks); True if a pod
+    was created."""
+    from iacctl.services import scaling
+
+    task = _get(app, task_id)
+    pool = scaling.pool_of_task(app, task)
+    if pool is None or pool.backend != "kubernetes":
+        return False
+    try:
+        changes = scaling.reconcile_pool(app, pool.name)
+    except BackendError as exc:
+        # Not waited out in silence: the task stays queued and the user hears why.
+        raise BackendError(f"task {task_id} stays queued: {exc}; it starts once pool {pool.name} has a "
+                           "free slot (iacctl pods recover)") from None
+    for c in changes:
+        reporter.note(f"pool {c['pool']}: pod {c['pod'] or ''} {c['change']}: {c['detail']}")
+    return any(c["change"] == "created" for c in changes)
 
 
 def run_queued(app: App, task_id: int) -> Task:
@@ -149,6 +183,14 @@ def _refusal(session: Session, task: Task) -> str | None:
     latest = repo.latest_state_version_id(session, ws.id or 0)
     if task.confirmed_at is not None:
         return f"task {task.id} was already confirmed (it is {task.status})"
+    from iacctl.services.pools import frozen_now
+
+    window = frozen_now(session, ws.pool_id)
+    if window is not None and pool is not None:
+        from iacctl.domain.freeze import format_instant
+
+        # S4: nothing starts in a frozen pool, an apply least of all.
+        return f"pool {pool.name} is frozen until {format_instant(window[1])}; confirm task {task.id} after that"
     if task.status != Status.APPLY_PENDING:
         return f"task {task.id} is {task.status}, not apply_pending"
     lifetime = ws.plan_lifetime_s or (pool.plan_lifetime_s if pool else 86400.0)
@@ -164,8 +206,16 @@ def _refusal(session: Session, task: Task) -> str | None:
     return None
 
 
-def plan_context_lost(app: App, task: Task) -> str | None:
-    """S5: is the reserved slot and its work directory still there?"""
+def _pool_policy(app: App, task: Task) -> str:
+    with app.store.read() as session:
+        pool = session.get(Pool, task.pool_id) if task.pool_id else None
+    return pool.on_lost_context if pool is not None else "replan"
+
+
+def plan_context_lost(app: App, task: Task, *, trust_pod_records: bool = False) -> str | None:
+    """S5: is the reserved slot and its work directory still there? With `trust_pod_records`
+    (the sweep, right after reconciling the pool with one list call) a Kubernetes pod marked
+    ready counts as there, without a call per task."""
     with app.store.read() as session:
         slot = session.get(Slot, task.slot_id) if task.slot_id else None
         pod = session.get(Pod, slot.pod_id) if slot else None
@@ -174,10 +224,25 @@ def plan_context_lost(app: App, task: Task) -> str | None:
         return "its slot is gone"
     if slot.task_id != task.id or slot.state != SlotState.RESERVED:
         return f"slot {slot.id} is no longer reserved for it"
-    runtime = app.runtime_for(pool)
-    if pod.status != "ready" or not runtime.pod_alive(pod.name):
+    if pod.status != "ready":
         return f"pod {pod.name} is gone"
-    if not runtime.work_dir_exists(SlotPlace(pool.name, pod.name, slot.slot_index)):
+    if trust_pod_records and pool.backend == "kubernetes":
+        return None
+    runtime = app.runtime_for(pool)
+    try:
+        alive = runtime.pod_alive(pod.name)
+    except RuntimeError_ as exc:
+        raise BackendError(f"cannot check pod {pod.name}: {exc}") from None
+    if not alive:
+        from iacctl.services.scaling import mark_pod_lost
+
+        mark_pod_lost(app, pod.id or 0)
+        return f"pod {pod.name} is gone"
+    try:
+        exists = runtime.work_dir_exists(SlotPlace(pool.name, pod.name, slot.slot_index))
+    except RuntimeError_ as exc:
+        raise BackendError(f"cannot check slot {slot.slot_index} of pod {pod.name}: {exc}") from None
+    if not exists:
         return f"the work directory of slot {pool.name}/{pod.name}/slot-{slot.slot_index} is gone"
     return None
 
@@ -196,6 +261,18 @@ def confirm_apply(app: App, task_id: int, *, rebuild: bool, reporter: Reporter) 
     with app.store.read() as session:
         task = _confirmable(session, task_id)
     lost = plan_context_lost(app, task)
+    from iacctl.services import warmup
+
+    if lost is None and warmup.expired(task):
+        lost = "its warm-up expired"
+    if lost is not None and _pool_policy(app, task) == "warmup" and warmup.retries_left(app, task):
+        # S6 at confirm time: the plan context is rebuilt from the store on a new slot (the E6
+        # rebuild path on another pod), never applied where it is missing.
+        if warmup.move_to_new_slot(app, task_id, f"plan context lost ({lost}); rebuilding it on a new slot",
+                                   warming=False):
+            reporter.note(f"task {task_id}: the plan context is lost ({lost}); the apply rebuilds it "
+                          "from the store on a new slot")
+            lost = None
     if lost is not None:
         return _replan(app, task_id, lost, reporter)
     host, pid, start = local.this_process()
@@ -244,6 +321,8 @@ def reset_to_pending(session: Session, task: Task, reason: str) -> None:
         slot_id=None, pod_id=None, plan_slot_id=None, started_at=None, error=None, stage=None,
         plan_hash=None, planned_at=None, runner_host=None, runner_pid=None, runner_start=None,
         creator_host=None, creator_pid=None, creator_start=None, replans=task.replans + 1,
+        warmup_status=None, warmup_slot_id=None, warmup_at=None, warmup_expires_at=None,
+        warmup_attempts=0, warmup_error=None,
     )
 
 

@@ -21,7 +21,8 @@ _COLUMNS: tuple[Any, ...] = tuple(col(c) for c in (
     Task.finished_at, Task.plan_hash, Task.planned_at, Task.has_changes, Task.add_count,
     Task.change_count, Task.destroy_count, Task.replace_count, Task.output_count, Task.apply_path,
     Task.state_version_id, Task.confirmed_at, Task.replans, Task.cancel_requested_at,
-    Task.slot_id, Task.plan_slot_id,
+    Task.slot_id, Task.plan_slot_id, Task.warmup_status, Task.warmup_attempts, Task.warmup_expires_at,
+    Task.warmup_error,
 ))
 
 
@@ -29,7 +30,8 @@ def _row_view(row: Any) -> dict[str, Any]:
     # Positional unpacking of the row: attribute access per field is slow for big listings.
     (task_id, kind, status, stage, error, created_at, started_at, finished_at, plan_hash, planned_at,
      has_changes, add, change, destroy, replace, outputs, apply_path, state_version_id, confirmed_at,
-     replans, cancel_requested_at, _slot_id, _plan_slot_id, workspace, pool, pod, slot) = row
+     replans, cancel_requested_at, _slot_id, _plan_slot_id, warmup_status, warmup_attempts, warmup_expires_at,
+     warmup_error, workspace, pool, pod, slot) = row
     counts = None
     if add is not None:
         counts = {"add": add, "change": change, "destroy": destroy, "replace": replace, "outputs": outputs}
@@ -49,6 +51,11 @@ def _row_view(row: Any) -> dict[str, Any]:
         "apply_path": apply_path,
         "state_version": state_version_id,
         "replans": replans,
+        # S6: the warm-up of a lost plan context, when the pool prepares one.
+        "warmup": None if warmup_status is None else {
+            "status": warmup_status, "attempts": warmup_attempts, "expires_at": iso(warmup_expires_at),
+            "error": warmup_error,
+        },
         "cancel_requested": cancel_requested_at is not None,
         "created_at": iso(created_at),
         "started_at": iso(started_at),

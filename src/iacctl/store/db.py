@@ -24,7 +24,7 @@ from iacctl.errors import StoreError
 from iacctl.filelock import exclusive
 
 BUSY_TIMEOUT_MS = 60_000
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 

@@ -25,6 +25,19 @@ class Pool(SQLModel, table=True):
     work_root: str | None = None
     spec_json: str | None = None  # backend-specific settings (namespace, image, context ...)
     created_at: float
+    frozen_until: float | None = None  # S4: end of the freeze window whose start was acted on
+
+
+class FreezeWindow(SQLModel, table=True):
+    """S4: while now is in [starts_at, ends_at) no task starts in the pool and it has no pods."""
+
+    __tablename__ = "freeze_windows"
+    id: int | None = Field(default=None, primary_key=True)
+    pool_id: int = Field(foreign_key="pools.id", index=True)
+    starts_at: float
+    ends_at: float
+    reason: str | None = None
+    created_at: float
 
 
 class Pod(SQLModel, table=True):
@@ -122,6 +135,13 @@ class Task(SQLModel, table=True):
     apply_path: str | None = None  # E6: same_slot | rebuilt
     state_version_id: int | None = None
     replans: int = 0
+    # S6: a new slot prepared from the store for an apply_pending task whose plan context is lost.
+    warmup_status: str | None = Field(default=None, max_length=20)  # warming | ready | expired | failed
+    warmup_slot_id: int | None = None
+    warmup_at: float | None = None
+    warmup_expires_at: float | None = None
+    warmup_attempts: int = 0
+    warmup_error: str | None = None
 
 
 class TaskEvent(SQLModel, table=True):

@@ -1,0 +1,493 @@
+"""The Kubernetes runtime (SPEC S7): slots live in pods, commands run through the exec API.
+
+The ONLY module that imports the official `kubernetes` client (imported lazily, so `iacctl
+--help` stays quick); its ApiException never leaves this module: it becomes PodGone (the pod is
+not there any more, S5) or RuntimeError_.
+
+A slot's work directory is `<work root>/slots/<index>` inside its pod; every path sent to a pod
+is absolute under the pool's work root. Files move in and out as tar streams over exec (as
+`kubectl cp` does); the bytes going in are read with `head -c SIZE`, so no end-of-stdin signal
+is needed and both exec protocols (v4 and v5) work.
+
+Long commands survive a dropped exec connection (issue 3 item 2): Terraform is started detached
+(`setsid`) with its output and exit status written to files in `<slot>/.iacctl/`; iacctl then
+follows the output file from a byte offset and, when the connection drops, reattaches from the
+offset it had reached. The recovery sweep reads the same files (`command_state`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import shlex
+import tarfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from iacctl.runtimes.base import CommandResult, CommandState, PodGone, PodInfo, RuntimeError_, SlotPlace
+
+POOL_LABEL = "iacctl.io/pool"
+POD_LABEL = "iacctl.io/pod"
+MANAGED_LABEL = "app.kubernetes.io/managed-by"
+DEFAULT_WORK_ROOT = "/var/lib/iacctl"
+CONTROL_DIR = ".iacctl"  # inside the slot: out, exit, pid of the detached command
+_EXIT_MARK = b"iacctl-exit "
+_FOLLOW_POLL = "0.2"
+_REATTACH_TRIES = 40
+_REATTACH_PAUSE_S = 0.5
+_POD_START_TIMEOUT_S = 180.0
+# Terraform's own environment in the pod: only what iacctl adds or changes is sent, never the
+# rest of this machine's environment (the pod has its own PATH and HOME).
+_NOT_SENT = frozenset({"TF_PLUGIN_CACHE_DIR", "PATH", "HOME", "PWD", "SHLVL", "_"})
+
+
+@dataclass(frozen=True)
+class KubeSpec:
+    """What a pool's pods are made of (S1: namespace, image, resources, service account, context)."""
+
+    namespace: str
+    image: str
+    context: str | None = None
+    service_account: str | None = None
+    resources: dict[str, dict[str, str]] = field(default_factory=dict)  # requests / limits
+    work_root: str = DEFAULT_WORK_ROOT
+
+    @classmethod
+    def from_json(cls, text: str | None, work_root: str | None) -> KubeSpec:
+        raw: dict[str, Any] = json.loads(text) if text else {}
+        return cls(namespace=raw.get("namespace") or "default", image=raw.get("image") or "",
+                   context=raw.get("context"), service_account=raw.get("service_account"),
+                   resources=raw.get("resources") or {}, work_root=work_root or DEFAULT_WORK_ROOT)
+
+    def to_json(self) -> str:
+        return json.dumps({"namespace": self.namespace, "image": self.image, "context": self.context,
+                           "service_account": self.service_account, "resources": self.resources},
+                          sort_keys=True)
+
+
+@dataclass
+class _ExecResult:
+    code: int | None  # None: the connection dropped before the command's status arrived
+    stdout: bytes
+    stderr: bytes
+
+
+def pod_phase_alive(phase: str | None, deleting: bool) -> bool:
+    """S7: a pod that is gone from the API, failed, succeeded or being deleted is lost."""
+    return not deleting and phase not in ("Failed", "Succeeded", "Unknown")
+
+
+class KubernetesRuntime:
+    def __init__(self, pool: str, spec: KubeSpec) -> None:
+        self.pool = pool
+        self.spec = spec
+        self._api: Any = None
+        self._exec_api: Any = None
+
+    # -- the client ----------------------------------------------------------------------------
+
+    def _clients(self) -> tuple[Any, Any]:
+        if self._api is None:
+            from kubernetes import client, config
+
+            cfg = client.Configuration()
+            try:
+                if os.environ.get("KUBECONFIG") or self.spec.context or Path("~/.kube/config").expanduser().is_file():
+                    config.load_kube_config(context=self.spec.context, client_configuration=cfg)  # type: ignore[no-untyped-call]
+                else:
+                    config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            except (config.ConfigException, OSError, ValueError, TypeError) as exc:
+                raise RuntimeError_(f"cannot load the Kubernetes configuration: {exc}") from None
+            self._api = client.CoreV1Api(client.ApiClient(cfg))
+            # NOTES: stream() swaps call_api on the ApiClient it is given; exec gets its own.
+            self._exec_api = client.CoreV1Api(client.ApiClient(cfg))
+        return self._api, self._exec_api
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise PodGone(f"{what}: not found") from None
+            raise RuntimeError_(f"{what}: Kubernetes API error {exc.status} {exc.reason}".strip()) from None
+        except RuntimeError_:
+            raise
+        except Exception as exc:  # urllib3 connection errors and the like
+            raise RuntimeError_(f"{what}: cannot reach the Kubernetes API ({exc})") from None
+
+    # -- pods (S3, S7) -------------------------------------------------------------------------
+
+    def selector(self) -> str:
+        return f"{POOL_LABEL}={self.pool}"
+
+    def list_pods(self) -> dict[str, PodInfo]:
+        """One list call with the pool's label selector (cheap with thousands of pods)."""
+        api, _ = self._clients()
+        try:
+            result = self._call("list pods", api.list_namespaced_pod, self.spec.namespace,
+                                label_selector=self.selector())
+        except PodGone:
+            raise RuntimeError_(f"namespace {self.spec.namespace} not found") from None
+        pods: dict[str, PodInfo] = {}
+        for item in result.items or []:
+            name = item.metadata.name
+            phase = item.status.phase if item.status else None
+            deleting = item.metadata.deletion_timestamp is not None
+            pods[name] = PodInfo(name, phase or "Pending", deleting, pod_phase_alive(phase, deleting))
+        return pods
+
+    def pod_manifest(self, name: str) -> dict[str, Any]:
+        root = self.spec.work_root
+        container: dict[str, Any] = {
+            "name": "runner",
+            "image": self.spec.image,
+            "command": ["sh", "-c", f"mkdir -p {shlex.quote(root)}/slots && exec sleep 2147483647"],
+            "volumeMounts": [{"name": "work", "mountPath": root}],
+        }
+        if self.spec.resources:
+            container["resources"] = self.spec.resources
+        spec: dict[str, Any] = {
+            "containers": [container],
+            # A restarted container has lost its work directories: let it show as Failed (lost).
+            "restartPolicy": "Never",
+            "volumes": [{"name": "work", "emptyDir": {}}],
+        }
+        if self.spec.service_account:
+            spec["serviceAccountName"] = self.spec.service_account
+        return {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {POOL_LABEL: self.pool, POD_LABEL: name,
+                                                  MANAGED_LABEL: "iacctl"}},
+            "spec": spec,
+        }
+
+    def create_pod(self, name: str) -> None:
+        from kubernetes import client
+
+        api, _ = self._clients()
+        body = client.V1Pod.from_dict(self.pod_manifest(name))
+        self._call(f"create pod {name}", api.create_namespaced_pod, self.spec.namespace, body)
+
+    def wait_running(self, names: Sequence[str], timeout: float = _POD_START_TIMEOUT_S) -> dict[str, str]:
+        """Wait until each pod is Running (or lost); returns name -> phase as last seen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pods = self.list_pods()
+            phases = {n: (pods[n].phase if n in pods else "Gone") for n in names}
+            waiting = [n for n, ph in phases.items() if ph == "Pending" and pods[n].alive]
+            if not waiting or time.monotonic() > deadline:
+                return phases
+            time.sleep(0.3)
+
+    def delete_pod(self, name: str) -> None:
+        api, _ = self._clients()
+        try:
+            self._call(f"delete pod {name}", api.delete_namespaced_pod, name, self.spec.namespace,
+                       grace_period_seconds=0)
+        except PodGone:
+            pass
+
+    def pod_alive(self, pod: str) -> bool:
+        api, _ = self._clients()
+        try:
+            item = self._call(f"read pod {pod}", api.read_namespaced_pod, pod, self.spec.namespace)
+        except PodGone:
+            return False
+        phase = item.status.phase if item.status else None
+        return pod_phase_alive(phase, item.metadata.deletion_timestamp is not None)
+
+    # -- exec ----------------------------------------------------------------------------------
+
+    def _exec(
+        self, pod: str, argv: Sequence[str], *, stdin: bytes | None = None,
+        on_stdout: Callable[[bytes], None] | None = None, tick: Callable[[], None] | None = None,
+    ) -> _ExecResult:
+        from kubernetes.client.exceptions import ApiException
+        from kubernetes.stream import stream
+
+        _, api = self._clients()
+        try:
+            ws = stream(api.connect_get_namespaced_pod_exec, pod, self.spec.namespace, command=list(argv),
+                        stdin=stdin is not None, stdout=True, stderr=True, tty=False,
+                        _preload_content=False, binary=True)
+        except ApiException as exc:
+            if not self.pod_alive(pod):
+                raise PodGone(f"pod {pod} is gone") from None
+            raise RuntimeError_(f"exec in pod {pod} failed: {exc.reason or exc.status}") from None
+        out, err = bytearray(), bytearray()
+        status = b""
+        try:
+            if stdin:
+                for i in range(0, len(stdin), 65536):
+                    ws.write_stdin(stdin[i : i + 65536])
+            while ws.is_open():
+                ws.update(timeout=0.2)
+                chunk = ws.read_channel(1)
+                if chunk:
+                    out += chunk
+                    if on_stdout is not None:
+                        on_stdout(chunk)
+                err += ws.read_channel(2)
+                status += ws.read_channel(3)
+                if tick is not None:
+                    tick()
+        except Exception:
+            pass  # a dropped connection: the status below is missing and the caller decides
+        finally:
+            try:
+                chunk = ws.read_channel(1)
+                if chunk:
+                    out += chunk
+                    if on_stdout is not None:
+                        on_stdout(chunk)
+                err += ws.read_channel(2)
+                status += ws.read_channel(3)
+                ws.close()
+            except Exception:
+                pass
+        return _ExecResult(_exit_code(status), bytes(out), bytes(err))
+
+    def _sh(self, pod: str, script: str, *, stdin: bytes | None = None) -> _ExecResult:
+        result = self._exec(pod, ["sh", "-c", script], stdin=stdin)
+        if result.code is None:
+            if not self.pod_alive(pod):
+                raise PodGone(f"pod {pod} is gone")
+            raise RuntimeError_(f"the exec connection to pod {pod} dropped")
+        return result
+
+    # -- slots' work directories ---------------------------------------------------------------
+
+    def work_dir(self, place: SlotPlace) -> str:
+        return f"{self.spec.work_root}/slots/{place.slot_index}"
+
+    def work_dir_exists(self, place: SlotPlace) -> bool:
+        try:
+            return self._sh(place.pod, f"test -d {shlex.quote(self.work_dir(place))}").code == 0
+        except PodGone:
+            return False
+
+    def reset_work_dir(self, place: SlotPlace) -> None:
+        d = shlex.quote(self.work_dir(place))
+        result = self._sh(place.pod, f"rm -rf {d} && mkdir -p {d} && chmod 700 {d}")
+        if result.code != 0:
+            raise RuntimeError_(f"cannot make the work directory {place} in pod {place.pod}: "
+                                f"{_text(result.stderr)}")
+
+    def remove_work_dir(self, place: SlotPlace) -> None:
+        try:
+            self._sh(place.pod, f"rm -rf {shlex.quote(self.work_dir(place))}")
+        except PodGone:
+            pass  # the directory went with its pod
+
+    def _put_tar(self, place: SlotPlace, data: bytes, flags: str) -> None:
+        d = shlex.quote(self.work_dir(place))
+        result = self._sh(place.pod, f"mkdir -p {d} && head -c {len(data)} | tar {flags} - -C {d}", stdin=data)
+        if result.code != 0:
+            raise RuntimeError_(f"cannot copy files into {place} (pod {place.pod}): {_text(result.stderr)}")
+
+    def extract_archive(self, place: SlotPlace, tar_gz: bytes) -> None:
+        self._put_tar(place, tar_gz, "xzf")
+
+    def write_file(self, place: SlotPlace, relpath: str, data: bytes) -> None:
+        self._put_tar(place, _one_file_tar(relpath, data), "xf")
+
+    def read_file(self, place: SlotPlace, relpath: str) -> bytes | None:
+        d = shlex.quote(self.work_dir(place))
+        rel = shlex.quote(relpath)
+        result = self._sh(place.pod, f"cd {d} 2>/dev/null || exit 3; [ -f {rel} ] || exit 4; tar cf - {rel}")
+        if result.code in (3, 4):
+            return None
+        if result.code != 0:
+            raise RuntimeError_(f"cannot read {relpath} from {place}: {_text(result.stderr)}")
+        with tarfile.open(fileobj=io.BytesIO(result.stdout), mode="r:") as tar:
+            for member in tar.getmembers():
+                if member.isfile() and PurePosixPath(member.name) == PurePosixPath(relpath):
+                    extracted = tar.extractfile(member)
+                    return extracted.read() if extracted is not None else None
+        return None
+
+    # -- commands: detached, followed, reattached ------------------------------------------------
+
+    def _pod_env(self, env: Mapping[str, str]) -> dict[str, str]:
+        here = os.environ
+        return {k: v for k, v in env.items() if here.get(k) != v and k not in _NOT_SENT}
+
+    def run(
+        self,
+        place: SlotPlace,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        on_line: Callable[[str], None],
+        should_stop: Callable[[], bool],
+        on_start: Callable[[int], None],
+    ) -> CommandResult:
+        d = self.work_dir(place)
+        # Variables (sensitive ones too) go in a file only its owner can read, never on the
+        # exec's command line (which the API server logs); the command removes it at once.
+        env_lines = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(self._pod_env(env).items()))
+        self.write_file(place, f"{CONTROL_DIR}/env", env_lines.encode())
+        # The pod's own binary (the image's terraform or tofu), not this machine's path to it.
+        command = " ".join(shlex.quote(a) for a in [PurePosixPath(argv[0]).name, *argv[1:]])
+        inner = (
+            f"echo $$ > {CONTROL_DIR}/pid; trap : INT; . ./{CONTROL_DIR}/env; rm -f {CONTROL_DIR}/env; "
+            # Providers are cached per pod, beside the slots (a path, so on the command line).
+            f"export TF_PLUGIN_CACHE_DIR={shlex.quote(self.spec.work_root + '/plugin-cache')}; "
+            f"{command} > {CONTROL_DIR}/out 2>&1 </dev/null; "
+            f"echo $? > {CONTROL_DIR}/exit.tmp; mv {CONTROL_DIR}/exit.tmp {CONTROL_DIR}/exit"
+        )
+        start = (
+            f"cd {shlex.quote(d)} || exit 3; mkdir -p {shlex.quote(self.spec.work_root)}/plugin-cache; "
+            f"rm -f {CONTROL_DIR}/out {CONTROL_DIR}/exit {CONTROL_DIR}/exit.tmp {CONTROL_DIR}/pid; "
+            f": > {CONTROL_DIR}/out; "
+            f"(setsid sh -c {shlex.quote(inner)} </dev/null >/dev/null 2>&1 &); "
+            f"i=0; while [ ! -s {CONTROL_DIR}/pid ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; "
+            f"cat {CONTROL_DIR}/pid"
+        )
+        result = self._sh(place.pod, start)
+        if result.code != 0 or not result.stdout.strip().isdigit():
+            raise RuntimeError_(f"cannot start {argv[0]} in pod {place.pod}: {_text(result.stderr)}")
+        return self._follow(place, on_line, should_stop)
+
+    def _follow(self, place: SlotPlace, on_line: Callable[[str], None],
+                should_stop: Callable[[], bool]) -> CommandResult:
+        offset = 0
+        pending = b""
+        interrupted = False
+
+        def received(chunk: bytes) -> None:
+            nonlocal offset, pending
+            offset += len(chunk)
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                on_line(raw.decode("utf-8", "replace").rstrip("\r"))
+
+        def tick() -> None:
+            nonlocal interrupted
+            if not interrupted and should_stop():
+                interrupted = True
+                self.signal_command(place, "INT")  # E1: SIGINT, then wait for Terraform to stop
+
+        tries = 0
+        try:
+            while True:
+                result = self._exec(place.pod, ["sh", "-c", self._follow_script(place, offset)],
+                                    on_stdout=received, tick=tick)
+                if result.code is not None and _EXIT_MARK in result.stderr:
+                    code = result.stderr.split(_EXIT_MARK, 1)[1].split()[0].decode()
+                    if code == "lost":
+                        raise RuntimeError_(f"the command in pod {place.pod} died without an exit status")
+                    return CommandResult(exit_code=int(code), interrupted=interrupted)
+                if result.code == 3:
+                    raise RuntimeError_(f"the work directory of {place} is gone from pod {place.pod}")
+                # The connection dropped (or the follower died): the command runs on, detached.
+                if not self.pod_alive(place.pod):
+                    raise PodGone(f"pod {place.pod} is gone (deleted, evicted or failed)")
+                tries += 1
+                if tries > _REATTACH_TRIES:
+                    raise RuntimeError_(f"lost the exec connection to pod {place.pod} {tries} times")
+                time.sleep(_REATTACH_PAUSE_S)
+                tick()
+        finally:
+            if pending:
+                on_line(pending.decode("utf-8", "replace").rstrip("\r"))
+
+    def _follow_script(self, place: SlotPlace, offset: int) -> str:
+        c = CONTROL_DIR
+        return (
+            f"cd {shlex.quote(self.work_dir(place))} 2>/dev/null || exit 3; off={offset}; fin=; "
+            "while :; do "
+            f"  if [ -f {c}/exit ]; then fin=$(cat {c}/exit); "
+            f"  elif ! kill -0 \"$(cat {c}/pid 2>/dev/null)\" 2>/dev/null; then "
+            f"    sleep 0.3; [ -f {c}/exit ] && fin=$(cat {c}/exit) || fin=lost; fi; "
+            f"  size=$(wc -c < {c}/out); "
+            "  if [ \"$size\" -gt \"$off\" ]; then "
+            f"    tail -c +$((off + 1)) {c}/out | head -c $((size - off)); off=$size; fi; "
+            "  if [ -n \"$fin\" ]; then echo \"iacctl-exit $fin\" >&2; exit 0; fi; "
+            f"  sleep {_FOLLOW_POLL}; "
+            "done"
+        )
+
+    def signal_command(self, place: SlotPlace, signal_name: str) -> bool:
+        """Send a signal to the detached command's process group (Terraform and what it started)."""
+        d = shlex.quote(self.work_dir(place))
+        try:
+            result = self._sh(place.pod, f"cd {d} 2>/dev/null || exit 3; p=$(cat {CONTROL_DIR}/pid 2>/dev/null) "
+                                         f"|| exit 4; kill -{signal_name} -\"$p\" 2>/dev/null")
+        except RuntimeError_:
+            return False
+        return result.code == 0
+
+    def command_state(self, place: SlotPlace) -> CommandState:
+        """What the slot's last detached command is doing, read from its files (the sweep)."""
+        c = CONTROL_DIR
+        try:
+            result = self._sh(place.pod, (
+                f"cd {shlex.quote(self.work_dir(place))} 2>/dev/null || {{ echo none; exit 0; }}; "
+                f"if [ -f {c}/exit ]; then echo exit $(cat {c}/exit); "
+                f"elif kill -0 \"$(cat {c}/pid 2>/dev/null)\" 2>/dev/null; then echo running; "
+                "else echo none; fi"))
+        except PodGone:
+            return CommandState(pod_gone=True)
+        words = result.stdout.decode().split()
+        if words[:1] == ["running"]:
+            return CommandState(running=True)
+        if words[:1] == ["exit"] and len(words) > 1 and words[1].isdigit():
+            return CommandState(exit_code=int(words[1]))
+        return CommandState()
+
+    def stop_command(self, place: SlotPlace, grace_seconds: float = 60.0) -> None:
+        """SIGINT the detached command, wait for it to stop, then SIGKILL what is left."""
+        if not self.signal_command(place, "INT"):
+            return
+        deadline = time.monotonic() + grace_seconds
+        while time.monotonic() < deadline:
+            if not self.command_state(place).running:
+                return
+            time.sleep(0.5)
+        self.signal_command(place, "KILL")
+
+
+def new_pod_name(pool: str) -> str:
+    return f"iacctl-{pool}-{secrets.token_hex(3)}"[:63]
+
+
+def _exit_code(status: bytes) -> int | None:
+    if not status.strip():
+        return None
+    try:
+        doc = json.loads(status)
+    except ValueError:
+        return None
+    if doc.get("status") == "Success":
+        return 0
+    for cause in (doc.get("details") or {}).get("causes") or []:
+        if cause.get("reason") == "ExitCode":
+            try:
+                return int(cause.get("message"))
+            except (TypeError, ValueError):
+                break
+    return 126  # the command could not be run at all (a Failure without an exit code)
+
+
+def _one_file_tar(relpath: str, data: bytes) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:") as tar:
+        info = tarfile.TarInfo(relpath)
+        info.size = len(data)
+        info.mode = 0o600
+        info.mtime = int(time.time())
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _text(data: bytes) -> str:
+    lines = data.decode("utf-8", "replace").strip().splitlines()
+    return lines[-1] if lines else "no error output"

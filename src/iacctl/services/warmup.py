@@ -1,0 +1,127 @@
+"""Warm-up (SPEC S6, seed 001): a pool with `on_lost_context = warmup` does not re-plan an
+apply_pending task whose plan context is lost; it reserves a new slot and prepares it from the
+store (work directory, init, plan restored, hash verified), marked `ready` before the user
+confirms. A ready warm-up expires after the pool's warm-up lifetime and is prepared again; after
+the retry limit of attempts the task falls back to re-planning (S5).
+
+Slots move in one transaction: the new slot is claimed (compare-and-set) and every other slot
+the task held is freed, so a task never holds two slots.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from iacctl.domain.lifecycle import Status
+from iacctl.domain.slots import PodStatus, SlotState
+from iacctl.errors import BackendError
+from iacctl.executor.progress import Reporter, SilentReporter
+from iacctl.executor.run import TaskRun
+from iacctl.services.app import App
+from iacctl.store import repo
+from iacctl.store.models import Pod, Pool, Slot, Task
+
+READY = "ready"
+WARMING = "warming"
+EXPIRED = "expired"
+FAILED = "failed"
+
+
+def needs_warmup_slot(session: Session, pool: Pool) -> int:
+    """How many apply_pending tasks of the pool need a new slot for a warm-up (S3 counts them)."""
+    rows = session.exec(
+        select(Task, Pod)
+        .join(Slot, col(Slot.id) == col(Task.slot_id), isouter=True)
+        .join(Pod, col(Pod.id) == col(Slot.pod_id), isouter=True)
+        .where(Task.pool_id == pool.id, Task.status == Status.APPLY_PENDING)
+    ).all()
+    count = 0
+    for task, pod in rows:
+        if task.warmup_attempts >= pool.warmup_retry_limit:
+            continue
+        if pod is None or pod.status != PodStatus.READY or expired(task):
+            count += 1
+    return count
+
+
+def expired(task: Task) -> bool:
+    return (task.warmup_status == READY and task.warmup_expires_at is not None
+            and repo.now() >= task.warmup_expires_at)
+
+
+def move_to_new_slot(app: App, task_id: int, note: str, *, warming: bool) -> bool:
+    """Claim an idle slot of the task's pool for it (scaling up if there is none), free the
+    slots it held, and keep the new one reserved. False if no slot could be had."""
+    for attempt in range(2):
+        with app.store.write() as session:
+            task = repo.get_task(session, task_id)
+            if task.status != Status.APPLY_PENDING or task.confirmed_at is not None:
+                return False
+            slot = repo.claim_idle_slot(session, task.pool_id or 0, task_id)
+            if slot is not None:
+                session.execute(
+                    update(Slot).where(col(Slot.task_id) == task_id, col(Slot.id) != slot.id)
+                    .values(state=SlotState.IDLE, task_id=None, updated_at=repo.now())
+                )
+                repo.set_slot_state(session, slot.id or 0, task_id, SlotState.RUNNING, SlotState.RESERVED)
+                fields: dict[str, object] = {"slot_id": slot.id, "pod_id": slot.pod_id}
+                if warming:
+                    fields.update(warmup_status=WARMING, warmup_slot_id=slot.id, warmup_at=repo.now(),
+                                  warmup_expires_at=None, warmup_attempts=task.warmup_attempts + 1,
+                                  warmup_error=None)
+                repo.update_task(session, task_id, **fields)
+                place = repo.slot_place(session, slot.id)
+                repo.add_event(session, task_id, "note", None, None, f"{note}: slot {place}")
+                return True
+            pool = session.get(Pool, task.pool_id)
+        if attempt == 0 and pool is not None:
+            from iacctl.services.scaling import reconcile_pool
+
+            try:
+                reconcile_pool(app, pool.name)
+            except BackendError:
+                return False
+    return False
+
+
+def warm_up(app: App, task_id: int, reporter: Reporter | None = None) -> str | None:
+    """One warm-up attempt for the task: None when it is ready, else why not."""
+    if not move_to_new_slot(app, task_id, "warm-up", warming=True):
+        return "no slot for the warm-up"
+    with app.store.read() as session:
+        task = repo.get_task(session, task_id)
+        pool = session.get(Pool, task.pool_id)
+    runtime = app.runtime_for_pool_id(task.pool_id or 0)
+    run = TaskRun(app.store, runtime, task_id, reporter or SilentReporter())
+    error = run.warm_up()
+    lifetime = pool.warmup_lifetime_s if pool else 1800.0
+    with app.store.write() as session:
+        current = repo.get_task(session, task_id)
+        if current.status != Status.APPLY_PENDING or current.warmup_slot_id != task.slot_id:
+            return "the task changed during its warm-up"
+        if error is None:
+            repo.update_task(session, task_id, warmup_status=READY, warmup_expires_at=repo.now() + lifetime,
+                             warmup_error=None)
+            repo.add_event(session, task_id, "note", None, None,
+                           f"warm-up ready (attempt {current.warmup_attempts}); it expires in {lifetime:g} s")
+        else:
+            repo.update_task(session, task_id, warmup_status=FAILED, warmup_error=error)
+            repo.add_event(session, task_id, "note", None, None,
+                           f"warm-up attempt {current.warmup_attempts} failed: {error}")
+    if error is not None:
+        place = None
+        with app.store.read() as session:
+            place = repo.slot_place(session, task.slot_id)
+        if place is not None:
+            try:
+                runtime.remove_work_dir(place)
+            except Exception:
+                pass
+    return error
+
+
+def retries_left(app: App, task: Task) -> bool:
+    with app.store.read() as session:
+        pool = session.get(Pool, task.pool_id)
+    return pool is not None and task.warmup_attempts < pool.warmup_retry_limit
