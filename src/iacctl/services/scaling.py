@@ -25,7 +25,7 @@ from iacctl.runtimes.base import RuntimeError_
 from iacctl.services.app import App
 from iacctl.services.pools import frozen_now
 from iacctl.store import repo
-from iacctl.store.models import Pod, Pool, Slot, Task
+from iacctl.store.models import Pod, Pool, Slot, Task, Workspace
 
 CREATING = "creating"
 # A pod row still `creating` this long after it was written belongs to a process that died.
@@ -159,13 +159,29 @@ def _slots_by_pod(session: Session, pod_ids: Sequence[int]) -> dict[int, list[Sl
 
 def waiting_tasks(session: Session, pool: Pool) -> int:
     """Tasks of the pool that could start if they had a slot (S3: queued work gets a pod), and
-    apply_pending tasks waiting for a warm-up slot (S6)."""
+    apply_pending tasks waiting for a warm-up slot (S6). Three queries whatever the number of
+    queued tasks (item 10); the same rules as repo.workspace_turn_taken and the lock check of
+    queue.try_start."""
+    pending = session.exec(select(Task).where(Task.pool_id == pool.id, Task.status == Status.PENDING)).all()
+    queued_in = select(Task.workspace_id).where(Task.pool_id == pool.id, Task.status == Status.PENDING)
+    busy: set[int] = set()  # L4: a plan_and_apply running or apply_pending holds the turn
+    first_pending: dict[int, int] = {}  # ... else the oldest pending one has it
+    for ws_id, task_id, status in session.exec(
+        select(Task.workspace_id, Task.id, Task.status)
+        .where(Task.kind == "plan_and_apply", col(Task.workspace_id).in_(queued_in),
+               col(Task.status).in_([Status.RUNNING, Status.APPLY_PENDING, Status.PENDING]))
+    ).all():
+        if status == Status.PENDING:
+            first_pending[ws_id] = min(first_pending.get(ws_id, task_id or 0), task_id or 0)
+        else:
+            busy.add(ws_id)
+    locks = {ws.id: ws for ws in session.exec(select(Workspace).where(col(Workspace.id).in_(queued_in))).all()}
     count = 0
-    for task in session.exec(select(Task).where(Task.pool_id == pool.id, Task.status == Status.PENDING)).all():
+    for task in pending:
         if task.kind == "plan_and_apply":
-            if repo.workspace_turn_taken(session, task.workspace_id, task.id or 0) is not None:
+            if task.workspace_id in busy or first_pending.get(task.workspace_id) != task.id:
                 continue
-            ws = repo.workspace_by_id(session, task.workspace_id)
+            ws = locks[task.workspace_id]
             if ws.lock_holder is not None and ws.locked_by_task_id != task.id:
                 continue
         count += 1
