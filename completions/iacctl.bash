@@ -11,7 +11,7 @@ _iacctl() {
         ['iacctl tasks']='list show logs'
         ['iacctl state']='versions pull save-applied'
         ['iacctl pods']='list reconcile recover'
-        ['iacctl pool']='list show set'
+        ['iacctl pool']='list create freeze unfreeze show set'
     )
     local -A opts=(
         ['iacctl']='--db --verbose --version -h --help'
@@ -43,6 +43,9 @@ _iacctl() {
         ['iacctl pods recover']='--json -h --help'
         ['iacctl pool']='-h --help'
         ['iacctl pool list']='--json -h --help'
+        ['iacctl pool create']='--backend --namespace --image --slots-per-pod --min-pods --max-pods --context --service-account --work-root --on-lost-context --scale-down-delay --warmup-lifetime --warmup-retries --cpu --memory --json -h --help'
+        ['iacctl pool freeze']='--from --until --reason --json -h --help'
+        ['iacctl pool unfreeze']='--window --json -h --help'
         ['iacctl pool show']='--json -h --help'
         ['iacctl pool set']='--slots-per-pod --plan-lifetime --json -h --help'
     )
@@ -55,6 +58,9 @@ _iacctl() {
         ['iacctl state pull']='--version --output -o'
         ['iacctl pods list']='--pool'
         ['iacctl pods reconcile']='--pool'
+        ['iacctl pool create']='--backend --namespace --image --slots-per-pod --min-pods --max-pods --context --service-account --work-root --on-lost-context --scale-down-delay --warmup-lifetime --warmup-retries --cpu --memory'
+        ['iacctl pool freeze']='--from --until --reason'
+        ['iacctl pool unfreeze']='--window'
         ['iacctl pool set']='--slots-per-pod --plan-lifetime'
     )
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}

@@ -99,6 +99,14 @@ def with_unreadable_directory(env: Env) -> None:
     locked.chmod(0)
 
 
+KUBE_ARGS = ("--namespace", "iac", "--image", "registry.example/iacctl-runner:1")
+
+
+def with_kube_pool(env: Env) -> None:
+    with_workspace(env)
+    env.ok("pool", "create", "k8s", "--backend", "kubernetes", *KUBE_ARGS)
+
+
 # -- running a case --------------------------------------------------------------------------------
 
 
@@ -213,6 +221,39 @@ CASES = [
                  id="unlock-unlocked-workspace"),
     pytest.param(Case(("state", "save-applied", "1"), REFUSED, "task 1 is applied, not applied_state_error",
                       setup=with_applied_task), id="save-applied-not-state-error"),
+    # Kubernetes pools (issue 3): checked before anything is written; no cluster is contacted.
+    *[pytest.param(Case(("pool", "create", name, "--backend", backend, *args), USAGE, says, setup=setup), id=case_id)
+      for case_id, name, backend, args, says, setup in [
+          ("pool-backend-unknown", "k8s", "docker", KUBE_ARGS, "unknown backend 'docker'", with_workspace),
+          ("pool-namespace-missing", "k8s", "kubernetes", ("--image", "r/i:1"), "--namespace is required",
+           with_workspace),
+          ("pool-image-missing", "k8s", "kubernetes", ("--namespace", "iac"), "--image is required", with_workspace),
+          ("pool-name-uppercase", "K8s_Prod", "kubernetes", KUBE_ARGS, "invalid pool name 'K8s_Prod'", with_workspace),
+          ("pool-slots-0", "k8s", "kubernetes", (*KUBE_ARGS, "--slots-per-pod", "0"), "--slots-per-pod must be",
+           with_workspace),
+          ("pool-min-above-max", "k8s", "kubernetes", (*KUBE_ARGS, "--min-pods", "5", "--max-pods", "2"),
+           "0 <= min <= max", with_workspace),
+          ("pool-on-lost-context", "k8s", "kubernetes", (*KUBE_ARGS, "--on-lost-context", "pray"),
+           "--on-lost-context must be replan or warmup", with_workspace),
+          ("pool-scale-down-delay", "k8s", "kubernetes", (*KUBE_ARGS, "--scale-down-delay", "soon"),
+           "invalid duration 'soon'", with_workspace),
+          ("pool-work-root-relative", "k8s", "kubernetes", (*KUBE_ARGS, "--work-root", "var/lib"),
+           "--work-root must be an absolute path", with_workspace),
+          ("pool-cpu-nonsense", "k8s", "kubernetes", (*KUBE_ARGS, "--cpu", "lots"), "invalid --cpu 'lots'",
+           with_workspace),
+          ("pool-already-exists", "k8s", "kubernetes", KUBE_ARGS, "pool 'k8s' already exists", with_kube_pool),
+      ]],
+    pytest.param(Case(("pool", "freeze", "nope", "--from", "2030-01-01", "--until", "2030-01-02"), USAGE,
+                      "unknown pool 'nope'"), id="freeze-unknown-pool"),
+    pytest.param(Case(("pool", "freeze", "k8s", "--from", "soon", "--until", "2030-01-02"), USAGE,
+                      "invalid --from 'soon'", setup=with_kube_pool), id="freeze-from-nonsense"),
+    pytest.param(Case(("pool", "freeze", "k8s", "--from", "2030-01-02", "--until", "2030-01-01"), USAGE,
+                      "must end after it starts", setup=with_kube_pool), id="freeze-until-before-from"),
+    pytest.param(Case(("pool", "unfreeze", "k8s"), REFUSED, "pool k8s has no freeze window",
+                      setup=with_kube_pool), id="unfreeze-without-window"),
+    pytest.param(Case(("pods", "list", "--pool", "nope"), USAGE, "unknown pool 'nope'"), id="pods-list-unknown-pool"),
+    pytest.param(Case(("workspace", "create", "web", "--dir", "src-net", "--pool", "nope"), USAGE,
+                      "unknown pool 'nope'"), id="workspace-unknown-pool"),
     # A workspace with no state has no version to pull: an unknown id (64).
     pytest.param(Case(("state", "pull", "net"), USAGE, "workspace net has no state yet"), id="state-pull-no-state"),
 ]

@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
-from tests.background import FIRST_CREATED, SLOW_STARTED, Background, spawn, wait_log
+from tests.background import (
+    FIRST_CREATED,
+    SLOW_STARTED,
+    Background,
+    assert_partial_state_of_slow_apply,
+    spawn,
+    wait_log,
+)
 from tests.conftest import Env
 from tests.kube import NS, POOL, api_pods, kube_pool, log_of, pods_of
 
@@ -39,6 +47,7 @@ def test_plan_and_confirm_on_a_kubernetes_pool_takes_the_fast_path(env: Env, fak
     log = log_of(env, 1)
     assert f"E6 fast path: same slot {POOL}/{name}/slot-0" in log
     assert "Apply complete! Resources: 2 added" in log
+    assert "problems with the CLI configuration" not in log  # the plugin cache dir exists in the pod
     versions = env.ok("state", "versions", "net", "--json").json()
     assert len(versions) == 1
     assert not slot_dir.exists()  # the work directory is removed after the apply
@@ -128,3 +137,53 @@ def test_a_pod_deleted_while_applying_fails_the_task_and_keeps_the_lock(
     assert env.ok("workspace", "show", "app", "--json").json()["lock"]["task"] == 1
     env.ok("workspace", "unlock", "app")
     assert env.ok("workspace", "show", "app", "--json").json()["lock"] is None
+
+
+def test_cancel_interrupts_terraform_in_the_pod_and_keeps_the_partial_state(
+    env: Env, fake_kube: Any, processes: list[Background]
+) -> None:
+    """E1 on a pod: `iacctl cancel` makes the runner send SIGINT to Terraform's process group in
+    the pod; Terraform stops gracefully and its partial state is kept (E2)."""
+    kube_pool(env, fake_kube)
+    env.workspace("app", "slow_apply", "--pool", POOL)
+    env.ok("workspace", "var", "set", "app", "sleep", "60")
+    env.ok("plan", "app", code=2)
+    pod = env.task(1)["pod"]
+    apply = spawn(env, processes, "confirm-apply", "1")
+    wait_log(env, 1, SLOW_STARTED)
+    started = time.monotonic()
+    env.ok("cancel", "1")
+    assert apply.wait() == 3
+    assert time.monotonic() - started < 30  # not the 60 s sleep
+    task = env.task(1)
+    assert task["status"] == "cancelled" and "partial state saved as state version 1" in task["error"]
+    assert_partial_state_of_slow_apply(env, "app")
+    assert env.ok("workspace", "show", "app", "--json").json()["lock"] is None
+    # Nothing of the apply is left running in the pod.
+    pod_dir = str(fake_kube.pod_dir(NS, pod))
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _cwd_in(p, pod_dir) and "sleep" in _cmd(p)]
+
+
+def test_a_pool_the_cluster_cannot_be_reached_for_keeps_the_task_queued(env: Env, fake_kube: Any) -> None:
+    kube_pool(env, fake_kube)
+    env.workspace("net", "simple", "--pool", POOL)
+    del env.vars["KUBECONFIG"]
+    env.vars["HOME"] = str(env.root / "home")  # no ~/.kube/config, not in a cluster either
+    r = env.run("plan", "net")
+    assert r.code == 1 and r.err.count("\n") == 1
+    assert "task 1 stays queued" in r.err and "cannot load the Kubernetes configuration" in r.err
+    assert env.task(1)["status"] == "pending"
+
+
+def _cwd_in(proc: Path, prefix: str) -> bool:
+    try:
+        return str((proc / "cwd").resolve()).startswith(prefix)
+    except OSError:
+        return False
+
+
+def _cmd(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

@@ -76,3 +76,22 @@ def test_warm_ups_expire_and_after_the_retry_limit_the_task_is_replanned(env: En
     assert replanning and "warm-up retry limit (2) reached" in replanning[0]["detail"]
     task = env.wait_for(1, lambda t: t["status"] == "apply_pending" and t["replans"] == 1, timeout=120)
     assert task["warmup"] is None and task["confirmed_at"] is None
+
+
+def test_a_freeze_resets_warm_ups_and_they_are_made_again_after_it(env: Env, fake_kube: Any) -> None:
+    planned_then_pod_lost(env, fake_kube)
+    assert ("warmed_up", 1) in [(a["action"], a["task"]) for a in recover(env)]
+    env.ok("pool", "freeze", POOL, "--from", "2020-01-01T00:00", "--until", "2099-01-01T00:00")
+    actions = recover(env)
+    frozen = [a for a in actions if a["action"] == "pool_frozen"]
+    assert frozen and "1 warm-up(s) reset" in frozen[0]["detail"]
+    assert api_pods(fake_kube) == []
+    task = env.task(1)
+    assert task["status"] == "apply_pending" and task["warmup"] is None  # waits, no re-plan
+    assert recover(env) == []
+    env.ok("pool", "unfreeze", POOL)
+    kinds = [(a["action"], a["task"]) for a in recover(env)]
+    assert ("pool_unfrozen", None) in kinds and ("warmed_up", 1) in kinds
+    assert env.task(1)["warmup"]["status"] == "ready"
+    env.ok("confirm-apply", "1")
+    assert env.task(1)["apply_path"] == "warmed"

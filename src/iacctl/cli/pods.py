@@ -126,12 +126,11 @@ def pool_freeze(
     """Add a freeze window: no task starts in the pool and its pods are deleted while it lasts."""
     from iacctl.services import pools
 
-    view = pools.freeze(app_of(ctx), name, starts, until, reason)
+    window = pools.freeze(app_of(ctx), name, starts, until, reason)
     if as_json:
-        print_json(view)
+        print_json(window)
     else:
-        w = view["freeze_windows"][-1] if view["freeze_windows"] else {}
-        message(f"pool {name} frozen from {w.get('from')} until {w.get('until')}")
+        message(f"pool {name} frozen from {window['from']} until {window['until']} (window {window['id']})")
 
 
 @pool_app.command("unfreeze")

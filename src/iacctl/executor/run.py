@@ -358,7 +358,13 @@ class TaskRun:
 
     def _save_state(self) -> int | None:
         self._state_error = ""
-        data = self.runtime.read_file(self._place(), tf.STATE_FILE)
+        try:
+            data = self.runtime.read_file(self._place(), tf.STATE_FILE)
+        except PodGone:
+            raise
+        except RuntimeError_ as exc:
+            self._state_error = f"the state file could not be read: {exc}"
+            return None
         if data is None:
             self._state_error = "terraform apply left no state file"
             return None

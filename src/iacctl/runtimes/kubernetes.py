@@ -348,9 +348,7 @@ class KubernetesRuntime:
 
     def _pod_env(self, env: Mapping[str, str]) -> dict[str, str]:
         here = os.environ
-        sent = {k: v for k, v in env.items() if here.get(k) != v and k not in _NOT_SENT}
-        sent["TF_PLUGIN_CACHE_DIR"] = f"{self.spec.work_root}/plugin-cache"
-        return sent
+        return {k: v for k, v in env.items() if here.get(k) != v and k not in _NOT_SENT}
 
     def run(
         self,
@@ -370,6 +368,8 @@ class KubernetesRuntime:
         command = " ".join(shlex.quote(a) for a in [PurePosixPath(argv[0]).name, *argv[1:]])
         inner = (
             f"echo $$ > {CONTROL_DIR}/pid; trap : INT; . ./{CONTROL_DIR}/env; rm -f {CONTROL_DIR}/env; "
+            # Providers are cached per pod, beside the slots (a path, so on the command line).
+            f"export TF_PLUGIN_CACHE_DIR={shlex.quote(self.spec.work_root + '/plugin-cache')}; "
             f"{command} > {CONTROL_DIR}/out 2>&1 </dev/null; "
             f"echo $? > {CONTROL_DIR}/exit.tmp; mv {CONTROL_DIR}/exit.tmp {CONTROL_DIR}/exit"
         )
@@ -451,7 +451,7 @@ class KubernetesRuntime:
         d = shlex.quote(self.work_dir(place))
         try:
             result = self._sh(place.pod, f"cd {d} 2>/dev/null || exit 3; p=$(cat {CONTROL_DIR}/pid 2>/dev/null) "
-                                         f"|| exit 4; kill -{signal_name} -- -\"$p\" 2>/dev/null")
+                                         f"|| exit 4; kill -{signal_name} -\"$p\" 2>/dev/null")
         except RuntimeError_:
             return False
         return result.code == 0

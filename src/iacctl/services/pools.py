@@ -72,7 +72,7 @@ def create_pool(
     try:
         with app.store.write() as session:
             if repo.find_pool(session, name) is not None:
-                raise Refused(f"pool {name} already exists")
+                raise UsageError(f"pool {name!r} already exists")
             pool = Pool(name=name, backend=backend, slots_per_pod=slots_per_pod, min_pods=min_pods,
                         max_pods=max_pods, scale_down_delay_s=delay, on_lost_context=on_lost_context,
                         work_root=work_root.rstrip("/") if work_root else None, spec_json=spec.to_json(),
@@ -83,7 +83,7 @@ def create_pool(
                 pool.warmup_retry_limit = warmup_retries
             session.add(pool)
     except IntegrityError:
-        raise Refused(f"pool {name} already exists") from None
+        raise UsageError(f"pool {name!r} already exists") from None
     return pool_view(app, name)
 
 
@@ -109,9 +109,12 @@ def freeze(app: App, name: str, starts: str, ends: str, reason: str | None) -> d
         pool = repo.get_pool(session, name)
         if pool.backend != "kubernetes":
             raise UsageError(f"pool {name} is a {pool.backend} pool; freeze windows apply to kubernetes pools")
-        session.add(FreezeWindow(pool_id=pool.id or 0, starts_at=starts_at, ends_at=ends_at, reason=reason,
-                                 created_at=repo.now()))
-    return pool_view(app, name)
+        window = FreezeWindow(pool_id=pool.id or 0, starts_at=starts_at, ends_at=ends_at, reason=reason,
+                              created_at=repo.now())
+        session.add(window)
+        session.flush()
+    return {"pool": name, "id": window.id, "from": format_instant(starts_at), "until": format_instant(ends_at),
+            "reason": reason}
 
 
 def unfreeze(app: App, name: str, window_id: int | None) -> dict[str, Any]:

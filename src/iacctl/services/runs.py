@@ -106,7 +106,7 @@ def run_when_turn(app: App, task_id: int, reporter: Reporter) -> Task:
 
 def _scale_for(app: App, task_id: int, reporter: Reporter) -> bool:
     """Reconcile the task's Kubernetes pool (creating pods for waiting tasks); True if a pod
-    was created. Errors of the cluster are shown and waited out, not fatal to the task."""
+    was created."""
     from iacctl.services import scaling
 
     task = _get(app, task_id)
@@ -116,8 +116,9 @@ def _scale_for(app: App, task_id: int, reporter: Reporter) -> bool:
     try:
         changes = scaling.reconcile_pool(app, pool.name)
     except BackendError as exc:
-        reporter.note(f"task {task_id}: cannot scale pool {pool.name}: {exc}")
-        return False
+        # Not waited out in silence: the task stays queued and the user hears why.
+        raise BackendError(f"task {task_id} stays queued: {exc}; it starts once pool {pool.name} has a "
+                           "free slot (iacctl pods recover)") from None
     for c in changes:
         reporter.note(f"pool {c['pool']}: pod {c['pod'] or ''} {c['change']}: {c['detail']}")
     return any(c["change"] == "created" for c in changes)
