@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlmodel import select
+from sqlalchemy import func
+from sqlmodel import Session, col, select
 
 from iacctl.domain.freeze import format_instant
 from iacctl.domain.lifecycle import Status
@@ -99,15 +100,46 @@ def creator_waiting(task: Task) -> bool:
 def kick_queue(app: App) -> list[int]:
     """Start, as detached `iacctl tasks run` processes, the queued tasks that can run now and that
     nobody waits for. Returns their ids. Safe to call from anywhere, any number of times: the
-    runners race through try_start's compare-and-set and only one wins a task."""
+    runners race through try_start's compare-and-set and only one wins a task.
+
+    At most one runner per idle slot of the task's pool is started (item 10): every task that
+    ends kicks the queue, and a runner per startable task at each kick piled up hundreds of
+    processes that mostly lost the race, each paying Python's start-up on the same cores as
+    the tasks."""
     started: list[int] = []
     with app.store.read() as session:
         pending = repo.pending_tasks(session)
+        free = idle_slots_by_pool(session)
     for task in pending:
         if creator_waiting(task):
+            continue
+        if task.pool_id is not None and free.get(task.pool_id, 0) <= 0:
             continue
         if startable(app, task):
             args = ["--db", str(app.settings.db_path)] if app.settings.db_path else []
             local.spawn_detached([*args, "tasks", "run", str(task.id)])
             started.append(task.id or 0)
+            if task.pool_id is not None:
+                free[task.pool_id] -= 1
     return started
+
+
+def take_next(app: App) -> int | None:
+    """Start here the oldest queued task that nobody waits for and that can start now; its id,
+    or None when there is none (a runner going on with the next task)."""
+    with app.store.read() as session:
+        pending = repo.pending_tasks(session)
+    for task in pending:
+        if creator_waiting(task) or not startable(app, task):
+            continue
+        if try_start(app, task.id or 0).started:
+            return task.id
+    return None
+
+
+def idle_slots_by_pool(session: Session) -> dict[int, int]:
+    rows = session.exec(
+        select(Pod.pool_id, func.count(col(Slot.id))).join(Slot, col(Slot.pod_id) == col(Pod.id))
+        .where(Pod.status == "ready", Slot.state == SlotState.IDLE).group_by(col(Pod.pool_id))
+    ).all()
+    return {int(pool_id): int(n) for pool_id, n in rows}
