@@ -9,6 +9,7 @@ BEGIN IMMEDIATE already serializes writers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func
@@ -110,8 +111,9 @@ def kick_queue(app: App) -> list[int]:
     with app.store.read() as session:
         pending = repo.pending_tasks(session)
         free = idle_slots_by_pool(session)
+        blocked = turn_blocked(session, pending)
     for task in pending:
-        if creator_waiting(task):
+        if creator_waiting(task) or task.id in blocked:
             continue
         if task.pool_id is not None and free.get(task.pool_id, 0) <= 0:
             continue
@@ -135,6 +137,38 @@ def take_next(app: App) -> int | None:
         if try_start(app, task.id or 0).started:
             return task.id
     return None
+
+
+def turn_blocked(session: Session, pending: Sequence[Task]) -> set[int]:
+    """The queued plan_and_apply tasks that cannot start whatever the slots (L4, L5): another
+    task of their workspace holds the turn (running or apply_pending, or older and queued), or
+    someone else holds the lock. Two queries however many tasks are queued (item 10: the sweep
+    reads the queue of 1,000 pods); try_start decides for real."""
+    ws_ids = {t.workspace_id for t in pending if t.kind == "plan_and_apply"}
+    if not ws_ids:
+        return set()
+    queued_in = select(Task.workspace_id).where(Task.status == Status.PENDING, Task.kind == "plan_and_apply")
+    busy: set[int] = set()
+    first_pending: dict[int, int] = {}
+    for ws_id, task_id, status in session.exec(
+        select(Task.workspace_id, Task.id, Task.status)
+        .where(Task.kind == "plan_and_apply", col(Task.workspace_id).in_(queued_in),
+               col(Task.status).in_([Status.RUNNING, Status.APPLY_PENDING, Status.PENDING]))
+    ).all():
+        if status == Status.PENDING:
+            first_pending[ws_id] = min(first_pending.get(ws_id, task_id or 0), task_id or 0)
+        else:
+            busy.add(ws_id)
+    locks = {ws.id: ws for ws in session.exec(select(Workspace).where(col(Workspace.id).in_(queued_in))).all()}
+    blocked = set()
+    for task in pending:
+        if task.kind != "plan_and_apply":
+            continue
+        ws = locks.get(task.workspace_id)
+        if (task.workspace_id in busy or first_pending.get(task.workspace_id) != task.id
+                or (ws is not None and ws.lock_holder is not None and ws.locked_by_task_id != task.id)):
+            blocked.add(task.id or 0)
+    return blocked
 
 
 def idle_slots_by_pool(session: Session) -> dict[int, int]:

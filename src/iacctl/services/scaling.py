@@ -25,7 +25,7 @@ from iacctl.runtimes.base import RuntimeError_
 from iacctl.services.app import App
 from iacctl.services.pools import frozen_now
 from iacctl.store import repo
-from iacctl.store.models import Pod, Pool, Slot, Task, Workspace
+from iacctl.store.models import Pod, Pool, Slot, Task
 
 CREATING = "creating"
 # A pod row still `creating` this long after it was written belongs to a process that died.
@@ -159,32 +159,13 @@ def _slots_by_pod(session: Session, pod_ids: Sequence[int]) -> dict[int, list[Sl
 
 def waiting_tasks(session: Session, pool: Pool) -> int:
     """Tasks of the pool that could start if they had a slot (S3: queued work gets a pod), and
-    apply_pending tasks waiting for a warm-up slot (S6). Three queries whatever the number of
-    queued tasks (item 10); the same rules as repo.workspace_turn_taken and the lock check of
-    queue.try_start."""
+    apply_pending tasks waiting for a warm-up slot (S6). A few queries whatever the number of
+    queued tasks (item 10)."""
+    from iacctl.services.queue import turn_blocked
+
     pending = session.exec(select(Task).where(Task.pool_id == pool.id, Task.status == Status.PENDING)).all()
-    queued_in = select(Task.workspace_id).where(Task.pool_id == pool.id, Task.status == Status.PENDING)
-    busy: set[int] = set()  # L4: a plan_and_apply running or apply_pending holds the turn
-    first_pending: dict[int, int] = {}  # ... else the oldest pending one has it
-    for ws_id, task_id, status in session.exec(
-        select(Task.workspace_id, Task.id, Task.status)
-        .where(Task.kind == "plan_and_apply", col(Task.workspace_id).in_(queued_in),
-               col(Task.status).in_([Status.RUNNING, Status.APPLY_PENDING, Status.PENDING]))
-    ).all():
-        if status == Status.PENDING:
-            first_pending[ws_id] = min(first_pending.get(ws_id, task_id or 0), task_id or 0)
-        else:
-            busy.add(ws_id)
-    locks = {ws.id: ws for ws in session.exec(select(Workspace).where(col(Workspace.id).in_(queued_in))).all()}
-    count = 0
-    for task in pending:
-        if task.kind == "plan_and_apply":
-            if task.workspace_id in busy or first_pending.get(task.workspace_id) != task.id:
-                continue
-            ws = locks[task.workspace_id]
-            if ws.lock_holder is not None and ws.locked_by_task_id != task.id:
-                continue
-        count += 1
+    blocked = turn_blocked(session, pending)
+    count = sum(1 for t in pending if t.id not in blocked)
     if pool.on_lost_context == "warmup":
         from iacctl.services.warmup import needs_warmup_slot
 
