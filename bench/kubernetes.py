@@ -569,7 +569,8 @@ def section(scale: dict[str, Any] | None, util: list[dict[str, Any]], argv: str)
             ("the same, from the first task's start (runners' start-up left out)", f"{med(steady):.1%}",
              "(for comparison)", "-"),
             ("per-workspace order: each workspace's tasks started in creation order, each after the "
-             "previous one ended", f"{in_order} of {workspaces} workspaces", "kept", verdict(order_ok)),
+             "previous one ended", f"{in_order} of {workspaces} ({len(util)} runs x {UTIL_WORKSPACES})", "kept",
+             verdict(order_ok)),
             ("time from the slots existing to the first task's start", f"{first_start:.2f} s",
              "(for comparison)", "-"),
             ("time to run all tasks (slots ready to the last task's end)", f"{drain:.1f} s",
