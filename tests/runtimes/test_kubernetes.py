@@ -15,6 +15,7 @@ from tests.background import (
     assert_partial_state_of_slow_apply,
     spawn,
     wait_log,
+    wait_task,
 )
 from tests.conftest import Env
 from tests.kube import NS, POOL, api_pods, kube_pool, log_of, pods_of
@@ -87,7 +88,8 @@ def test_the_sweep_settles_an_apply_whose_runner_died_from_the_pods_files(
     task while Terraform runs, then settles it from the exit status and state in the slot."""
     kube_pool(env, fake_kube)
     env.workspace("app", "slow_apply", "--pool", POOL)
-    env.ok("workspace", "var", "set", "app", "sleep", "5")
+    # Long enough for the first sweep to find Terraform still applying on a loaded machine.
+    env.ok("workspace", "var", "set", "app", "sleep", "20")
     env.ok("plan", "app", code=2)
     apply = spawn(env, processes, "confirm-apply", "1")
     wait_log(env, 1, SLOW_STARTED)
@@ -95,7 +97,7 @@ def test_the_sweep_settles_an_apply_whose_runner_died_from_the_pods_files(
     actions = env.ok("pods", "recover", "--json").json()
     assert [(a["action"], a["task"]) for a in actions] == [("still_applying", 1)]
     assert env.task(1)["status"] == "running"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     while True:
         actions = env.ok("pods", "recover", "--json").json()
         if actions and actions[0]["action"] != "still_applying":
@@ -187,3 +189,24 @@ def _cmd(proc: Path) -> str:
         return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def test_the_sweep_stops_a_plan_whose_runner_died_and_fails_it(
+    env: Env, fake_kube: Any, processes: list[Background]
+) -> None:
+    """E3 on a pod: `iacctl plan` is killed while Terraform plans detached in the pod; the
+    sweep interrupts that Terraform, fails the task and frees its slot."""
+    kube_pool(env, fake_kube)
+    env.workspace("big", "many_resources", "--pool", POOL)
+    plan = spawn(env, processes, "plan", "big")
+    task = wait_task(env, 1, lambda t: t["stage"] == "planning")
+    plan.kill()
+    actions = env.ok("pods", "recover", "--json").json()
+    assert [(a["action"], a["task"]) for a in actions] == [("failed", 1)]
+    failed = env.task(1)
+    assert failed["status"] == "failed" and "is gone (found at stage planning)" in failed["error"]
+    (pod,) = pods_of(env)
+    assert [s["state"] for s in pod["slots"]] == ["idle"] * 3
+    pod_dir = str(fake_kube.pod_dir(NS, task["pod"]))
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _cwd_in(p, pod_dir) and "terraform" in _cmd(p)]
+    assert env.ok("pods", "recover", "--json").json() == []

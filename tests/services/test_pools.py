@@ -60,7 +60,9 @@ def test_the_sweep_replans_a_task_whose_reserved_pod_was_evicted(env: Env, fake_
     assert env.task(1)["status"] == "applied"
 
 
-def test_two_concurrent_plans_never_share_a_slot(env: Env, fake_kube: Any, processes: list[Background]) -> None:
+def test_two_concurrent_plans_never_share_a_slot(any_env: Env, fake_kube: Any, processes: list[Background]) -> None:
+    """S2 on SQLite and PostgreSQL: plans racing for slots (and for the pods they scale up)."""
+    env = any_env
     kube_pool(env, fake_kube, "--slots-per-pod", "2")
     for name in ("a", "b", "c"):
         env.workspace(name, "simple", "--pool", POOL)
@@ -102,3 +104,12 @@ def test_reconcile_scales_down_idle_pods_after_the_delay_only(env: Env, fake_kub
     assert [p["name"] for p in pods_of(env)] == [busy_pod]
     assert reconcile(env) == []
     assert "plan saved" in log_of(env, 3)
+
+
+def test_a_queued_plan_gets_a_pod_and_runs_in_the_background(env: Env, fake_kube: Any) -> None:
+    kube_pool(env, fake_kube)
+    env.workspace("net", "simple", "--pool", POOL)
+    r = env.ok("plan", "net", "--no-wait")
+    assert "pool k8s-prod: pod iacctl-k8s-prod-" in r.out and "created: 3 slots" in r.out
+    task = env.wait_for(1, lambda t: t["status"] == "apply_pending", timeout=120)
+    assert task["pod"] in api_pods(fake_kube)

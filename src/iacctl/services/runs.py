@@ -65,6 +65,12 @@ def plan_workspace(
     task_id = task.id or 0
     reporter.note(f"task {task_id}: {kind} of workspace {name} queued")
     if not wait:
+        task = _get(app, task_id)
+        if not queue.startable(app, task):
+            try:
+                _scale_for(app, task_id, reporter)  # S3: a queued task gets a pod too
+            except BackendError as exc:
+                reporter.note(str(exc))
         queue.kick_queue(app)
         return _get(app, task_id)
     return run_when_turn(app, task_id, reporter)
