@@ -14,8 +14,8 @@ get back to the pool's minimum; the second run must change nothing. Goal: <= 2 s
 
 Utilization: a pool of min = max = 4 pods x 3 slots, 20 workspaces whose configuration has
 no resources (plans are quick and end `planned_and_finished`), and 60 plan tasks (3 per
-workspace) queued with `iacctl plan WS --no-wait` while the pool has no pods yet; one
-`iacctl pods recover` then creates the 4 pods and starts the queue. From there on nothing but
+workspace) queued with `iacctl plan WS --no-wait` while the pool is frozen (no pods); after
+`iacctl pool unfreeze`, one `iacctl pods recover` creates the 4 pods and starts the queue. From there on nothing but
 the product drives the queue: each task that ends starts the queued tasks that can run now as
 detached `iacctl tasks run` processes. A thread samples the slots' states from the store;
 utilization = busy-slot-seconds / (12 x seconds during which a task was pending). Goal >= 90%.
@@ -389,14 +389,22 @@ def utilization_bench() -> dict[str, Any]:
             src.mkdir(parents=True)
             (src / "main.tf").write_text(_CONFIG % name)
             core_bench.timed([*cmd, "workspace", "create", name, "--dir", str(src), "--pool", UTIL_POOL], None, env)
-        # 60 tasks queued while the pool has no pod yet (nothing can start): 3 rounds over the
-        # 20 workspaces, as `iacctl plan WS --no-wait` from a CI job would queue them.
+        # 60 tasks queued while the pool is frozen (S4: no pod, nothing starts, and `plan
+        # --no-wait` does not scale it up): 3 rounds over the 20 workspaces, as CI jobs running
+        # `iacctl plan WS --no-wait` would queue them. Then the window is removed.
+        now = dt.datetime.now(dt.UTC)
+        core_bench.timed([*cmd, "pool", "freeze", UTIL_POOL, "--from", (now - dt.timedelta(minutes=1)).isoformat(),
+                          "--until", (now + dt.timedelta(hours=1)).isoformat(), "--reason", "benchmark: queue first"],
+                         None, env)
         queue_start = time.perf_counter()
         for _ in range(UTIL_ROUNDS):
             for name in names:
                 _, task = run_json(["plan", name, "--no-wait", "--json"], env)
                 assert task["status"] == "pending", task
         queue_seconds = time.perf_counter() - queue_start
+        core_bench.timed([*cmd, "pool", "unfreeze", UTIL_POOL], None, env)
+        if fake.pods(NS):
+            raise SystemExit("the frozen pool has pods")
         db = root / "store.db"
         sampler = Sampler(db)
         sampler.start()
@@ -554,9 +562,10 @@ def section(scale: dict[str, Any] | None, util: list[dict[str, Any]], argv: str)
             f"Utilization: a pool of min = max = {UTIL_PODS} pods x {SLOTS} slots; {UTIL_WORKSPACES} "
             f"workspaces whose configuration has no resources; {UTIL_ROUNDS * UTIL_WORKSPACES} "
             f"`plan_and_apply` tasks ({UTIL_ROUNDS} per workspace) queued with `iacctl plan WS --no-wait` "
-            "while the pool has no pod, so all are waiting when work can begin; one `iacctl pods recover` "
-            "creates the pods and starts the queue, and from then on only the product drives it (see "
-            "below). Each plan has no changes and ends `planned_and_finished`. A thread reads the slots' "
+            "while the pool is frozen (no pod), so all are waiting when work can begin; after `iacctl pool "
+            "unfreeze`, one `iacctl pods recover` creates the pods and starts the queue, and from then on "
+            "only the product drives it (see below). Each plan has no changes and ends "
+            "`planned_and_finished`. A thread reads the slots' "
             "states and the queue from the store every 0.1 s. Utilization = busy-slot-seconds / "
             f"({UTIL_PODS * SLOTS} x seconds during which a task was pending), from the moment the "
             f"pool's {UTIL_PODS * SLOTS} slots exist. Median over {len(util)} runs "
