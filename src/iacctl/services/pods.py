@@ -110,10 +110,15 @@ def reconcile(app: App, pool: str | None = None) -> list[dict[str, Any]]:
     with app.store.write() as session:
         pools = [repo.get_pool(session, pool)] if pool else list(session.exec(select(Pool)).all())
         for p in pools:
+            # One query for the pool's slots, not one per pod (item 10: 1,000 pods).
+            by_pod: dict[int, dict[int, Slot]] = {}
+            for s in session.exec(select(Slot).join(Pod, col(Pod.id) == col(Slot.pod_id))
+                                  .where(col(Pod.pool_id) == p.id)).all():
+                by_pod.setdefault(s.pod_id, {})[s.slot_index] = s
             for pod in repo.pods_of(session, p.id or 0):
                 if pod.status != "ready":
                     continue
-                slots = {s.slot_index: s for s in repo.slots_of_pod(session, pod.id or 0)}
+                slots = by_pod.get(pod.id or 0, {})
                 for i in range(p.slots_per_pod):
                     if i not in slots:
                         session.add(Slot(pod_id=pod.id or 0, slot_index=i, state=SlotState.IDLE,

@@ -9,9 +9,11 @@ BEGIN IMMEDIATE already serializes writers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlmodel import select
+from sqlalchemy import func
+from sqlmodel import Session, col, select
 
 from iacctl.domain.freeze import format_instant
 from iacctl.domain.lifecycle import Status
@@ -99,15 +101,79 @@ def creator_waiting(task: Task) -> bool:
 def kick_queue(app: App) -> list[int]:
     """Start, as detached `iacctl tasks run` processes, the queued tasks that can run now and that
     nobody waits for. Returns their ids. Safe to call from anywhere, any number of times: the
-    runners race through try_start's compare-and-set and only one wins a task."""
+    runners race through try_start's compare-and-set and only one wins a task.
+
+    At most one runner per idle slot of the task's pool is started (item 10): every task that
+    ends kicks the queue, and a runner per startable task at each kick piled up hundreds of
+    processes that mostly lost the race, each paying Python's start-up on the same cores as
+    the tasks."""
     started: list[int] = []
     with app.store.read() as session:
         pending = repo.pending_tasks(session)
+        free = idle_slots_by_pool(session)
+        blocked = turn_blocked(session, pending)
     for task in pending:
-        if creator_waiting(task):
+        if creator_waiting(task) or task.id in blocked:
+            continue
+        if task.pool_id is not None and free.get(task.pool_id, 0) <= 0:
             continue
         if startable(app, task):
             args = ["--db", str(app.settings.db_path)] if app.settings.db_path else []
             local.spawn_detached([*args, "tasks", "run", str(task.id)])
             started.append(task.id or 0)
+            if task.pool_id is not None:
+                free[task.pool_id] -= 1
     return started
+
+
+def take_next(app: App) -> int | None:
+    """Start here the oldest queued task that nobody waits for and that can start now; its id,
+    or None when there is none (a runner going on with the next task)."""
+    with app.store.read() as session:
+        pending = repo.pending_tasks(session)
+    for task in pending:
+        if creator_waiting(task) or not startable(app, task):
+            continue
+        if try_start(app, task.id or 0).started:
+            return task.id
+    return None
+
+
+def turn_blocked(session: Session, pending: Sequence[Task]) -> set[int]:
+    """The queued plan_and_apply tasks that cannot start whatever the slots (L4, L5): another
+    task of their workspace holds the turn (running or apply_pending, or older and queued), or
+    someone else holds the lock. Two queries however many tasks are queued (item 10: the sweep
+    reads the queue of 1,000 pods); try_start decides for real."""
+    ws_ids = {t.workspace_id for t in pending if t.kind == "plan_and_apply"}
+    if not ws_ids:
+        return set()
+    queued_in = select(Task.workspace_id).where(Task.status == Status.PENDING, Task.kind == "plan_and_apply")
+    busy: set[int] = set()
+    first_pending: dict[int, int] = {}
+    for ws_id, task_id, status in session.exec(
+        select(Task.workspace_id, Task.id, Task.status)
+        .where(Task.kind == "plan_and_apply", col(Task.workspace_id).in_(queued_in),
+               col(Task.status).in_([Status.RUNNING, Status.APPLY_PENDING, Status.PENDING]))
+    ).all():
+        if status == Status.PENDING:
+            first_pending[ws_id] = min(first_pending.get(ws_id, task_id or 0), task_id or 0)
+        else:
+            busy.add(ws_id)
+    locks = {ws.id: ws for ws in session.exec(select(Workspace).where(col(Workspace.id).in_(queued_in))).all()}
+    blocked = set()
+    for task in pending:
+        if task.kind != "plan_and_apply":
+            continue
+        ws = locks.get(task.workspace_id)
+        if (task.workspace_id in busy or first_pending.get(task.workspace_id) != task.id
+                or (ws is not None and ws.lock_holder is not None and ws.locked_by_task_id != task.id)):
+            blocked.add(task.id or 0)
+    return blocked
+
+
+def idle_slots_by_pool(session: Session) -> dict[int, int]:
+    rows = session.exec(
+        select(Pod.pool_id, func.count(col(Slot.id))).join(Slot, col(Slot.pod_id) == col(Pod.id))
+        .where(Pod.status == "ready", Slot.state == SlotState.IDLE).group_by(col(Pod.pool_id))
+    ).all()
+    return {int(pool_id): int(n) for pool_id, n in rows}

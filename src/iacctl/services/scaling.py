@@ -159,16 +159,13 @@ def _slots_by_pod(session: Session, pod_ids: Sequence[int]) -> dict[int, list[Sl
 
 def waiting_tasks(session: Session, pool: Pool) -> int:
     """Tasks of the pool that could start if they had a slot (S3: queued work gets a pod), and
-    apply_pending tasks waiting for a warm-up slot (S6)."""
-    count = 0
-    for task in session.exec(select(Task).where(Task.pool_id == pool.id, Task.status == Status.PENDING)).all():
-        if task.kind == "plan_and_apply":
-            if repo.workspace_turn_taken(session, task.workspace_id, task.id or 0) is not None:
-                continue
-            ws = repo.workspace_by_id(session, task.workspace_id)
-            if ws.lock_holder is not None and ws.locked_by_task_id != task.id:
-                continue
-        count += 1
+    apply_pending tasks waiting for a warm-up slot (S6). A few queries whatever the number of
+    queued tasks (item 10)."""
+    from iacctl.services.queue import turn_blocked
+
+    pending = session.exec(select(Task).where(Task.pool_id == pool.id, Task.status == Status.PENDING)).all()
+    blocked = turn_blocked(session, pending)
+    count = sum(1 for t in pending if t.id not in blocked)
     if pool.on_lost_context == "warmup":
         from iacctl.services.warmup import needs_warmup_slot
 

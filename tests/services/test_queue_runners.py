@@ -1,0 +1,38 @@
+"""Who runs queued tasks (issue 3 item 10): a detached runner whose task has ended goes on with
+the next queued task in its own process, and a kick starts at most one runner per idle slot."""
+
+from __future__ import annotations
+
+from sqlmodel import select
+
+from tests.conftest import Env
+
+
+def test_one_runner_runs_the_queued_tasks_of_a_one_slot_pool_one_after_another(env: Env) -> None:
+    env.ok("pool", "set", "local", "--slots-per-pod", "1")
+    for name in ("a", "b", "c", "d"):
+        env.workspace(name)
+    env.ok("plan", "a", "--quiet", code=2)  # apply_pending: the one slot stays reserved (L3)
+    for name in ("b", "c", "d"):
+        env.ok("plan", name, "--plan-only", "--no-wait", "--quiet")
+    assert [t["status"] for t in env.tasks()].count("pending") == 3
+
+    env.ok("cancel", "1")  # frees the slot and kicks the queue: one idle slot, one runner
+    for task_id in (2, 3, 4):
+        env.wait_for(task_id, lambda t: t["status"] == "planned_and_finished", timeout=120)
+    tasks = [env.task(i) for i in (2, 3, 4)]
+    # In creation order, one at a time in the one slot.
+    assert [t["slot"] for t in tasks] == [0, 0, 0]
+    assert tasks[0]["finished_at"] <= tasks[1]["started_at"] <= tasks[1]["finished_at"] <= tasks[2]["started_at"]
+    assert env.ok("tasks", "list", "--status", "pending", "--json").json() == []
+
+    # The runner that started task 2 ran the other two in the same process.
+    from iacctl.store.models import Task
+
+    app = env.app()
+    try:
+        with app.store.read() as session:
+            runners = {t.runner_pid for t in session.exec(select(Task).where(Task.id != 1)).all()}
+    finally:
+        app.close()
+    assert len(runners) == 1, runners
