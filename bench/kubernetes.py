@@ -342,16 +342,18 @@ class Sampler(threading.Thread):
 
 
 def runner_processes() -> int:
-    """`iacctl tasks run` processes alive now (the detached runners the queue starts)."""
+    """Detached runners alive now: `iacctl tasks run` processes, and runners forked from an
+    `iacctl` process (named iacctl-runner)."""
     count = 0
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             cmd = Path(entry.path, "cmdline").read_bytes()
+            comm = Path(entry.path, "comm").read_text().strip()
         except OSError:
             continue
-        if b"iacctl\x00" in cmd and b"\x00tasks\x00run\x00" in cmd:
+        if comm == "iacctl-runner" or (b"iacctl\x00" in cmd and b"\x00tasks\x00run\x00" in cmd):
             count += 1
     return count
 

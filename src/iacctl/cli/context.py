@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import sys
-from types import FrameType
 from typing import TYPE_CHECKING
 
 import typer
@@ -39,16 +36,7 @@ def app_of(ctx: typer.Context) -> App:
 
 
 def stop_gracefully_on_signals() -> None:
-    """Ctrl-C and SIGTERM (a CI job being cancelled) ask the running task to stop gracefully:
-    Terraform gets SIGINT and the task goes through the termination path (E1, E2)."""
-    from iacctl.executor.watch import interrupted
+    """Ctrl-C and SIGTERM (a CI job being cancelled) ask the running task to stop gracefully."""
+    from iacctl.executor.watch import stop_gracefully_on_signals as install
 
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        if interrupted.is_set():
-            sys.stderr.write("iacctl: already stopping; waiting for Terraform to finish cleanly\n")
-            return
-        interrupted.set()
-        sys.stderr.write("iacctl: interrupt received; stopping the task gracefully\n")
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+    install()

@@ -8,8 +8,11 @@ The watcher also beats the heartbeat and flushes the task log on time.
 
 from __future__ import annotations
 
+import signal
+import sys
 import threading
 import time
+from types import FrameType
 
 from iacctl.executor.tasklog import TaskLog
 from iacctl.store import repo
@@ -20,6 +23,21 @@ _HEARTBEAT_SECONDS = 5.0
 
 # Set by the CLI's signal handlers (Ctrl-C, SIGTERM); read by whatever runs in this process.
 interrupted = threading.Event()
+
+
+def stop_gracefully_on_signals() -> None:
+    """Ctrl-C and SIGTERM (a CI job being cancelled) ask the running task to stop gracefully:
+    Terraform gets SIGINT and the task goes through the termination path (E1, E2)."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if interrupted.is_set():
+            sys.stderr.write("iacctl: already stopping; waiting for Terraform to finish cleanly\n")
+            return
+        interrupted.set()
+        sys.stderr.write("iacctl: interrupt received; stopping the task gracefully\n")
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
 
 
 class CancelWatch:

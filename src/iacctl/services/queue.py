@@ -118,12 +118,41 @@ def kick_queue(app: App) -> list[int]:
         if task.pool_id is not None and free.get(task.pool_id, 0) <= 0:
             continue
         if startable(app, task):
-            args = ["--db", str(app.settings.db_path)] if app.settings.db_path else []
-            local.spawn_detached([*args, "tasks", "run", str(task.id)])
+            start_runner(app, task.id or 0)
             started.append(task.id or 0)
             if task.pool_id is not None:
                 free[task.pool_id] -= 1
     return started
+
+
+def start_runner(app: App, task_id: int) -> int:
+    """A detached runner for a queued task (`iacctl tasks run ID`): forked from this process
+    when that is safe, so it skips Python's start-up; otherwise a new process. Its pid."""
+    db = str(app.settings.db_path) if app.settings.db_path else None
+
+    def runner() -> int:  # pragma: no cover - runs in the forked child
+        from iacctl.executor.watch import interrupted, stop_gracefully_on_signals
+        from iacctl.services.app import App as ChildApp
+        from iacctl.services.runs import run_queued
+
+        # A fresh store connection: the parent's stay untouched (closing a PostgreSQL
+        # connection shared with the parent would end the parent's session too).
+        interrupted.clear()
+        stop_gracefully_on_signals()
+        child = ChildApp(db)
+        try:
+            run_queued(child, task_id)
+        finally:
+            child.close()
+        return 0
+
+    pid = None
+    if local.can_fork():
+        app.store.dispose()  # SQLite's locks and shared memory must not cross fork()
+        pid = local.fork_detached(runner)
+    if pid is None:
+        pid = local.spawn_detached([*(["--db", db] if db else []), "tasks", "run", str(task_id)])
+    return pid
 
 
 def take_next(app: App) -> int | None:
