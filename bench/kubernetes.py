@@ -17,7 +17,7 @@ no resources (plans are quick and end `planned_and_finished`), and 60 plan tasks
 workspace) queued with `iacctl plan WS --no-wait` while the pool is frozen (no pods); after
 `iacctl pool unfreeze`, one `iacctl pods recover` creates the 4 pods and starts the queue. From there on nothing but
 the product drives the queue: each task that ends starts the queued tasks that can run now as
-detached `iacctl tasks run` processes. A thread samples the slots' states from the store;
+detached runners (forked, or `iacctl tasks run` processes). A thread samples the slots' states from the store;
 utilization = busy-slot-seconds / (12 x seconds during which a task was pending). Goal >= 90%.
 Per-workspace order: each workspace's tasks must have started in the order they were created.
 """
@@ -588,7 +588,8 @@ def section(scale: dict[str, Any] | None, util: list[dict[str, Any]], argv: str)
              "(for comparison)", "-"),
             ("task run time (start to end), median / max", f"{task_med:.2f} s / {task_max:.2f} s",
              "(for comparison)", "-"),
-            ("`iacctl tasks run` processes alive at once, at most", f"{max(r['max_runners'] for r in util)}",
+            ("runners (`iacctl-runner` or `iacctl tasks run`) alive at once, at most",
+             f"{max(r['max_runners'] for r in util)}",
              "(for comparison)", "-"),
         ]
     lines += [

@@ -36,3 +36,22 @@ def test_one_runner_runs_the_queued_tasks_of_a_one_slot_pool_one_after_another(e
     finally:
         app.close()
     assert len(runners) == 1, runners
+
+
+def test_a_queued_task_runs_in_a_runner_forked_from_the_command_that_freed_its_turn(env: Env) -> None:
+    """The runner a kick starts is forked from the kicking `iacctl` (no Python start-up), shows
+    as `iacctl-runner` in ps, and its output goes to IACCTL_RUNNER_LOG when set."""
+    from pathlib import Path
+
+    env.vars["IACCTL_RUNNER_LOG"] = str(env.root / "runner.log")
+    env.workspace("big", "many_resources")
+    env.ok("pool", "set", "local", "--slots-per-pod", "1")
+    env.workspace("net")
+    env.ok("plan", "net", "--quiet", code=2)
+    env.ok("plan", "big", "--plan-only", "--no-wait", "--quiet")
+    env.ok("cancel", "1")
+    task = env.wait_for(2, lambda t: t["stage"] == "planning", timeout=120)
+    comm = Path(f"/proc/{task['runner']['pid']}/comm").read_text().strip()
+    assert comm == "iacctl-runner"
+    assert env.wait_for(2, lambda t: t["status"] != "running", timeout=180)["status"] == "planned_and_finished"
+    assert (env.root / "runner.log").exists()
