@@ -252,38 +252,35 @@ class KubernetesRuntime:
             if not self.pod_alive(pod):
                 raise PodGone(f"pod {pod} is gone") from None
             raise RuntimeError_(f"exec in pod {pod} failed: {exc.reason or exc.status}") from None
-        out, err = bytearray(), bytearray()
-        status = b""
+        out, err, status = bytearray(), bytearray(), bytearray()
+
+        def take() -> None:  # what has arrived on stdout, stderr and the status channel
+            chunk = ws.read_channel(1)
+            if chunk:
+                out.extend(chunk)
+                if on_stdout is not None:
+                    on_stdout(chunk)
+            err.extend(ws.read_channel(2))
+            status.extend(ws.read_channel(3))
+
         try:
             if stdin:
                 for i in range(0, len(stdin), 65536):
                     ws.write_stdin(stdin[i : i + 65536])
             while ws.is_open():
                 ws.update(timeout=0.2)
-                chunk = ws.read_channel(1)
-                if chunk:
-                    out += chunk
-                    if on_stdout is not None:
-                        on_stdout(chunk)
-                err += ws.read_channel(2)
-                status += ws.read_channel(3)
+                take()
                 if tick is not None:
                     tick()
         except Exception:
             pass  # a dropped connection: the status below is missing and the caller decides
         finally:
             try:
-                chunk = ws.read_channel(1)
-                if chunk:
-                    out += chunk
-                    if on_stdout is not None:
-                        on_stdout(chunk)
-                err += ws.read_channel(2)
-                status += ws.read_channel(3)
+                take()
                 ws.close()
             except Exception:
                 pass
-        return _ExecResult(_exit_code(status), bytes(out), bytes(err))
+        return _ExecResult(_exit_code(bytes(status)), bytes(out), bytes(err))
 
     def _sh(self, pod: str, script: str, *, stdin: bytes | None = None) -> _ExecResult:
         result = self._exec(pod, ["sh", "-c", script], stdin=stdin)
