@@ -169,7 +169,7 @@ def pool_show(ctx: typer.Context, name: str = typer.Argument(...),
             if v:
                 message(f"resources: {v}")
         else:
-            message(f"{k}: {v}")
+            message(f"{k}: {'-' if v is None else v}")
 
 
 @pool_app.command("set")
