@@ -113,9 +113,7 @@ def end_task(
         current = Status(task.status)
         if is_terminal(current):
             return current
-        repo.transition(session, task_id, current, outcome, message, error=message)
-        # E2/C5: run-task results still waiting are ended and their tokens revoked.
-        repo.end_open_results(session, task_id, f"the task ended {outcome} before this result arrived")
+        repo.transition(session, task_id, current, outcome, message, error=message)  # also revokes tokens (C5)
         repo.release_slot_of(session, task_id)
         if keep_lock_reason is not None:
             repo.set_lock_reason(session, task.workspace_id, task_id, keep_lock_reason)

@@ -23,7 +23,6 @@ ENFORCEMENTS = ("advisory", "mandatory")
 # The stages whose request carries the plan JSON URL (R2): the plan exists from post_plan on.
 PLAN_JSON_STAGES = frozenset({"post_plan", "pre_apply", "post_apply"})
 CALLBACK_STATUSES = ("running", "passed", "failed")
-FINAL_STATUSES = frozenset({"passed", "failed", "timeout", "webhook_error", "errored"})
 SIGNATURE_HEADER = "X-TFC-Task-Signature"
 TEST_TOKEN = "test-token"  # R1: the verification request's access token, as HCP Terraform sends
 

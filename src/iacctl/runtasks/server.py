@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from iacctl.runtasks import tokens
-from iacctl.runtasks.protocol import FINAL_STATUSES, BadCallback, read_callback
+from iacctl.runtasks.protocol import CALLBACK_STATUSES, BadCallback, read_callback
 from iacctl.store import repo
 from iacctl.store.db import Store
 from iacctl.store.models import RunTaskServer, TaskResult
@@ -141,7 +141,7 @@ CALLBACK_SCHEMA: dict[str, Any] = {
                     "type": "object",
                     "required": ["status"],
                     "properties": {
-                        "status": {"type": "string", "enum": ["running", "passed", "failed"]},
+                        "status": {"type": "string", "enum": list(CALLBACK_STATUSES)},
                         "message": {"type": "string"},
                         "url": {"type": "string"},
                     },
@@ -205,7 +205,7 @@ class CallbackService:
             result = session.get(TaskResult, claims.result_id)
         if result is None:
             raise ApiError(404, "not found", f"no task result {result_id}")
-        if for_update and result.status in FINAL_STATUSES:
+        if for_update and result.status in repo.RESULT_FINAL:
             raise ApiError(409, "conflict", f"task result {result_id} is already {result.status}")
         stored = cipher.decrypt_text(result.access_token_secret) if result.access_token_secret else None
         # X3: compare in constant time. A cleared token (C5) no longer opens anything.
@@ -215,8 +215,8 @@ class CallbackService:
             raise ApiError(401, "unauthorized", "the access token is no longer valid for this task result")
         return result
 
-    def callback(self, result_id: str, token: str | None, body: bytes) -> dict[str, Any]:
-        result = self.authorized(result_id, token, for_update=True)
+    def callback(self, result: TaskResult, result_id: str, body: bytes) -> dict[str, Any]:
+        """Apply a callback to a result that `authorized` let through."""
         try:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError):
@@ -237,7 +237,6 @@ class CallbackService:
                 raise ApiError(409, "conflict", f"task result {result_id} already has its final status")
             fresh = session.get(TaskResult, result.id)
             assert fresh is not None
-            session.refresh(fresh)
             return _result_view(fresh)
 
     def plan_json(self, result_id: str, token: str | None) -> dict[str, Any]:
@@ -297,9 +296,9 @@ def create_app(store: Store) -> Any:
                        creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> JSONResponse:
         # The token is checked before the body is read: a caller without one learns nothing.
         token = token_of(creds)
-        await run_in_threadpool(service.authorized, result_id, token, for_update=True)
+        result = await run_in_threadpool(service.authorized, result_id, token, for_update=True)
         body = await request.body()
-        doc = await run_in_threadpool(service.callback, result_id, token, body)
+        doc = await run_in_threadpool(service.callback, result, result_id, body)
         return JSONResponse(doc, media_type=JSONAPI)
 
     @api.get("/api/v2/task-results/{result_id}/plan-json", summary="The plan JSON of the result's run",
@@ -314,15 +313,8 @@ def create_app(store: Store) -> Any:
                                creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> JSONResponse:
         return JSONResponse(await run_in_threadpool(service.resource_changes, result_id, token_of(creds)))
 
-    api.add_middleware(_BodyLimitMiddleware)
+    api.add_middleware(BodyLimit)
     return api
-
-
-class _BodyLimitMiddleware(BodyLimit):
-    """BodyLimit in the form Starlette's add_middleware builds (app as the only argument)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        super().__init__(app, MAX_BODY_BYTES)
 
 
 # -- running it -----------------------------------------------------------------------------------

@@ -87,7 +87,6 @@ class KubernetesRuntime:
         self.pool = pool
         self.spec = spec
         self._api_client_: Any = None
-        self._api: Any = None
         self._exec_api: Any = None
 
     # -- the client ----------------------------------------------------------------------------
@@ -109,15 +108,14 @@ class KubernetesRuntime:
             self._api_client_ = client.ApiClient(cfg)
         return self._api_client_
 
-    def _clients(self) -> tuple[Any, Any]:
-        if self._api is None:
+    def _exec_client(self) -> Any:
+        """The typed API, for exec only. NOTES: stream() swaps call_api on the ApiClient it is
+        given, so exec gets an ApiClient of its own."""
+        if self._exec_api is None:
             from kubernetes import client
 
-            api_client = self._api_client()
-            self._api = client.CoreV1Api(api_client)
-            # NOTES: stream() swaps call_api on the ApiClient it is given; exec gets its own.
-            self._exec_api = client.CoreV1Api(client.ApiClient(api_client.configuration))
-        return self._api, self._exec_api
+            self._exec_api = client.CoreV1Api(client.ApiClient(self._api_client().configuration))
+        return self._exec_api
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         from kubernetes.client.exceptions import ApiException
@@ -243,7 +241,7 @@ class KubernetesRuntime:
         from kubernetes.client.exceptions import ApiException
         from kubernetes.stream import stream
 
-        _, api = self._clients()
+        api = self._exec_client()
         try:
             ws = stream(api.connect_get_namespaced_pod_exec, pod, self.spec.namespace, command=list(argv),
                         stdin=stdin is not None, stdout=True, stderr=True, tty=False,

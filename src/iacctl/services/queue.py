@@ -30,9 +30,9 @@ class StartResult:
     started: bool
     status: Status
     waiting_for: str | None = None
+    no_free_slot: bool = False  # the only reason it waits: a pool that scales could make room
 
 
-NO_FREE_SLOT = "no free slot in pool"
 
 
 def try_start(app: App, task_id: int) -> StartResult:
@@ -63,7 +63,7 @@ def try_start(app: App, task_id: int) -> StartResult:
         if slot is None:
             pool = session.get(Pool, ws.pool_id)
             return StartResult(False, Status.PENDING,
-                               f"{NO_FREE_SLOT} {pool.name if pool else ws.pool_id}")
+                               f"no free slot in pool {pool.name if pool else ws.pool_id}", no_free_slot=True)
         repo.transition(
             session, task_id, Status.PENDING, Status.RUNNING, f"started in slot {repo.slot_place(session, slot.id)}",
             slot_id=slot.id, pod_id=slot.pod_id, pool_id=ws.pool_id, plan_slot_id=slot.id,

@@ -197,10 +197,7 @@ def _lost_contexts(app: App) -> list[Action]:
     from iacctl.services.pools import frozen_now
 
     for task in waiting:
-        if task.id in intact:
-            lost = None  # what plan_context_lost(trust_pod_records=True) says, without its queries
-        else:
-            lost = plan_context_lost(app, task, trust_pod_records=True)
+        lost = None if task.id in intact else plan_context_lost(app, task)
         if lost is None and warmup.expired(task):
             lost = "its warm-up expired"
         if lost is None:

@@ -100,7 +100,7 @@ def run_when_turn(app: App, task_id: int, reporter: Reporter) -> Task:
         if result.waiting_for != last_reason:
             reporter.note(f"task {task_id} waits: {result.waiting_for}")
             last_reason = result.waiting_for
-        if (result.waiting_for or "").startswith(queue.NO_FREE_SLOT) and time.monotonic() >= next_scale:
+        if result.no_free_slot and time.monotonic() >= next_scale:
             # S3: a Kubernetes pool with no idle slot scales up for the waiting task.
             next_scale = time.monotonic() + SCALE_RETRY_SECONDS
             if _scale_for(app, task_id, reporter):
@@ -224,10 +224,9 @@ def _pool_policy(app: App, task: Task) -> str:
     return pool.on_lost_context if pool is not None else "replan"
 
 
-def plan_context_lost(app: App, task: Task, *, trust_pod_records: bool = False) -> str | None:
-    """S5: is the reserved slot and its work directory still there? With `trust_pod_records`
-    (the sweep, right after reconciling the pool with one list call) a Kubernetes pod marked
-    ready counts as there, without a call per task."""
+def plan_context_lost(app: App, task: Task) -> str | None:
+    """S5: is the reserved slot and its work directory still there? (The sweep first sets aside,
+    with one query, the Kubernetes contexts whose pod the reconcile just found ready.)"""
     with app.store.read() as session:
         slot = session.get(Slot, task.slot_id) if task.slot_id else None
         pod = session.get(Pod, slot.pod_id) if slot else None
@@ -238,8 +237,6 @@ def plan_context_lost(app: App, task: Task, *, trust_pod_records: bool = False) 
         return f"slot {slot.id} is no longer reserved for it"
     if pod.status != "ready":
         return f"pod {pod.name} is gone"
-    if trust_pod_records and pool.backend == "kubernetes":
-        return None
     runtime = app.runtime_for(pool)
     try:
         alive = runtime.pod_alive(pod.name)
@@ -333,8 +330,7 @@ def reset_to_pending(session: Session, task: Task, reason: str) -> None:
         slot_id=None, pod_id=None, plan_slot_id=None, started_at=None, error=None, stage=None,
         plan_hash=None, planned_at=None, runner_host=None, runner_pid=None, runner_start=None,
         creator_host=None, creator_pid=None, creator_start=None, replans=task.replans + 1,
-        warmup_status=None, warmup_slot_id=None, warmup_at=None, warmup_expires_at=None,
-        warmup_attempts=0, warmup_error=None,
+        **repo.WARMUP_CLEARED,
     )
 
 

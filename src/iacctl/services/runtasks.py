@@ -104,8 +104,6 @@ def create(app: App, name: str, url: str, *, key_file: str | None, description: 
     cipher = app.store.cipher
     try:
         with app.store.write() as session:
-            if repo.find_run_task(session, name) is not None:
-                raise UsageError(f"run task {name!r} already exists")
             t = repo.now()
             session.add(RunTask(name=name, url=url, description=description, timeout_s=seconds,
                                 hmac_key_secret=cipher.encrypt(key) if key else None, created_at=t, updated_at=t))

@@ -37,6 +37,8 @@ def _change(pool: str, pod: str | None, change: str, detail: str) -> dict[str, A
 
 
 def _kube_runtime(app: App, pool: Pool) -> Any:
+    """The pool's KubernetesRuntime, whose pod calls (list, create, delete) go beyond the
+    Runtime protocol."""
     return app.runtime_for(pool)
 
 
@@ -179,8 +181,7 @@ def _reset_warmups(session: Session, pool_id: int) -> int:
         update(Task)
         .where(col(Task.pool_id) == pool_id, col(Task.status) == Status.APPLY_PENDING,
                col(Task.warmup_status).is_not(None))
-        .values(warmup_status=None, warmup_slot_id=None, warmup_at=None, warmup_expires_at=None,
-                warmup_attempts=0, warmup_error=None)
+        .values(**repo.WARMUP_CLEARED)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
 

@@ -110,11 +110,12 @@ def show(app: App, task_id: int) -> dict[str, Any]:
             select(TaskEvent).where(col(TaskEvent.task_id) == task_id).order_by(col(TaskEvent.id))
         ).scalars().all()
         task = repo.get_task(session, task_id)
+        run_task_results = repo.results_of_task(session, task_id)
     view["runner"] = ({"host": task.runner_host, "pid": task.runner_pid}
                       if task.runner_pid is not None else None)
-    from iacctl.services.runtasks import results
+    from iacctl.services.runtasks import result_view
 
-    view["run_task_results"] = results(app, task_id)
+    view["run_task_results"] = [result_view(r) for r in run_task_results]
     view["history"] = [
         {"at": iso(e.at), "kind": e.kind, "from": e.from_value, "to": e.to_value, "reason": e.reason}
         for e in events

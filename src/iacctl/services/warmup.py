@@ -24,7 +24,6 @@ from iacctl.store.models import Pod, Pool, Slot, Task
 
 READY = "ready"
 WARMING = "warming"
-EXPIRED = "expired"
 FAILED = "failed"
 
 
@@ -110,7 +109,6 @@ def warm_up(app: App, task_id: int, reporter: Reporter | None = None) -> str | N
             repo.add_event(session, task_id, "note", None, None,
                            f"warm-up attempt {current.warmup_attempts} failed: {error}")
     if error is not None:
-        place = None
         with app.store.read() as session:
             place = repo.slot_place(session, task.slot_id)
         if place is not None:

@@ -222,8 +222,9 @@ def transition(
     check_transition(expected, target)
     t = now()
     values: dict[str, Any] = {"status": target, "updated_at": t, **fields}
-    if target in (Status.PLANNED_AND_FINISHED, Status.APPLIED, Status.APPLIED_STATE_ERROR,
-                  Status.FAILED, Status.CANCELLED):
+    ending = target in (Status.PLANNED_AND_FINISHED, Status.APPLIED, Status.APPLIED_STATE_ERROR,
+                        Status.FAILED, Status.CANCELLED)
+    if ending:
         values.setdefault("finished_at", t)
         values.setdefault("child_pid", None)
     result = session.execute(
@@ -237,6 +238,10 @@ def transition(
             f"task {task_id} is {current}, not {expected}: another process changed it"
         )
     add_event(session, task_id, "status", expected, target, reason)
+    if ending:
+        # E2/C5: whatever path ends a task, its run-task results still waiting are ended and
+        # their tokens revoked in the same transaction.
+        end_open_results(session, task_id, f"the task ended {target} before this result arrived")
     task = session.get(Task, task_id)
     if task is not None:
         session.refresh(task)
@@ -352,6 +357,10 @@ def replace_plan_artifact(session: Session, artifact: PlanArtifact) -> None:
 # -- run tasks (R1-R8) ----------------------------------------------------------------------------
 
 # Statuses a task result does not leave (R4: a final status is accepted once).
+# S4, S5: what a task's warm-up looks like when it has none (re-plan, freeze).
+WARMUP_CLEARED: dict[str, Any] = {"warmup_status": None, "warmup_slot_id": None, "warmup_at": None,
+                                  "warmup_expires_at": None, "warmup_attempts": 0, "warmup_error": None}
+
 RESULT_FINAL = ("passed", "failed", "timeout", "webhook_error", "errored")
 RESULT_OPEN = ("pending", "running")
 
