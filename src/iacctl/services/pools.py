@@ -121,9 +121,11 @@ def unfreeze(app: App, name: str, window_id: int | None) -> dict[str, Any]:
     """Remove a freeze window (the given one, else every window not yet over)."""
     with app.store.write() as session:
         pool = repo.get_pool(session, name)
-        windows = [w for w in windows_of(session, pool.id or 0) if w.ends_at > repo.now()]
-        if window_id is not None:
-            windows = [w for w in windows_of(session, pool.id or 0) if w.id == window_id]
+        windows = windows_of(session, pool.id or 0)
+        if window_id is None:
+            windows = [w for w in windows if w.ends_at > repo.now()]
+        else:
+            windows = [w for w in windows if w.id == window_id]
             if not windows:
                 raise NotFound(f"pool {name} has no freeze window {window_id}")
         if not windows:
@@ -134,7 +136,6 @@ def unfreeze(app: App, name: str, window_id: int | None) -> dict[str, Any]:
 
 
 def pool_view(app: App, name: str) -> dict[str, Any]:
-    from iacctl.services.pods import pool_row_view
+    from iacctl.services.pods import show_pool  # pods imports this module
 
-    with app.store.read() as session:
-        return pool_row_view(session, repo.get_pool(session, name))
+    return show_pool(app, name)
