@@ -103,8 +103,6 @@ def test_refusals_change_nothing(any_env: Env) -> None:
     env = any_env
     env.workspace("net")
     env.ok("plan", "net", code=2)
-    env.ok("workspace", "unlock", "net", "--force")
-    _refused(env, 1, "workspace net lock is not held by task 1 (held by nobody)")
     env.ok("cancel", "1")
     _refused(env, 1, "task 1 is cancelled, not apply_pending")
 
@@ -115,11 +113,27 @@ def test_refusals_change_nothing(any_env: Env) -> None:
     _refused(env, 3, "task 3 is planned_and_finished, not apply_pending")
 
 
-def test_an_expired_plan_is_refused(env: Env) -> None:
+def test_an_expired_plan_is_discarded_and_the_advice_works(env: Env) -> None:
+    """L6, seed 002 M7: confirm-apply of an expired plan exits 5, and the plan is discarded
+    (task cancelled, lock, slot and work directory freed), so planning again runs at once."""
     env.workspace("net", "simple", "--plan-lifetime", "1s")
     env.ok("plan", "net", code=2)
+    work_dir = _slot_dir(env)
+    assert work_dir.is_dir()
     time.sleep(1.2)
-    _refused(env, 1, "the plan of task 1 has expired (older than 0.000277778 h)")
+    r = env.run("confirm-apply", "1")
+    assert r.code == 5, r.err
+    assert r.err.strip().splitlines() == [
+        "iacctl: the plan of task 1 expired (older than 1s) and was discarded; plan again with: iacctl plan net"
+    ]
+    task = env.task(1)
+    assert task["status"] == "cancelled" and task["confirmed_at"] is None
+    assert task["history"][-1]["reason"].startswith("plan expired after 1s without confirmation")
+    assert env.ok("workspace", "show", "net", "--json").json()["lock"] is None
+    assert not work_dir.exists()
+    assert env.ok("state", "versions", "net", "--json").json() == []  # nothing was applied
+    r = env.run("plan", "net", "--wait-timeout", "30s")
+    assert r.code == 2 and "waits" not in r.err, r.err
 
 
 def test_a_stale_plan_is_refused(env: Env) -> None:

@@ -1,6 +1,7 @@
-"""The queue (SPEC L4, S2; core issue item 6): a plan waits for its workspace's turn or a free
-slot and says what it waits for; `--no-wait` only queues; a queued task is started by whoever
-frees its turn, even when the process that queued it is gone; nothing stays pending."""
+"""The queue (SPEC L4, S2; core issue item 6): a plan waits for its workspace's turn or a running
+place and says what it waits for and the way out; `--no-wait` only queues and the task is
+started by whoever frees its turn; a plan whose command is gone never runs behind its back;
+nothing stays pending."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ def test_plan_waits_for_the_workspace_turn_and_plan_only_does_not(env: Env, proc
     env.ok("plan", "net", "--quiet", code=2)
 
     waiter = spawn(env, processes, "plan", "net", "--quiet")
-    waiter.wait_line("task 2 waits: task 1 (apply_pending) has workspace net's turn")
+    line = waiter.wait_line("task 2 waits: task 1 (apply_pending since ")
+    # The wait names its blocker and the way out.
+    assert line.endswith("holds workspace net; confirm it (iacctl confirm-apply 1) or cancel it (iacctl cancel 1)")
     assert env.task(2)["status"] == "pending"
 
     # L4: a speculative plan never takes the turn nor the lock, so it runs at once beside them.
@@ -39,21 +42,28 @@ def test_plan_waits_for_the_workspace_turn_and_plan_only_does_not(env: Env, proc
     _nothing_pending(env)
 
 
-def test_plan_waits_for_a_free_slot_in_a_one_slot_pool(env: Env, processes: list[Background]) -> None:
+def test_plan_waits_for_a_running_place_in_a_one_slot_pool(env: Env, processes: list[Background]) -> None:
+    """The local pool's slot count limits how many tasks run at once; a plan waiting for
+    confirmation keeps its work directory without taking a running place."""
     env.ok("pool", "set", "local", "--slots-per-pod", "1")
     assert [s["index"] for s in env.ok("pods", "list", "--json").json()[0]["slots"]] == [0]
-    env.workspace("a")
-    env.workspace("b")
-    env.ok("plan", "a", "--quiet", code=2)  # apply_pending: its slot stays reserved (L3)
+    env.workspace("a", "slow_apply")
+    env.ok("workspace", "var", "set", "a", "sleep", "4")
+    env.workspace("c")
+    env.ok("plan", "a", "--quiet", code=2)  # apply_pending: its slot stays reserved (L3) ...
+    env.ok("plan", "c", "--plan-only", "--quiet", code=2)  # ... and takes no running place
 
-    waiter = spawn(env, processes, "plan", "b", "--plan-only", "--quiet")
-    waiter.wait_line("task 2 waits: no free slot in pool local")
-    assert env.task(2)["status"] == "pending"
+    applier = spawn(env, processes, "confirm-apply", "1")
+    applier.wait_line("terraform_data.slow: Provisioning with 'local-exec'")
+    assert env.task(1)["apply_path"] == "same_slot"  # it kept its work directory all along
+    waiter = spawn(env, processes, "plan", "c", "--plan-only", "--quiet")
+    line = waiter.wait_line("task 3 waits: all 1 running places of pool local are in use (task 1)")
+    assert "iacctl pool set local --slots-per-pod N" in line
+    assert env.task(3)["status"] == "pending"
 
-    env.ok("cancel", "1")
+    assert applier.wait() == 0, applier.output
     assert waiter.wait() == 2, waiter.output
-    task = env.task(2)
-    assert (task["status"], task["slot"]) == ("planned_and_finished", 0)
+    assert env.task(3)["status"] == "planned_and_finished"
     _nothing_pending(env)
 
 
@@ -85,33 +95,34 @@ def test_no_wait_queues_and_the_command_freeing_the_turn_runs_it_in_order(any_en
     _nothing_pending(env)
 
 
-def test_queued_task_whose_process_is_gone_is_started_when_its_turn_is_freed(
+def test_a_plan_whose_command_is_killed_while_waiting_never_runs_behind_its_back(
     env: Env, processes: list[Background]
 ) -> None:
+    """A command that fails (here: killed while its plan waits) leaves nothing that acts later:
+    its queued task is cancelled when the turn is freed, never started in the background."""
     env.workspace("net")
     env.ok("plan", "net", "--quiet", code=2)
     waiter = spawn(env, processes, "plan", "net", "--quiet")
-    waiter.wait_line("task 2 waits: task 1 (apply_pending) has workspace net's turn")
+    waiter.wait_line("task 2 waits: task 1 (apply_pending since ")
     waiter.kill()
     assert env.task(2)["status"] == "pending"
 
     env.ok("cancel", "1")
-    task = env.wait_for(2, lambda t: t["status"] != "pending" and t["status"] != "running")
-    assert task["status"] == "apply_pending"
-    assert env.ok("workspace", "show", "net", "--json").json()["lock"]["task"] == 2
+    task = env.task(2)
+    assert task["status"] == "cancelled"
+    assert "exited before the task started" in task["error"]
+    assert env.ok("workspace", "show", "net", "--json").json()["lock"] is None
     _nothing_pending(env)
 
 
-def test_queued_task_whose_process_is_gone_is_started_by_pods_recover(env: Env, processes: list[Background]) -> None:
-    """Neither the waiting process nor the one holding the turn survives: the sweep ends the
-    dead apply and starts the queued task (nothing stays pending forever)."""
+def test_queued_task_nobody_waits_for_is_started_by_pods_recover(env: Env, processes: list[Background]) -> None:
+    """The process holding the turn dies; the sweep ends the dead apply and starts the task
+    queued with --no-wait (nothing stays pending forever)."""
     env.workspace("net", "slow_apply")
     env.ok("plan", "net", "--quiet", code=2)
     applier = spawn(env, processes, "confirm-apply", "1")
     applier.wait_line("terraform_data.slow: Provisioning with 'local-exec'")
-    waiter = spawn(env, processes, "plan", "net", "--quiet")
-    waiter.wait_line("task 2 waits: task 1 (running) has workspace net's turn")
-    waiter.kill()
+    env.ok("plan", "net", "--no-wait")
     applier.kill()
     assert env.task(2)["status"] == "pending"
 

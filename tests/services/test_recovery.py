@@ -95,11 +95,12 @@ def _cmdline(proc: Path) -> str:
         return ""
 
 
-def test_recover_leaves_live_tasks_alone_and_starts_an_orphaned_queued_task(
+def test_recover_leaves_live_tasks_alone_and_cancels_a_plan_whose_command_was_killed(
     any_env: Env, processes: list[Background]
 ) -> None:
     """A sweep from cron beside a running apply touches nothing of it; a queued plan whose
-    waiting `iacctl plan` was killed is started by the sweep once its turn is free."""
+    waiting `iacctl plan` was killed is cancelled (never started behind the user's back), and
+    a queued plan nobody waits for (--no-wait) is started once its turn is free."""
     env = any_env
     env.workspace("app", "slow_apply")
     env.ok("workspace", "var", "set", "app", "sleep", "30")
@@ -113,24 +114,29 @@ def test_recover_leaves_live_tasks_alone_and_starts_an_orphaned_queued_task(
     # whose process still waits for its turn).
     assert recover(env) == []
     waiting.kill()
-    assert recover(env) == []  # task 2's turn is not free yet: task 1 still runs
+    waiting.wait()
+    actions = recover(env)
+    assert [(a["action"], a["task"]) for a in actions] == [("cancelled", 2)]
+    assert "exited before the task started" in actions[0]["detail"]
     now = env.task(1)
     assert (now["status"], now["stage"], now["runner"]) == ("running", "applying", running["runner"])
     assert slot_states(env)[0] == ("running", 1)
-    assert env.task(2)["status"] == "pending"
+    assert env.task(2)["status"] == "cancelled"
+    env.ok("plan", "app", "--no-wait")
+    assert recover(env) == []  # task 3's turn is not free yet: task 1 still runs
 
-    # The apply's process dies too: the sweep ends task 1 and starts task 2 in the background.
+    # The apply's process dies too: the sweep ends task 1 and starts task 3 in the background.
     wait_log(env, 1, SLOW_STARTED)
     apply.kill()
     actions = recover(env)
-    assert [(a["action"], a["task"]) for a in actions] == [("failed", 1), ("started", 2)]
-    queued = env.wait_for(2, lambda t: t["status"] not in ("pending", "running"), timeout=120)
+    assert [(a["action"], a["task"]) for a in actions] == [("failed", 1), ("started", 3)]
+    queued = env.wait_for(3, lambda t: t["status"] not in ("pending", "running"), timeout=120)
     # It planned on top of the partial state task 1 left: `first` exists, only `slow` is to do
     # (created, or replaced when Terraform had stored it tainted).
     assert queued["status"] == "apply_pending", queued["error"]
     changes = queued["changes"]
     assert changes["add"] + changes["replace"] == 1 and changes["change"] == changes["destroy"] == 0
-    assert env.ok("workspace", "show", "app", "--json").json()["lock"]["task"] == 2
+    assert env.ok("workspace", "show", "app", "--json").json()["lock"]["task"] == 3
     assert [state for state, _ in slot_states(env)].count("reserved") == 1
     assert env.task(1)["status"] == "failed"
     assert recover(env) == []

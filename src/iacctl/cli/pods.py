@@ -67,9 +67,9 @@ def recover(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -
 @pool_app.command("list")
 def pool_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """List pools."""
-    from iacctl.services import pods
+    from iacctl.services import pools
 
-    views = pods.list_pools(app_of(ctx))
+    views = pools.list_pools(app_of(ctx))
     if as_json:
         print_json(views)
         return
@@ -154,9 +154,9 @@ def pool_unfreeze(
 def pool_show(ctx: typer.Context, name: str = typer.Argument(...),
               as_json: bool = typer.Option(False, "--json")) -> None:
     """Show a pool's settings."""
-    from iacctl.services import pods
+    from iacctl.services import pools
 
-    view = pods.show_pool(app_of(ctx), name)
+    view = pools.show_pool(app_of(ctx), name)
     if as_json:
         print_json(view)
         return
@@ -176,14 +176,17 @@ def pool_show(ctx: typer.Context, name: str = typer.Argument(...),
 def pool_set(
     ctx: typer.Context,
     name: str = typer.Argument(...),
-    slots_per_pod: int = typer.Option(None, "--slots-per-pod"),
+    slots_per_pod: int = typer.Option(None, "--slots-per-pod",
+                                      help="Slots per pod (the local pool: how many tasks run at once)."),
     plan_lifetime: str = typer.Option(None, "--plan-lifetime"),
+    max_pods: int = typer.Option(None, "--max-pods", help="Kubernetes pools: the most pods it scales up to."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Change a pool's settings (slots per pod, plan lifetime)."""
+    """Change a pool's settings (slots per pod, plan lifetime, max pods)."""
     from iacctl.services import pods
 
-    view = pods.set_pool(app_of(ctx), name, slots_per_pod=slots_per_pod, plan_lifetime=plan_lifetime)
+    view = pods.set_pool(app_of(ctx), name, slots_per_pod=slots_per_pod, plan_lifetime=plan_lifetime,
+                         max_pods=max_pods)
     if as_json:
         print_json(view)
     else:

@@ -10,6 +10,18 @@ from iacctl.cli.context import app_of, stop_gracefully_on_signals
 from iacctl.cli.render import TerminalReporter, message, print_json
 from iacctl.errors import EXIT_CHANGES, EXIT_OK, TaskCancelled, TaskFailed
 
+WAIT_TIMEOUT = typer.Option(
+    None, "--wait-timeout", envvar="IACCTL_WAIT_TIMEOUT", metavar="DURATION",
+    help="Give up waiting for the task's turn or a free slot after this long (e.g. 10m): the waiting task "
+         "is cancelled and the command exits 5. Use it in CI.",
+)
+
+
+def _wait_timeout(text: str | None) -> float | None:
+    from iacctl.domain.durations import parse_duration
+
+    return parse_duration(text) if text else None
+
 
 def _finish(task_view: dict[str, Any], as_json: bool) -> int:
     """Exit code for a task's end (C3)."""
@@ -52,16 +64,20 @@ def plan(
     workspace: str = typer.Argument(..., help="Workspace name."),
     plan_only: bool = typer.Option(False, "--plan-only", help="Speculative plan: never locks, never applies."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Only queue the task; it runs in the background."),
+    wait_timeout: str = WAIT_TIMEOUT,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Hide Terraform's own output."),
     as_json: bool = typer.Option(False, "--json", help="Print the task as JSON."),
 ) -> None:
     """Plan a workspace. Exit 2 when the plan has changes and waits for confirm-apply."""
-    from iacctl.services import runs, tasks
+    from iacctl.services import plan as planning
+    from iacctl.services import tasks
 
     app = app_of(ctx)
     reporter = TerminalReporter(to_stderr=as_json, show_output=not quiet)
+    limit = _wait_timeout(wait_timeout)
     stop_gracefully_on_signals()
-    task = runs.plan_workspace(app, workspace, plan_only=plan_only, wait=not no_wait, reporter=reporter)
+    task = planning.plan_workspace(app, workspace, plan_only=plan_only, wait=not no_wait, reporter=reporter,
+                                   wait_timeout=limit)
     view = tasks.show(app, task.id or 0)
     if no_wait:
         if as_json:
@@ -79,15 +95,17 @@ def confirm_apply(
         False, "--rebuild", help="Rebuild the work directory from the store instead of reusing the plan's slot."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Hide Terraform's own output."),
+    wait_timeout: str = WAIT_TIMEOUT,
     as_json: bool = typer.Option(False, "--json", help="Print the task as JSON."),
 ) -> None:
     """Apply exactly the saved plan of an apply_pending task. Exit 4 if it had to be re-planned."""
-    from iacctl.services import runs, tasks
+    from iacctl.services import confirm, tasks
 
     app = app_of(ctx)
     reporter = TerminalReporter(to_stderr=as_json, show_output=not quiet)
+    limit = _wait_timeout(wait_timeout)
     stop_gracefully_on_signals()
-    task = runs.confirm_apply(app, task_id, rebuild=rebuild, reporter=reporter)
+    task = confirm.confirm_apply(app, task_id, rebuild=rebuild, reporter=reporter, wait_timeout=limit)
     raise typer.Exit(_finish(tasks.show(app, task.id or 0), as_json))
 
 
@@ -98,10 +116,12 @@ def cancel(
     as_json: bool = typer.Option(False, "--json", help="Print the task as JSON."),
 ) -> None:
     """Cancel a task. A running one is stopped gracefully (Terraform gets SIGINT)."""
-    from iacctl.services import runs, tasks
+    from iacctl.services import cancel as cancelling
+    from iacctl.services import tasks
 
     app = app_of(ctx)
-    task = runs.cancel(app, task_id, wait=not no_wait, reporter=TerminalReporter(to_stderr=True, show_output=False))
+    reporter = TerminalReporter(to_stderr=True, show_output=False)
+    task = cancelling.cancel(app, task_id, wait=not no_wait, reporter=reporter)
     view = tasks.show(app, task.id or 0)
     if as_json:
         print_json(view)

@@ -86,8 +86,8 @@ def logs(ctx: typer.Context, task_id: int = typer.Argument(...),
 @app.command("run", hidden=True)
 def run(ctx: typer.Context, task_id: int = typer.Argument(...)) -> None:
     """Run a queued task if it is its turn (started detached by iacctl itself)."""
-    from iacctl.services import runs
+    from iacctl.services import queue
 
     stop_gracefully_on_signals()
-    task = runs.run_queued(app_of(ctx), task_id)
+    task = queue.run_queued(app_of(ctx), task_id)
     message(f"task {task_id}: {task.status}")

@@ -137,13 +137,14 @@ def lock(
 def unlock(
     ctx: typer.Context,
     name: str = typer.Argument(...),
-    force: bool = typer.Option(False, "--force", help="Also take the lock from a running or apply_pending task."),
+    force: bool = typer.Option(False, "--force", help="Also take the lock from a task: one waiting for "
+                               "confirmation is cancelled; a running one only when its process is gone."),
     as_json: bool = JSON,
 ) -> None:
     """Unlock a workspace."""
     from iacctl.services import workspaces
 
-    view = workspaces.unlock(app_of(ctx), name, force=force)
+    view = workspaces.unlock(app_of(ctx), name, force=force, by=getpass.getuser())
     if as_json:
         print_json(view)
     else:

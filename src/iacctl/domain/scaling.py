@@ -44,3 +44,11 @@ def pods_to_delete(pods: list[PodLoad], desired: int, now: float, scale_down_del
         key=lambda p: (p.idle_since, p.name),
     )
     return [p.name for p in candidates[:surplus]]
+
+
+WARMUP_READY = "ready"
+
+
+def warmup_expired(status: str | None, expires_at: float | None, now: float) -> bool:
+    """S6: a ready warm-up past its lifetime is prepared again (and counts as demand for a slot)."""
+    return status == WARMUP_READY and expires_at is not None and now >= expires_at

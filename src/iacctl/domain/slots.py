@@ -25,5 +25,6 @@ class SlotState(StrEnum):
 
 
 class PodStatus(StrEnum):
+    CREATING = "creating"  # its row is written before the pod is created (S7: orphans are found)
     READY = "ready"
     LOST = "lost"

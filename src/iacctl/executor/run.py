@@ -219,7 +219,6 @@ class TaskRun:
                     session, self.task_id, Status.RUNNING, Status.PLANNED_AND_FINISHED,
                     "speculative plan finished" if speculative else "no changes",
                 )
-                repo.release_slot_of(session, self.task_id)
             self.runtime.remove_work_dir(self._place())
             self.log.flush()
             return Status.PLANNED_AND_FINISHED
@@ -292,8 +291,6 @@ class TaskRun:
                 session, self.task_id, Status.RUNNING, Status.APPLIED, "apply finished",
                 state_version_id=version_id,
             )
-            repo.release_slot_of(session, self.task_id)
-            repo.unlock_workspace(session, self.workspace.id or 0, task_id=self.task_id)
         self.runtime.remove_work_dir(place)
         self.log.flush()
         return Status.APPLIED

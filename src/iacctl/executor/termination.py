@@ -113,12 +113,8 @@ def end_task(
         current = Status(task.status)
         if is_terminal(current):
             return current
-        repo.transition(session, task_id, current, outcome, message, error=message)  # also revokes tokens (C5)
-        repo.release_slot_of(session, task_id)
-        if keep_lock_reason is not None:
-            repo.set_lock_reason(session, task.workspace_id, task_id, keep_lock_reason)
-        else:
-            repo.unlock_workspace(session, task.workspace_id, task_id=task_id)
+        # The one end of a task: slot, lock (or its kept reason) and run-task tokens go with it.
+        repo.transition(session, task_id, current, outcome, message, keep_lock=keep_lock_reason, error=message)
     return outcome
 
 
@@ -153,8 +149,5 @@ def keep_applied_state(
     with store.write() as session:
         task = repo.get_task(session, task_id)
         repo.transition(session, task_id, Status(task.status), Status.APPLIED_STATE_ERROR, message,
-                        error=message)
-        repo.release_slot_of(session, task_id)
-        repo.set_lock_reason(session, task.workspace_id, task_id,
-                             f"task {task_id} applied but its state is not stored")
+                        keep_lock=f"task {task_id} applied but its state is not stored", error=message)
     return Status.APPLIED_STATE_ERROR

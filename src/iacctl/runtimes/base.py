@@ -12,7 +12,8 @@ from typing import Protocol
 
 from iacctl.domain.slots import SlotPlace
 
-__all__ = ["CommandResult", "CommandState", "PodGone", "PodInfo", "Runtime", "RuntimeError_", "SlotPlace"]
+__all__ = ["CommandResult", "CommandState", "PodBackend", "PodGone", "PodInfo", "Runtime", "RuntimeError_",
+           "SlotPlace"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,27 @@ class CommandState:
     pod_gone: bool = False
 
 
+class PodBackend(Protocol):
+    """What scaling and the sweep need from a backend whose slots live in pods it creates and
+    deletes (S3, S7, S8), and whose commands run detached there (their files say how they end)."""
+
+    def list_pods(self) -> dict[str, PodInfo]: ...
+
+    def create_pod(self, name: str) -> None: ...
+
+    def wait_running(self, names: Sequence[str]) -> dict[str, str]:
+        """The phase each pod reached (Running, or where it stopped)."""
+
+    def delete_pod(self, name: str) -> None: ...
+
+    def new_pod_name(self) -> str: ...
+
+    def command_state(self, place: SlotPlace) -> CommandState: ...
+
+    def stop_command(self, place: SlotPlace) -> None:
+        """E1: SIGINT to the slot's command, wait, then kill what is left."""
+
+
 class Runtime(Protocol):
     def work_dir_exists(self, place: SlotPlace) -> bool: ...
 
@@ -76,3 +98,7 @@ class Runtime(Protocol):
         When `should_stop()` turns true, interrupt it gracefully (SIGINT) and wait for it."""
 
     def pod_alive(self, pod: str) -> bool: ...
+
+    def pod_backend(self) -> PodBackend | None:
+        """The pods behind the slots, when the backend creates them (Kubernetes); None for
+        this machine."""

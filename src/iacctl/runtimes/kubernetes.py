@@ -29,7 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from iacctl.runtimes.base import CommandResult, CommandState, PodGone, PodInfo, RuntimeError_, SlotPlace
+from iacctl.runtimes.base import (
+    CommandResult,
+    CommandState,
+    PodBackend,
+    PodGone,
+    PodInfo,
+    RuntimeError_,
+    SlotPlace,
+)
 
 POOL_LABEL = "iacctl.io/pool"
 POD_LABEL = "iacctl.io/pod"
@@ -223,6 +231,12 @@ class KubernetesRuntime:
                           query=[("gracePeriodSeconds", "0")])
         except PodGone:
             pass
+
+    def pod_backend(self) -> PodBackend | None:
+        return self
+
+    def new_pod_name(self) -> str:
+        return new_pod_name(self.pool)
 
     def pod_alive(self, pod: str) -> bool:
         try:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from iacctl.runtimes.base import CommandResult, RuntimeError_, SlotPlace
+from iacctl.runtimes.base import CommandResult, PodBackend, RuntimeError_, SlotPlace
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
@@ -67,6 +67,9 @@ class LocalRuntime:
             return (self.work_dir(place) / relpath).read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
+
+    def pod_backend(self) -> PodBackend | None:
+        return None  # this machine is the one pod; nothing creates or deletes it
 
     def pod_alive(self, pod: str) -> bool:
         return True  # the local pod is this machine

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from iacctl.config import Settings, load_settings
 from iacctl.domain.slots import PodStatus, SlotState
 from iacctl.errors import UsageError
-from iacctl.runtimes.base import Runtime
+from iacctl.runtimes.base import PodBackend, Runtime
 from iacctl.runtimes.local import LocalRuntime
 from iacctl.store import repo
 from iacctl.store.db import Store, open_store
@@ -44,6 +44,13 @@ class App:
 
             return KubernetesRuntime(pool.name, KubeSpec.from_json(pool.spec_json, pool.work_root))
         raise UsageError(f"pool {pool.name} has backend {pool.backend!r}, which this iacctl cannot run")
+
+    def pod_backend_for(self, pool: Pool) -> PodBackend:
+        """S3/S7: the pods of a pool whose backend creates them."""
+        backend = self.runtime_for(pool).pod_backend()
+        if backend is None:
+            raise UsageError(f"pool {pool.name} is a {pool.backend} pool: it has no pods to create or delete")
+        return backend
 
     def runtime_for_pool_id(self, pool_id: int) -> Runtime:
         with self.store.read() as session:

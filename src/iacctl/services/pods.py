@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
-from iacctl.domain.durations import format_duration, parse_duration
+from iacctl.domain.durations import parse_duration
 from iacctl.domain.slots import SlotState
 from iacctl.errors import UsageError
-from iacctl.services import queue
+from iacctl.services import queue, scaling
 from iacctl.services.app import App
+from iacctl.services.pools import show_pool
 from iacctl.services.views import iso
 from iacctl.store import repo
 from iacctl.store.models import Pod, Pool, Slot
@@ -40,51 +40,21 @@ def list_pods(app: App, pool: str | None = None) -> list[dict[str, Any]]:
         return out
 
 
-def pool_row_view(session: Session, pool: Pool) -> dict[str, Any]:
-    from iacctl.domain.freeze import format_instant
-    from iacctl.services.pools import frozen_now, windows_of
-
-    view: dict[str, Any] = {
-        "name": pool.name, "backend": pool.backend, "slots_per_pod": pool.slots_per_pod,
-        "min_pods": pool.min_pods, "max_pods": pool.max_pods,
-        "plan_lifetime": format_duration(pool.plan_lifetime_s),
-        "scale_down_delay": format_duration(pool.scale_down_delay_s),
-        "on_lost_context": pool.on_lost_context,
-    }
-    if pool.backend == "kubernetes":
-        spec = json.loads(pool.spec_json or "{}")
-        view.update({
-            "namespace": spec.get("namespace"), "image": spec.get("image"), "context": spec.get("context"),
-            "service_account": spec.get("service_account"), "resources": spec.get("resources") or {},
-            "work_root": pool.work_root or "/var/lib/iacctl",
-            "warmup_lifetime": format_duration(pool.warmup_lifetime_s),
-            "warmup_retry_limit": pool.warmup_retry_limit,
-        })
-        windows = windows_of(session, pool.id or 0)
-        view["frozen"] = frozen_now(session, pool.id or 0) is not None
-        view["freeze_windows"] = [
-            {"id": w.id, "from": format_instant(w.starts_at), "until": format_instant(w.ends_at),
-             "reason": w.reason} for w in windows
-        ]
-    return view
-
-
-def list_pools(app: App) -> list[dict[str, Any]]:
-    with app.store.read() as session:
-        return [pool_row_view(session, p) for p in session.exec(select(Pool).order_by(col(Pool.name))).all()]
-
-
-def show_pool(app: App, name: str) -> dict[str, Any]:
-    with app.store.read() as session:
-        return pool_row_view(session, repo.get_pool(session, name))
-
-
-def set_pool(app: App, name: str, *, slots_per_pod: int | None, plan_lifetime: str | None) -> dict[str, Any]:
+def set_pool(app: App, name: str, *, slots_per_pod: int | None, plan_lifetime: str | None,
+             max_pods: int | None = None) -> dict[str, Any]:
     if slots_per_pod is not None and not 1 <= slots_per_pod <= 64:
         raise UsageError("--slots-per-pod must be between 1 and 64")
+    if max_pods is not None and not 1 <= max_pods <= 10000:
+        raise UsageError("--max-pods must be between 1 and 10000")
     lifetime = parse_duration(plan_lifetime) if plan_lifetime else None
     with app.store.write() as session:
         pool = repo.get_pool(session, name)
+        if max_pods is not None:
+            if pool.backend == "local":
+                raise UsageError("the local pool is this machine, one pod; set its --slots-per-pod instead")
+            if max_pods < pool.min_pods:
+                raise UsageError(f"--max-pods must be at least the pool's min pods ({pool.min_pods})")
+            pool.max_pods = max_pods
         if slots_per_pod is not None:
             pool.slots_per_pod = slots_per_pod
         if lifetime is not None:
@@ -99,8 +69,6 @@ def reconcile(app: App, pool: str | None = None) -> list[dict[str, Any]]:
     """Kubernetes pools: pods scaled to the desired number (S3, S4; services.scaling). Every
     pool: each ready pod's slots made to match the pool's slots per pod. Slots in use are never
     removed: a running or reserved slot above the number goes once it is idle. Idempotent."""
-    from iacctl.services import scaling
-
     changes: list[dict[str, Any]] = []
     with app.store.read() as session:
         pools = [repo.get_pool(session, pool)] if pool else list(session.exec(select(Pool)).all())

@@ -1,15 +1,16 @@
-"""Creating pools and their freeze windows (SPEC S1, S4): `iacctl pool create|freeze|unfreeze`."""
+"""Pools and their freeze windows (SPEC S1, S4): `iacctl pool create|list|show|freeze|unfreeze`."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from iacctl.domain.durations import parse_duration
-from iacctl.domain.freeze import active_window, check_window, format_instant, parse_instant
+from iacctl.domain.durations import format_duration, parse_duration
+from iacctl.domain.freeze import check_window, format_instant, parse_instant
 from iacctl.domain.names import check_name
 from iacctl.errors import NotFound, Refused, UsageError
 from iacctl.services.app import App
@@ -93,12 +94,6 @@ def windows_of(session: Session, pool_id: int) -> list[FreezeWindow]:
     ).all())
 
 
-def frozen_now(session: Session, pool_id: int, now: float | None = None) -> tuple[float, float] | None:
-    """S4: the freeze window the pool is in now, or None."""
-    t = repo.now() if now is None else now
-    return active_window([(w.starts_at, w.ends_at) for w in windows_of(session, pool_id)], t)
-
-
 def freeze(app: App, name: str, starts: str, ends: str, reason: str | None) -> dict[str, Any]:
     starts_at = parse_instant(starts, "--from")
     ends_at = parse_instant(ends, "--until")
@@ -135,7 +130,41 @@ def unfreeze(app: App, name: str, window_id: int | None) -> dict[str, Any]:
     return pool_view(app, name)
 
 
-def pool_view(app: App, name: str) -> dict[str, Any]:
-    from iacctl.services.pods import show_pool  # pods imports this module
+def pool_row_view(session: Session, pool: Pool) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "name": pool.name, "backend": pool.backend, "slots_per_pod": pool.slots_per_pod,
+        "min_pods": pool.min_pods, "max_pods": pool.max_pods,
+        "plan_lifetime": format_duration(pool.plan_lifetime_s),
+        "scale_down_delay": format_duration(pool.scale_down_delay_s),
+        "on_lost_context": pool.on_lost_context,
+    }
+    if pool.backend == "kubernetes":
+        spec = json.loads(pool.spec_json or "{}")
+        view.update({
+            "namespace": spec.get("namespace"), "image": spec.get("image"), "context": spec.get("context"),
+            "service_account": spec.get("service_account"), "resources": spec.get("resources") or {},
+            "work_root": pool.work_root or "/var/lib/iacctl",
+            "warmup_lifetime": format_duration(pool.warmup_lifetime_s),
+            "warmup_retry_limit": pool.warmup_retry_limit,
+        })
+        windows = windows_of(session, pool.id or 0)
+        view["frozen"] = repo.frozen_now(session, pool.id or 0) is not None
+        view["freeze_windows"] = [
+            {"id": w.id, "from": format_instant(w.starts_at), "until": format_instant(w.ends_at),
+             "reason": w.reason} for w in windows
+        ]
+    return view
 
+
+def list_pools(app: App) -> list[dict[str, Any]]:
+    with app.store.read() as session:
+        return [pool_row_view(session, p) for p in session.exec(select(Pool).order_by(col(Pool.name))).all()]
+
+
+def show_pool(app: App, name: str) -> dict[str, Any]:
+    with app.store.read() as session:
+        return pool_row_view(session, repo.get_pool(session, name))
+
+
+def pool_view(app: App, name: str) -> dict[str, Any]:
     return show_pool(app, name)

@@ -1,28 +1,38 @@
-"""Whose turn it is (SPEC L4, S2): starting a pending task in a free slot, and making sure a
-queued task whose creator is gone is started by someone (task 6 of the core issue).
+"""Whose turn it is, and running a task when it comes (SPEC L4, S2, S3; issue "Nothing waits
+forever"): starting a pending task in a slot, waiting for it with a bound, and making sure a
+queued task nobody waits for is started by someone.
 
-A task starts in one transaction: its workspace's turn is free, a slot is claimed with a
-compare-and-set, and its status goes pending -> running. On PostgreSQL the workspace row is
-locked FOR UPDATE so two processes decide one workspace's turn one after the other; on SQLite
-BEGIN IMMEDIATE already serializes writers.
+Whether a task may start is `domain.admission.admit()`, fed by `repo.admission_facts()`; this
+module only acts on its answer. A task starts in one transaction: the decision is taken again
+there (on PostgreSQL the workspace and pool rows are locked FOR UPDATE, on SQLite BEGIN
+IMMEDIATE serializes writers), a slot is claimed with a compare-and-set, and its status goes
+pending -> running.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlmodel import select
 
-from iacctl.domain.freeze import format_instant
+from iacctl.domain.admission import Admission, Blocker, PoolFacts, admit
+from iacctl.domain.durations import format_duration
 from iacctl.domain.lifecycle import Status
-from iacctl.domain.slots import SlotState
+from iacctl.errors import BackendError, Refused, TaskCancelled
+from iacctl.executor.progress import Reporter, SilentReporter
+from iacctl.executor.run import TaskRun
+from iacctl.executor.termination import end_task
+from iacctl.executor.watch import interrupted, stop_gracefully_on_signals
 from iacctl.runtimes import local
+from iacctl.services import ending, runtasks, scaling
 from iacctl.services.app import App
-from iacctl.services.pools import frozen_now
 from iacctl.store import repo
-from iacctl.store.models import Pod, Pool, Slot, Task, Workspace
+from iacctl.store.models import Pool, Task, Workspace
+
+WAIT_POLL_SECONDS = 0.5
+SCALE_RETRY_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -30,99 +40,250 @@ class StartResult:
     started: bool
     status: Status
     waiting_for: str | None = None
-    no_free_slot: bool = False  # the only reason it waits: a pool that scales could make room
-
-
+    blocker: Blocker | None = None
+    can_scale: bool = False  # no free slot, and the pool may add a pod for it (S3)
 
 
 def try_start(app: App, task_id: int) -> StartResult:
+    """Start the pending task here if admission lets it; otherwise say what it waits for. A plan
+    past its lifetime that blocks the way is discarded first (L6), then the rule is asked again."""
+    for _ in range(10):
+        result, expired = _try_start_once(app, task_id)
+        if expired is None:
+            return result
+        ending.discard_expired(app, expired)
+    return result
+
+
+def _try_start_once(app: App, task_id: int) -> tuple[StartResult, int | None]:
     host, pid, start = local.this_process()
     with app.store.write() as session:
         task = repo.get_task(session, task_id)
         if task.status != Status.PENDING:
-            return StartResult(False, Status(task.status))
-        ws = session.exec(
-            select(Workspace).where(Workspace.id == task.workspace_id).with_for_update()
-        ).one()
-        if task.kind == "plan_and_apply":
-            # The task holding the turn says more than the lock it holds: name it first.
-            blocker = repo.workspace_turn_taken(session, ws.id or 0, task_id)
-            if blocker is not None:
-                return StartResult(False, Status.PENDING,
-                                   f"task {blocker.id} ({blocker.status}) has workspace {ws.name}'s turn")
-            if ws.lock_holder is not None and ws.locked_by_task_id != task.id:
-                return StartResult(False, Status.PENDING,
-                                   f"workspace {ws.name} is locked by {ws.lock_holder}: {ws.lock_reason}")
-        window = frozen_now(session, ws.pool_id)
-        if window is not None:
-            # S4: no task starts in a frozen pool; it waits pending and says why.
-            pool = session.get(Pool, ws.pool_id)
-            return StartResult(False, Status.PENDING,
-                               f"pool {pool.name if pool else ws.pool_id} is frozen until {format_instant(window[1])}")
-        slot = repo.claim_idle_slot(session, ws.pool_id, task_id)
+            return StartResult(False, Status(task.status)), None
+        ws = session.exec(select(Workspace).where(Workspace.id == task.workspace_id).with_for_update()).one()
+        repo.lock_pool_row(session, ws.pool_id)
+        facts = repo.admission_facts(session, [task])[task_id]
+        decision = admit(facts, repo.now())
+        if decision.expired_task is not None:
+            return StartResult(False, Status.PENDING, decision.waiting_for, decision.blocker), decision.expired_task
+        if not decision.start:
+            return StartResult(False, Status.PENDING, decision.waiting_for, decision.blocker,
+                               decision.can_scale), None
+        slot = repo.claim_slot(session, ws.pool_id, task_id, grow=not facts.pool.reserved_holds_capacity)
         if slot is None:
-            pool = session.get(Pool, ws.pool_id)
-            return StartResult(False, Status.PENDING,
-                               f"no free slot in pool {pool.name if pool else ws.pool_id}", no_free_slot=True)
+            # Admission counted a slot that is not there (a pod being lost): wait and ask again.
+            return StartResult(False, Status.PENDING, f"no free slot in pool {facts.pool.name}",
+                               Blocker.NO_CAPACITY, True), None
         repo.transition(
             session, task_id, Status.PENDING, Status.RUNNING, f"started in slot {repo.slot_place(session, slot.id)}",
             slot_id=slot.id, pod_id=slot.pod_id, pool_id=ws.pool_id, plan_slot_id=slot.id,
             started_at=repo.now(), runner_host=host, runner_pid=pid, runner_start=start,
             heartbeat_at=repo.now(), error=None,
         )
-        return StartResult(True, Status.RUNNING)
+        return StartResult(True, Status.RUNNING), None
 
 
-def startable(app: App, task: Task) -> bool:
-    """Could this pending task start now? A read-only guess; try_start decides for real."""
+def admission_of(app: App, task_id: int) -> Admission:
+    """What admission says of the task now (read only; try_start decides for real)."""
     with app.store.read() as session:
-        ws = session.get(Workspace, task.workspace_id)
-        if ws is None:
-            return False
-        if task.kind == "plan_and_apply":
-            if ws.lock_holder is not None and ws.locked_by_task_id != task.id:
-                return False
-            if repo.workspace_turn_taken(session, ws.id or 0, task.id or 0) is not None:
-                return False
-        if frozen_now(session, ws.pool_id) is not None:
-            return False
-        free = session.exec(
-            select(Slot.id).join(Pod, Pod.id == Slot.pod_id)  # type: ignore[arg-type]
-            .where(Pod.pool_id == ws.pool_id, Pod.status == "ready", Slot.state == SlotState.IDLE)
-        ).first()
-        return free is not None
+        task = repo.get_task(session, task_id)
+        facts = repo.admission_facts(session, [task]).get(task_id)
+    if facts is None or task.status != Status.PENDING:
+        return Admission(False)
+    return admit(facts, repo.now())
 
 
-def creator_waiting(task: Task) -> bool:
+def run_when_turn(app: App, task_id: int, reporter: Reporter, *, wait_timeout: float | None = None) -> Task:
+    """Wait for the task's turn (saying what it waits for and the way out), run its plan here,
+    return it. With `wait_timeout`, a task still waiting when it elapses is cancelled (it never
+    stays queued behind) and Refused is raised (exit 5)."""
+    deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
+    last_reason: str | None = None
+    next_scale = 0.0
+    while True:
+        if interrupted.is_set():
+            _give_up(app, task_id, "interrupted while waiting", None)
+        result = try_start(app, task_id)
+        if result.started:
+            break
+        if result.status != Status.PENDING:
+            return get_task(app, task_id)
+        if result.waiting_for != last_reason:
+            reporter.note(f"task {task_id} waits: {result.waiting_for}")
+            last_reason = result.waiting_for
+        if result.can_scale and time.monotonic() >= next_scale:
+            # S3: a Kubernetes pool with no idle slot scales up for the waiting task.
+            next_scale = time.monotonic() + SCALE_RETRY_SECONDS
+            if scale_for(app, task_id, reporter):
+                continue
+        if deadline is not None and time.monotonic() >= deadline:
+            _give_up(app, task_id, f"gave up after waiting {format_duration(wait_timeout or 0)}",
+                     result.waiting_for)
+        time.sleep(WAIT_POLL_SECONDS)
+    execute(app, task_id, reporter, lambda run: run.plan())
+    return get_task(app, task_id)
+
+
+def _give_up(app: App, task_id: int, why: str, waiting_for: str | None) -> None:
+    reason = f"{why}; it waited for: {waiting_for}" if waiting_for else why
+    outcome = ending.end_waiting(app, task_id, Status.CANCELLED, reason)
+    if outcome != Status.CANCELLED:
+        return  # it started or ended meanwhile; the caller reads how
+    kick_queue(app)
+    if waiting_for is None:
+        raise TaskCancelled(f"task {task_id} cancelled: {reason}")
+    raise Refused(f"task {task_id} cancelled: {reason}")
+
+
+def scale_for(app: App, task_id: int, reporter: Reporter) -> bool:
+    """Reconcile the task's Kubernetes pool (creating pods for every waiting task, S3); True if
+    a pod was created."""
+    with app.store.read() as session:
+        task = repo.get_task(session, task_id)
+        pool = session.get(Pool, task.pool_id) if task.pool_id else None
+    if pool is None or pool.backend == "local":
+        return False
+    try:
+        changes = scaling.reconcile_pool(app, pool.name)
+    except BackendError as exc:
+        # Not waited out in silence: the task stays queued and the user hears why.
+        raise BackendError(f"task {task_id} stays queued: {exc}; it starts once pool {pool.name} has a "
+                           "free slot (iacctl pods recover)") from None
+    for c in changes:
+        reporter.note(f"pool {c['pool']}: pod {c['pod'] or ''} {c['change']}: {c['detail']}")
+    return any(c["change"] == "created" for c in changes)
+
+
+def execute(app: App, task_id: int, reporter: Reporter, body: Callable[[TaskRun], Status],
+            *, kick: bool = True) -> None:
+    """Run a started task's stages here; whatever happens, the queue is kicked after (a slot or
+    a turn may be free)."""
+    try:
+        with app.store.read() as session:
+            task = repo.get_task(session, task_id)
+        runtime = app.runtime_for_pool_id(task.pool_id or 0)
+        # R7/C6: the run tasks attached to the workspace, at the stages they are attached to.
+        run = TaskRun(app.store, runtime, task_id, reporter, hooks=runtasks.hooks_for(app, task_id))
+    except Exception as exc:
+        # E3: an error before the executor exists still leaves the task terminal.
+        with app.store.read() as session:
+            task = repo.get_task(session, task_id)
+        runtime = app.runtime_for_pool_id(task.pool_id or 0)
+        end_task(app.store, runtime, task_id, Status.FAILED, f"cannot start: {exc}", log=None, place=None)
+        raise
+    try:
+        body(run)
+    finally:
+        if kick:
+            kick_queue(app)
+
+
+def get_task(app: App, task_id: int) -> Task:
+    with app.store.read() as session:
+        return repo.get_task(session, task_id)
+
+
+# -- tasks nobody waits for -----------------------------------------------------------------------
+
+
+def _left_behind(app: App, task: Task) -> bool:
+    """A task queued by a command that waits for it is that command's: if the command is gone
+    before its task started (killed, or it failed), the task is cancelled, never started later
+    behind the user's back. True if the task is taken care of here (cancelled or waited for)."""
     alive = local.process_alive(task.creator_host, task.creator_pid, task.creator_start)
-    return alive is not False
+    if task.creator_pid is None or alive is None:
+        return False
+    if alive:
+        return True
+    reason = (f"its command ({task.creator_host} pid {task.creator_pid}) exited before the task started; "
+              "nothing runs behind its back")
+    ending.end_waiting(app, task.id or 0, Status.CANCELLED, reason)
+    return True
+
+
+def cancel_left_behind(app: App) -> list[tuple[int, str]]:
+    """The sweep's part: queued tasks whose waiting command is gone, cancelled (see
+    _left_behind). Their ids and errors."""
+    with app.store.read() as session:
+        pending = repo.pending_tasks(session)
+    out = []
+    for task in pending:
+        if task.creator_pid is not None and _left_behind(app, task):
+            current = get_task(app, task.id or 0)
+            if current.status == Status.CANCELLED:
+                out.append((task.id or 0, current.error or ""))
+    return out
+
+
+def _places(pool: PoolFacts) -> int:
+    if not pool.reserved_holds_capacity:
+        return max(0, pool.slots_per_pod - pool.running)
+    return pool.idle_slots
 
 
 def kick_queue(app: App) -> list[int]:
-    """Start, as detached `iacctl tasks run` processes, the queued tasks that can run now and that
-    nobody waits for. Returns their ids. Safe to call from anywhere, any number of times: the
-    runners race through try_start's compare-and-set and only one wins a task.
+    """Start, as detached runners, the queued tasks that admission lets start now and that nobody
+    waits for. Returns their ids. Safe to call from anywhere, any number of times: runners race
+    through try_start's compare-and-set and only one wins a task.
 
-    At most one runner per idle slot of the task's pool is started (item 10): every task that
+    At most one runner per free place of the task's pool is started (item 10): every task that
     ends kicks the queue, and a runner per startable task at each kick piled up hundreds of
-    processes that mostly lost the race, each paying Python's start-up on the same cores as
-    the tasks."""
+    processes that mostly lost the race."""
     started: list[int] = []
     with app.store.read() as session:
         pending = repo.pending_tasks(session)
-        free = idle_slots_by_pool(session)
-        blocked = turn_blocked(session, pending)
+        facts = repo.admission_facts(session, pending)
+    now = repo.now()
+    handed: dict[str, int] = {}
     for task in pending:
-        if creator_waiting(task) or task.id in blocked:
+        f = facts.get(task.id or 0)
+        if f is None or _left_behind(app, task):
             continue
-        if task.pool_id is not None and free.get(task.pool_id, 0) <= 0:
+        decision = admit(f, now)
+        if not (decision.start or decision.blocker == Blocker.PLAN_EXPIRED):
             continue
-        if startable(app, task):
-            start_runner(app, task.id or 0)
-            started.append(task.id or 0)
-            if task.pool_id is not None:
-                free[task.pool_id] -= 1
+        if handed.get(f.pool.name, 0) >= _places(f.pool) and decision.start:
+            continue
+        start_runner(app, task.id or 0)
+        started.append(task.id or 0)
+        handed[f.pool.name] = handed.get(f.pool.name, 0) + 1
     return started
+
+
+def take_next(app: App) -> int | None:
+    """Start here the oldest queued task that nobody waits for and that can start now; its id,
+    or None when there is none (a runner going on with the next task)."""
+    with app.store.read() as session:
+        pending = repo.pending_tasks(session)
+        facts = repo.admission_facts(session, pending)
+    now = repo.now()
+    for task in pending:
+        f = facts.get(task.id or 0)
+        if f is None or _left_behind(app, task):
+            continue
+        decision = admit(f, now)
+        if (decision.start or decision.blocker == Blocker.PLAN_EXPIRED) and try_start(app, task.id or 0).started:
+            return task.id
+    return None
+
+
+def run_queued(app: App, task_id: int) -> Task:
+    """The detached runner: start the task if it is its turn, else leave it to whoever frees
+    the turn (they start a runner again). When its task has ended, the runner takes the next
+    queued task that nobody waits for and that can start now, in this same process, until there
+    is none: the slot it freed is used again at once, without a new process's start-up (item 10)."""
+    result = try_start(app, task_id)
+    if not result.started:
+        return get_task(app, task_id)
+    current: int | None = task_id
+    try:
+        while current is not None:
+            execute(app, current, SilentReporter(), lambda run: run.plan(), kick=False)
+            current = None if interrupted.is_set() else take_next(app)
+    finally:
+        kick_queue(app)
+    return get_task(app, task_id)
 
 
 def start_runner(app: App, task_id: int) -> int:
@@ -131,15 +292,11 @@ def start_runner(app: App, task_id: int) -> int:
     db = str(app.settings.db_path) if app.settings.db_path else None
 
     def runner() -> int:  # pragma: no cover - runs in the forked child
-        from iacctl.executor.watch import interrupted, stop_gracefully_on_signals
-        from iacctl.services.app import App as ChildApp
-        from iacctl.services.runs import run_queued
-
         # A fresh store connection: the parent's stay untouched (closing a PostgreSQL
         # connection shared with the parent would end the parent's session too).
         interrupted.clear()
         stop_gracefully_on_signals()
-        child = ChildApp(db)
+        child = App(db)
         try:
             run_queued(child, task_id)
         finally:
@@ -153,56 +310,3 @@ def start_runner(app: App, task_id: int) -> int:
     if pid is None:
         pid = local.spawn_detached([*(["--db", db] if db else []), "tasks", "run", str(task_id)])
     return pid
-
-
-def take_next(app: App) -> int | None:
-    """Start here the oldest queued task that nobody waits for and that can start now; its id,
-    or None when there is none (a runner going on with the next task)."""
-    with app.store.read() as session:
-        pending = repo.pending_tasks(session)
-    for task in pending:
-        if creator_waiting(task) or not startable(app, task):
-            continue
-        if try_start(app, task.id or 0).started:
-            return task.id
-    return None
-
-
-def turn_blocked(session: Session, pending: Sequence[Task]) -> set[int]:
-    """The queued plan_and_apply tasks that cannot start whatever the slots (L4, L5): another
-    task of their workspace holds the turn (running or apply_pending, or older and queued), or
-    someone else holds the lock. Two queries however many tasks are queued (item 10: the sweep
-    reads the queue of 1,000 pods); try_start decides for real."""
-    ws_ids = {t.workspace_id for t in pending if t.kind == "plan_and_apply"}
-    if not ws_ids:
-        return set()
-    queued_in = select(Task.workspace_id).where(Task.status == Status.PENDING, Task.kind == "plan_and_apply")
-    busy: set[int] = set()
-    first_pending: dict[int, int] = {}
-    for ws_id, task_id, status in session.exec(
-        select(Task.workspace_id, Task.id, Task.status)
-        .where(Task.kind == "plan_and_apply", col(Task.workspace_id).in_(queued_in),
-               col(Task.status).in_([Status.RUNNING, Status.APPLY_PENDING, Status.PENDING]))
-    ).all():
-        if status == Status.PENDING:
-            first_pending[ws_id] = min(first_pending.get(ws_id, task_id or 0), task_id or 0)
-        else:
-            busy.add(ws_id)
-    locks = {ws.id: ws for ws in session.exec(select(Workspace).where(col(Workspace.id).in_(queued_in))).all()}
-    blocked = set()
-    for task in pending:
-        if task.kind != "plan_and_apply":
-            continue
-        ws = locks.get(task.workspace_id)
-        if (task.workspace_id in busy or first_pending.get(task.workspace_id) != task.id
-                or (ws is not None and ws.lock_holder is not None and ws.locked_by_task_id != task.id)):
-            blocked.add(task.id or 0)
-    return blocked
-
-
-def idle_slots_by_pool(session: Session) -> dict[int, int]:
-    rows = session.exec(
-        select(Pod.pool_id, func.count(col(Slot.id))).join(Slot, col(Slot.pod_id) == col(Pod.id))
-        .where(Pod.status == "ready", Slot.state == SlotState.IDLE).group_by(col(Pod.pool_id))
-    ).all()
-    return {int(pool_id): int(n) for pool_id, n in rows}

@@ -16,18 +16,20 @@ from typing import Any
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
+from iacctl.domain.admission import Blocker, admit
 from iacctl.domain.freeze import format_instant
 from iacctl.domain.lifecycle import Status
-from iacctl.domain.scaling import PodLoad, desired_pods, pods_to_create, pods_to_delete
+from iacctl.domain.scaling import PodLoad, desired_pods, pods_to_create, pods_to_delete, warmup_expired
 from iacctl.domain.slots import PodStatus, SlotState
 from iacctl.errors import BackendError
-from iacctl.runtimes.base import RuntimeError_
+from iacctl.runtimes.base import PodBackend, RuntimeError_
 from iacctl.services.app import App
-from iacctl.services.pools import frozen_now
 from iacctl.store import repo
 from iacctl.store.models import Pod, Pool, Slot, Task
 
-CREATING = "creating"
+CREATING = PodStatus.CREATING
+# Blockers that more slots would lift: such a task is demand for a pod (S3).
+_WANTS_A_SLOT = (None, Blocker.NO_CAPACITY, Blocker.RESERVED_CAPACITY, Blocker.PLAN_EXPIRED)
 # A pod row still `creating` this long after it was written belongs to a process that died.
 START_TIMEOUT_S = 300.0
 
@@ -36,18 +38,12 @@ def _change(pool: str, pod: str | None, change: str, detail: str) -> dict[str, A
     return {"pool": pool, "pod": pod, "change": change, "detail": detail}
 
 
-def _kube_runtime(app: App, pool: Pool) -> Any:
-    """The pool's KubernetesRuntime, whose pod calls (list, create, delete) go beyond the
-    Runtime protocol."""
-    return app.runtime_for(pool)
-
-
 def reconcile_pool(app: App, name: str) -> list[dict[str, Any]]:
     """Bring a Kubernetes pool's pods to what S3/S4 want. Prints nothing; returns the changes.
     Idempotent: run again at once, it changes nothing."""
     with app.store.read() as session:
         pool = repo.get_pool(session, name)
-    runtime = _kube_runtime(app, pool)
+    runtime = app.pod_backend_for(pool)
     listed_at = repo.now()
     try:
         api_pods = runtime.list_pods()
@@ -60,7 +56,7 @@ def reconcile_pool(app: App, name: str) -> list[dict[str, Any]]:
         pool = session.exec(select(Pool).where(Pool.name == name).with_for_update()).one()
         pool_id = pool.id or 0
         now = repo.now()
-        window = frozen_now(session, pool_id, now)
+        window = repo.frozen_now(session, pool_id, now)
         pods = list(repo.pods_of(session, pool_id))
         slots = _slots_by_pod(session, [p.id or 0 for p in pods])
         known = {p.name for p in pods}
@@ -124,10 +120,8 @@ def reconcile_pool(app: App, name: str) -> list[dict[str, Any]]:
         waiting = 0 if window else waiting_tasks(session, pool)
         desired = desired_pods(busy_total, waiting, pool.slots_per_pod, pool.min_pods, pool.max_pods,
                                frozen=window is not None)
-        from iacctl.runtimes.kubernetes import new_pod_name
-
         for _ in range(pods_to_create(loads, desired)):
-            pod_name = new_pod_name(name)
+            pod_name = runtime.new_pod_name()
             session.add(Pod(pool_id=pool_id, name=pod_name, status=CREATING, created_at=repo.now()))
             create.append(pod_name)
         by_name = {p.name: p for p in live}
@@ -160,18 +154,34 @@ def _slots_by_pod(session: Session, pod_ids: Sequence[int]) -> dict[int, list[Sl
 
 
 def waiting_tasks(session: Session, pool: Pool) -> int:
-    """Tasks of the pool that could start if they had a slot (S3: queued work gets a pod), and
-    apply_pending tasks waiting for a warm-up slot (S6). A few queries whatever the number of
-    queued tasks (item 10)."""
-    from iacctl.services.queue import turn_blocked
-
+    """Tasks of the pool that could start if they had a slot (S3: queued work gets a pod), as
+    the admission rule judges them, and apply_pending tasks waiting for a warm-up slot (S6). A
+    few queries whatever the number of queued tasks (item 10)."""
     pending = session.exec(select(Task).where(Task.pool_id == pool.id, Task.status == Status.PENDING)).all()
-    blocked = turn_blocked(session, pending)
-    count = sum(1 for t in pending if t.id not in blocked)
+    facts = repo.admission_facts(session, pending)
+    now = repo.now()
+    count = sum(1 for f in facts.values() if admit(f, now).blocker in _WANTS_A_SLOT)
     if pool.on_lost_context == "warmup":
-        from iacctl.services.warmup import needs_warmup_slot
-
         count += needs_warmup_slot(session, pool)
+    return count
+
+
+def needs_warmup_slot(session: Session, pool: Pool) -> int:
+    """How many apply_pending tasks of the pool need a new slot for a warm-up (S3 counts them)."""
+    rows = session.exec(
+        select(Task, Pod)
+        .join(Slot, col(Slot.id) == col(Task.slot_id), isouter=True)
+        .join(Pod, col(Pod.id) == col(Slot.pod_id), isouter=True)
+        .where(Task.pool_id == pool.id, Task.status == Status.APPLY_PENDING)
+    ).all()
+    now = repo.now()
+    count = 0
+    for task, pod in rows:
+        if task.warmup_attempts >= pool.warmup_retry_limit:
+            continue
+        if pod is None or pod.status != PodStatus.READY or warmup_expired(task.warmup_status,
+                                                                          task.warmup_expires_at, now):
+            count += 1
     return count
 
 
@@ -186,7 +196,7 @@ def _reset_warmups(session: Session, pool_id: int) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def _start_pods(app: App, name: str, runtime: Any, names: list[str]) -> list[dict[str, Any]]:
+def _start_pods(app: App, name: str, runtime: PodBackend, names: list[str]) -> list[dict[str, Any]]:
     changes: list[dict[str, Any]] = []
     started: list[str] = []
     for pod_name in names:

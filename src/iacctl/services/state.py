@@ -63,7 +63,6 @@ def save_applied(app: App, task_id: int) -> dict[str, Any]:
         repo.transition(session, task_id, Status.APPLIED_STATE_ERROR, Status.APPLIED,
                         f"state re-saved as version {version.id}", state_version_id=version.id,
                         error=None)
-        repo.unlock_workspace(session, task.workspace_id, task_id=task_id)
         result = _view(version)
     kept.unlink(missing_ok=True)
     return result

@@ -12,6 +12,7 @@ from sqlmodel import col
 from iacctl.domain.lifecycle import Status, is_terminal
 from iacctl.errors import UsageError
 from iacctl.services.app import App
+from iacctl.services.runtasks import result_view
 from iacctl.services.views import iso
 from iacctl.store import repo
 from iacctl.store.models import Pod, Pool, Slot, Task, TaskEvent, TaskLog, Workspace
@@ -113,8 +114,6 @@ def show(app: App, task_id: int) -> dict[str, Any]:
         run_task_results = repo.results_of_task(session, task_id)
     view["runner"] = ({"host": task.runner_host, "pid": task.runner_pid}
                       if task.runner_pid is not None else None)
-    from iacctl.services.runtasks import result_view
-
     view["run_task_results"] = [result_view(r) for r in run_task_results]
     view["history"] = [
         {"at": iso(e.at), "kind": e.kind, "from": e.from_value, "to": e.to_value, "reason": e.reason}

@@ -14,11 +14,11 @@ from iacctl.domain.names import check_name, check_variable_name
 from iacctl.errors import Refused, UsageError
 from iacctl.executor.binaries import check_version
 from iacctl.executor.terraform import check_binary_setting
-from iacctl.services import queue
+from iacctl.services import ending, queue
 from iacctl.services.app import LOCAL_POOL, App
 from iacctl.services.views import iso
 from iacctl.store import repo
-from iacctl.store.models import Task, Variable, Workspace
+from iacctl.store.models import Pool, Task, Variable, Workspace
 
 
 def _source_dir(directory: str) -> str:
@@ -90,8 +90,6 @@ def _lock_view(ws: Workspace) -> dict[str, Any] | None:
 
 
 def _view(session: Any, ws: Workspace) -> dict[str, Any]:
-    from iacctl.store.models import Pool
-
     pool = session.get(Pool, ws.pool_id)
     latest = repo.latest_state_version(session, ws.id or 0)
     lifetime = ws.plan_lifetime_s or (pool.plan_lifetime_s if pool else 86400.0)
@@ -133,22 +131,39 @@ def lock(app: App, name: str, reason: str, holder: str) -> dict[str, Any]:
     return show(app, name)
 
 
-def unlock(app: App, name: str, *, force: bool) -> dict[str, Any]:
+def unlock(app: App, name: str, *, force: bool, by: str = "an operator") -> dict[str, Any]:
+    """L5: remove the workspace lock. Held by a task, only with --force, and then for real: a
+    task waiting for confirmation is cancelled with it (a task left apply_pending without its
+    lock would block the workspace forever); a running task's lock is refused while its process
+    lives, and when the process is gone the task is ended as the sweep ends it."""
+    with app.store.read() as session:
+        ws = repo.get_workspace(session, name)
+        holder = session.get(Task, ws.locked_by_task_id) if ws.locked_by_task_id is not None else None
+    if ws.lock_holder is None and ws.locked_by_task_id is None:
+        raise Refused(f"workspace {name} is not locked")
+    if holder is not None and holder.status in (Status.RUNNING, Status.APPLY_PENDING) and not force:
+        raise Refused(
+            f"workspace {name} is locked by task {holder.id}, which is {holder.status}; "
+            f"cancel it (iacctl cancel {holder.id}) or unlock with --force"
+        )
+    if holder is not None and holder.status == Status.RUNNING:
+        if not ending.runner_gone(holder):
+            raise Refused(
+                f"workspace {name} is locked by task {holder.id}, which is running (stage {holder.stage}) in "
+                f"process {holder.runner_pid} on {holder.runner_host}; cancel it (iacctl cancel {holder.id}) "
+                "instead: removing the lock under a running Terraform would let another apply start beside it"
+            )
+        ending.end_abandoned(app, holder.id or 0, f"lock removed with --force by {by}; its process was gone")
+    elif holder is not None and holder.status == Status.APPLY_PENDING:
+        ending.end_waiting(app, holder.id or 0, Status.CANCELLED, f"lock removed with --force by {by}")
     with app.store.write() as session:
         ws = repo.get_workspace(session, name)
-        if ws.lock_holder is None and ws.locked_by_task_id is None:
-            raise Refused(f"workspace {name} is not locked")
-        if ws.locked_by_task_id is not None and not force:
-            task = session.get(Task, ws.locked_by_task_id)
-            if task is not None and task.status in (Status.RUNNING, Status.APPLY_PENDING):
-                raise Refused(
-                    f"workspace {name} is locked by task {task.id}, which is {task.status}; "
-                    f"cancel it (iacctl cancel {task.id}) or unlock with --force"
-                )
+        # A failed task may keep its lock on purpose (a pod lost mid-apply; E8): the operator
+        # has looked, and says so by unlocking.
         repo.unlock_workspace(session, ws.id or 0)
         if ws.locked_by_task_id is not None:
             repo.add_event(session, ws.locked_by_task_id, "note", None, None,
-                           f"workspace {name} unlocked by an operator")
+                           f"workspace {name} unlocked by {by}")
     # Unlocking frees the workspace's turn: start what was queued behind the lock (task 6).
     queue.kick_queue(app)
     return show(app, name)

@@ -11,14 +11,18 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, update
+from sqlalchemy import func, insert, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from iacctl.domain.lifecycle import Stage, Status, check_transition
-from iacctl.domain.slots import SlotPlace, SlotState
+from iacctl.domain.admission import PLAN, AdmissionFacts, LiveTask, PoolFacts, SlotUse
+from iacctl.domain.freeze import active_window
+from iacctl.domain.lifecycle import Stage, Status, check_transition, is_terminal
+from iacctl.domain.slots import PodStatus, SlotPlace, SlotState
 from iacctl.errors import NotFound, TransitionConflict
 from iacctl.store.models import (
     ConfigSnapshot,
+    FreezeWindow,
     PlanArtifact,
     Pod,
     Pool,
@@ -85,6 +89,106 @@ def claim_idle_slot(session: Session, pool_id: int, task_id: int) -> Slot | None
             session.refresh(slot)
             return slot
     return None
+
+
+def claim_slot(session: Session, pool_id: int, task_id: int, *, grow: bool) -> Slot | None:
+    """S2: a slot for a task that admission let start. With `grow` (the local pool, where only
+    running tasks count against the slot number), a new slot row is added to the pool's pod when
+    every row is taken by plans waiting for confirmation: their work directories stay (E6)."""
+    slot = claim_idle_slot(session, pool_id, task_id)
+    if slot is not None or not grow:
+        return slot
+    pod = session.exec(
+        select(Pod).where(Pod.pool_id == pool_id, Pod.status == PodStatus.READY).order_by(col(Pod.id))
+    ).first()
+    if pod is None:
+        return None
+    top = session.execute(select(func.max(Slot.slot_index)).where(Slot.pod_id == pod.id)).scalar()
+    slot = Slot(pod_id=pod.id or 0, slot_index=int(top if top is not None else -1) + 1, state=SlotState.RUNNING,
+                task_id=task_id, updated_at=now())
+    session.add(slot)
+    session.flush()
+    return slot
+
+
+def lock_pool_row(session: Session, pool_id: int) -> None:
+    """On PostgreSQL, starts in one pool decide one after the other (capacity is counted, then
+    taken); SQLite's BEGIN IMMEDIATE already serializes writers."""
+    session.exec(select(Pool.id).where(Pool.id == pool_id).with_for_update()).first()
+
+
+def frozen_now(session: Session, pool_id: int, at: float | None = None) -> tuple[float, float] | None:
+    """S4: the freeze window the pool is in now, or None."""
+    t = now() if at is None else at
+    return active_window(freeze_windows(session, [pool_id]).get(pool_id, ()), t)
+
+
+def freeze_windows(session: Session, pool_ids: Iterable[int]) -> dict[int, tuple[tuple[float, float], ...]]:
+    out: dict[int, list[tuple[float, float]]] = {}
+    for w in session.exec(select(FreezeWindow).where(col(FreezeWindow.pool_id).in_(list(pool_ids)))
+                          .order_by(col(FreezeWindow.starts_at))).all():
+        out.setdefault(w.pool_id, []).append((w.starts_at, w.ends_at))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def admission_facts(session: Session, tasks: Sequence[Task], *, wants: str = PLAN) -> dict[int, AdmissionFacts]:
+    """Everything `domain.admission.admit()` needs about these pending tasks (or, with wants=apply,
+    confirmed ones), in six queries however many tasks there are (item 10: the sweep reads the
+    queue of 1,000 pods)."""
+    if not tasks:
+        return {}
+    ws_ids = list({t.workspace_id for t in tasks})
+    workspaces = {w.id: w for w in session.exec(select(Workspace).where(col(Workspace.id).in_(ws_ids))).all()}
+    pool_of = {t.id: (t.pool_id or workspaces[t.workspace_id].pool_id) for t in tasks if t.workspace_id in workspaces}
+    pool_ids = list(set(pool_of.values()))
+    pools = {p.id: p for p in session.exec(select(Pool).where(col(Pool.id).in_(pool_ids))).all()}
+    windows = freeze_windows(session, pool_ids)
+    live_pods = {int(pid): int(n) for pid, n in session.execute(
+        select(Pod.pool_id, func.count(col(Pod.id)))
+        .where(col(Pod.pool_id).in_(pool_ids), col(Pod.status).in_([PodStatus.READY, PodStatus.CREATING]))
+        .group_by(col(Pod.pool_id))
+    ).all()}
+    idle: dict[int, int] = {}
+    uses: dict[int, list[SlotUse]] = {}
+    for pid, task_id, state, status in session.execute(
+        select(Pod.pool_id, Slot.task_id, Slot.state, Task.status)
+        .join(Slot, col(Slot.pod_id) == col(Pod.id))
+        .join(Task, col(Task.id) == col(Slot.task_id), isouter=True)
+        .where(col(Pod.pool_id).in_(pool_ids), col(Pod.status) == PodStatus.READY)
+        .order_by(col(Slot.task_id))
+    ).all():
+        if state == SlotState.IDLE:
+            idle[pid] = idle.get(pid, 0) + 1
+        else:
+            uses.setdefault(pid, []).append(SlotUse(int(task_id or 0), str(status), str(state)))
+    others: dict[int, list[LiveTask]] = {}
+    for tid, ws_id, status, created, started, planned, confirmed in session.execute(
+        # SQLAlchemy's own select: sqlmodel's takes at most four columns.
+        sa_select(Task.id, Task.workspace_id, Task.status, Task.created_at, Task.started_at,  # type: ignore[call-overload]
+                  Task.planned_at, Task.confirmed_at)
+        .where(col(Task.workspace_id).in_(ws_ids), col(Task.kind) == "plan_and_apply",
+               col(Task.status).in_([Status.PENDING, Status.RUNNING, Status.APPLY_PENDING]))
+    ).all():
+        since = {Status.PENDING: created, Status.APPLY_PENDING: planned}.get(status) or confirmed or started or created
+        others.setdefault(ws_id, []).append(
+            LiveTask(int(tid), str(status), float(since), planned, confirmed is not None))
+    facts: dict[int, AdmissionFacts] = {}
+    for task in tasks:
+        ws = workspaces.get(task.workspace_id)
+        pool = pools.get(pool_of.get(task.id, -1))
+        if ws is None or pool is None:
+            continue
+        pid = pool.id or 0
+        facts[task.id or 0] = AdmissionFacts(
+            task_id=task.id or 0, kind=task.kind, workspace=ws.name, wants=wants,
+            pool=PoolFacts(name=pool.name, backend=pool.backend, slots_per_pod=pool.slots_per_pod,
+                           max_pods=pool.max_pods, live_pods=live_pods.get(pid, 0), idle_slots=idle.get(pid, 0),
+                           uses=tuple(uses.get(pid, ())), freeze_windows=windows.get(pid, ())),
+            others=tuple(o for o in others.get(ws.id or 0, ()) if o.id != task.id),
+            lock_task_id=ws.locked_by_task_id, lock_holder=ws.lock_holder, lock_reason=ws.lock_reason,
+            plan_lifetime_s=ws.plan_lifetime_s or pool.plan_lifetime_s,
+        )
+    return facts
 
 
 def set_slot_state(
@@ -211,19 +315,24 @@ def add_event(
 
 
 def transition(
-    session: Session, task_id: int, expected: Status, target: Status, reason: str, **fields: Any
+    session: Session, task_id: int, expected: Status, target: Status, reason: str, *,
+    keep_lock: str | None = None, **fields: Any,
 ) -> None:
-    """The one function that changes a task's status (L7).
+    """The one function that changes a task's status (L7), and the one end of a task.
 
     Checks the lifecycle table, then `UPDATE tasks SET status = target ... WHERE id = :id AND
     status = :expected`; if another process changed the task first, nothing is written and
     TransitionConflict is raised. The history row is written in the same transaction.
+
+    A task that ends (a terminal status), or goes back to pending to plan again (S5), leaves in
+    the same transaction everything it held: its slots are freed, its run-task tokens revoked
+    (C5), and the workspace lock it holds released, unless `keep_lock` gives the reason it must
+    stay (S5: a pod lost while applying; E8: applied but the state is not stored).
     """
     check_transition(expected, target)
     t = now()
     values: dict[str, Any] = {"status": target, "updated_at": t, **fields}
-    ending = target in (Status.PLANNED_AND_FINISHED, Status.APPLIED, Status.APPLIED_STATE_ERROR,
-                        Status.FAILED, Status.CANCELLED)
+    ending = is_terminal(target)
     if ending:
         values.setdefault("finished_at", t)
         values.setdefault("child_pid", None)
@@ -238,6 +347,15 @@ def transition(
             f"task {task_id} is {current}, not {expected}: another process changed it"
         )
     add_event(session, task_id, "status", expected, target, reason)
+    if target == Status.APPLIED_STATE_ERROR and keep_lock is None:
+        keep_lock = f"task {task_id} applied but its state is not stored"
+    if ending or target == Status.PENDING:
+        release_slot_of(session, task_id)
+        workspace_id = session.execute(select(Task.workspace_id).where(Task.id == task_id)).scalar()
+        if keep_lock is not None:
+            set_lock_reason(session, int(workspace_id or 0), task_id, keep_lock)
+        else:
+            unlock_workspace(session, int(workspace_id or 0), task_id=task_id)
     if ending:
         # E2/C5: whatever path ends a task, its run-task results still waiting are ended and
         # their tokens revoked in the same transaction.
@@ -275,24 +393,6 @@ def tasks_with_status(session: Session, statuses: Iterable[Status]) -> Sequence[
     return session.exec(
         select(Task).where(col(Task.status).in_(list(statuses))).order_by(col(Task.id))
     ).all()
-
-
-def workspace_turn_taken(session: Session, workspace_id: int, task_id: int) -> Task | None:
-    """L4: the plan_and_apply task that keeps this one waiting, if any: one running or
-    apply_pending, or an older one still pending."""
-    return session.exec(
-        select(Task)
-        .where(
-            Task.workspace_id == workspace_id,
-            Task.kind == "plan_and_apply",
-            col(Task.id) != task_id,
-            or_(
-                col(Task.status).in_([Status.RUNNING, Status.APPLY_PENDING]),
-                and_(col(Task.status) == Status.PENDING, col(Task.id) < task_id),
-            ),
-        )
-        .order_by(col(Task.id))
-    ).first()
 
 
 def append_logs(session: Session, task_id: int, first_seq: int, lines: Sequence[bytes]) -> None:

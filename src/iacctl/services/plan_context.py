@@ -1,4 +1,7 @@
-"""Warm-up (SPEC S6, seed 001): a pool with `on_lost_context = warmup` does not re-plan an
+"""A plan's context (SPEC S5, S6): the reserved slot and work directory of a task waiting for
+confirmation. Whether it is lost, planning again when it is (S5), and warm-up (S6).
+
+Warm-up (seed 001): a pool with `on_lost_context = warmup` does not re-plan an
 apply_pending task whose plan context is lost; it reserves a new slot and prepares it from the
 store (work directory, init, plan restored, hash verified), marked `ready` before the user
 confirms. A ready warm-up expires after the pool's warm-up lifetime and is prepared again; after
@@ -11,42 +14,69 @@ the task held is freed, so a task never holds two slots.
 from __future__ import annotations
 
 from sqlalchemy import update
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col
 
 from iacctl.domain.lifecycle import Status
+from iacctl.domain.scaling import WARMUP_READY, warmup_expired
 from iacctl.domain.slots import PodStatus, SlotState
 from iacctl.errors import BackendError
 from iacctl.executor.progress import Reporter, SilentReporter
 from iacctl.executor.run import TaskRun
+from iacctl.runtimes.base import RuntimeError_, SlotPlace
+from iacctl.services import scaling
 from iacctl.services.app import App
 from iacctl.store import repo
 from iacctl.store.models import Pod, Pool, Slot, Task
 
-READY = "ready"
+READY = WARMUP_READY
 WARMING = "warming"
 FAILED = "failed"
 
 
-def needs_warmup_slot(session: Session, pool: Pool) -> int:
-    """How many apply_pending tasks of the pool need a new slot for a warm-up (S3 counts them)."""
-    rows = session.exec(
-        select(Task, Pod)
-        .join(Slot, col(Slot.id) == col(Task.slot_id), isouter=True)
-        .join(Pod, col(Pod.id) == col(Slot.pod_id), isouter=True)
-        .where(Task.pool_id == pool.id, Task.status == Status.APPLY_PENDING)
-    ).all()
-    count = 0
-    for task, pod in rows:
-        if task.warmup_attempts >= pool.warmup_retry_limit:
-            continue
-        if pod is None or pod.status != PodStatus.READY or expired(task):
-            count += 1
-    return count
+def lost(app: App, task: Task) -> str | None:
+    """S5: why the task's plan context (its reserved slot and work directory) is lost, or None
+    when it is intact."""
+    with app.store.read() as session:
+        slot = session.get(Slot, task.slot_id) if task.slot_id else None
+        pod = session.get(Pod, slot.pod_id) if slot else None
+        pool = session.get(Pool, pod.pool_id) if pod else None
+    if slot is None or pod is None or pool is None:
+        return "its slot is gone"
+    if slot.task_id != task.id or slot.state != SlotState.RESERVED:
+        return f"slot {slot.id} is no longer reserved for it"
+    if pod.status != PodStatus.READY:
+        return f"pod {pod.name} is gone"
+    runtime = app.runtime_for(pool)
+    try:
+        alive = runtime.pod_alive(pod.name)
+    except RuntimeError_ as exc:
+        raise BackendError(f"cannot check pod {pod.name}: {exc}") from None
+    if not alive:
+        scaling.mark_pod_lost(app, pod.id or 0)
+        return f"pod {pod.name} is gone"
+    try:
+        exists = runtime.work_dir_exists(SlotPlace(pool.name, pod.name, slot.slot_index))
+    except RuntimeError_ as exc:
+        raise BackendError(f"cannot check slot {slot.slot_index} of pod {pod.name}: {exc}") from None
+    if not exists:
+        return f"the work directory of slot {pool.name}/{pod.name}/slot-{slot.slot_index} is gone"
+    return None
+
+
+def reset_to_pending(session: Session, task: Task, reason: str) -> None:
+    """S5: back to pending to plan again, with slot, pod, start time and error cleared; the
+    transition frees slot and lock, which the new plan takes again when it waits for confirmation."""
+    repo.transition(
+        session, task.id or 0, Status.APPLY_PENDING, Status.PENDING, reason,
+        slot_id=None, pod_id=None, plan_slot_id=None, started_at=None, error=None, stage=None,
+        plan_hash=None, planned_at=None, runner_host=None, runner_pid=None, runner_start=None,
+        creator_host=None, creator_pid=None, creator_start=None, replans=task.replans + 1,
+        **repo.WARMUP_CLEARED,
+    )
 
 
 def expired(task: Task) -> bool:
-    return (task.warmup_status == READY and task.warmup_expires_at is not None
-            and repo.now() >= task.warmup_expires_at)
+    return warmup_expired(task.warmup_status, task.warmup_expires_at, repo.now())
 
 
 def move_to_new_slot(app: App, task_id: int, note: str, *, warming: bool) -> bool:
@@ -75,10 +105,8 @@ def move_to_new_slot(app: App, task_id: int, note: str, *, warming: bool) -> boo
                 return True
             pool = session.get(Pool, task.pool_id)
         if attempt == 0 and pool is not None:
-            from iacctl.services.scaling import reconcile_pool
-
             try:
-                reconcile_pool(app, pool.name)
+                scaling.reconcile_pool(app, pool.name)
             except BackendError:
                 return False
     return False

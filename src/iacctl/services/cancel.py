@@ -1,0 +1,56 @@
+"""`iacctl cancel` (SPEC E1, E2): a queued or waiting task ends at once; a running one is asked
+to stop gracefully (its process interrupts Terraform and ends the task); a running task whose
+process is gone is ended as the sweep would."""
+
+from __future__ import annotations
+
+import time
+
+from iacctl.domain.lifecycle import Status, is_terminal
+from iacctl.errors import Refused, TaskFailed
+from iacctl.executor.progress import Reporter
+from iacctl.runtimes import local
+from iacctl.services import ending, queue
+from iacctl.services.app import App
+from iacctl.store import repo
+from iacctl.store.models import Task
+
+CANCEL_WAIT_SECONDS = 600.0
+GONE = "cancelled by user; its process was gone"
+
+
+def cancel(app: App, task_id: int, *, wait: bool, reporter: Reporter) -> Task:
+    task = queue.get_task(app, task_id)
+    status = Status(task.status)
+    if is_terminal(status):
+        raise Refused(f"task {task_id} is already {status}")
+    if status in (Status.PENDING, Status.APPLY_PENDING):
+        outcome = ending.end_waiting(app, task_id, Status.CANCELLED, "cancelled by user")
+        if outcome != Status.CANCELLED and not is_terminal(outcome):
+            return cancel(app, task_id, wait=wait, reporter=reporter)  # it started meanwhile
+        queue.kick_queue(app)
+        return queue.get_task(app, task_id)
+    # Running: ask its process (it interrupts Terraform and goes through the termination path).
+    with app.store.write() as session:
+        repo.update_task(session, task_id, cancel_requested_at=repo.now())
+        repo.add_event(session, task_id, "note", None, None, "cancel requested")
+    if local.process_alive(task.runner_host, task.runner_pid, task.runner_start) is False:
+        ending.end_abandoned(app, task_id, GONE, Status.CANCELLED)
+        return queue.get_task(app, task_id)
+    if not wait:
+        return queue.get_task(app, task_id)
+    reporter.note(f"task {task_id} is {task.stage}: asked its process to stop; waiting")
+    deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        task = queue.get_task(app, task_id)
+        if is_terminal(Status(task.status)):
+            break
+        if local.process_alive(task.runner_host, task.runner_pid, task.runner_start) is False:
+            ending.end_abandoned(app, task_id, GONE, Status.CANCELLED)
+        time.sleep(0.3)
+    task = queue.get_task(app, task_id)
+    if task.status != Status.CANCELLED:
+        if is_terminal(Status(task.status)):
+            raise Refused(f"task {task_id} ended {task.status} before the cancel took effect")
+        raise TaskFailed(f"task {task_id} has not stopped yet (stage {task.stage})")
+    return task

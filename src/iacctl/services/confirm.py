@@ -1,0 +1,159 @@
+"""`iacctl confirm-apply` (SPEC L6, E1, E6, S5, S6): apply exactly the saved plan of a task waiting
+for confirmation, or say why not. A lost plan context is planned again (exit 4) or rebuilt on a
+new slot (warm-up pools); an expired plan is discarded, never left blocking its workspace."""
+
+from __future__ import annotations
+
+import time
+
+from sqlmodel import Session
+
+from iacctl.domain.admission import APPLY, admit, plan_expired
+from iacctl.domain.durations import format_duration
+from iacctl.domain.freeze import format_instant
+from iacctl.domain.lifecycle import Status
+from iacctl.domain.slots import SlotState
+from iacctl.errors import Refused, Replanned, TransitionConflict
+from iacctl.executor.progress import Reporter
+from iacctl.runtimes import local
+from iacctl.services import ending, plan_context, queue
+from iacctl.services.app import App
+from iacctl.store import repo
+from iacctl.store.models import Pool, Task
+
+
+def _lifetime(session: Session, task: Task) -> tuple[float, str]:
+    ws = repo.workspace_by_id(session, task.workspace_id)
+    pool = session.get(Pool, ws.pool_id)
+    return ws.plan_lifetime_s or (pool.plan_lifetime_s if pool else 86400.0), ws.name
+
+
+def _refusal(session: Session, task: Task) -> str | None:
+    """L6: why confirm-apply must not apply this task, or None."""
+    ws = repo.workspace_by_id(session, task.workspace_id)
+    pool = session.get(Pool, ws.pool_id)
+    if task.confirmed_at is not None:
+        return f"task {task.id} was already confirmed (it is {task.status})"
+    window = repo.frozen_now(session, ws.pool_id)
+    if window is not None and pool is not None:
+        # S4: nothing starts in a frozen pool, an apply least of all.
+        return f"pool {pool.name} is frozen until {format_instant(window[1])}; confirm task {task.id} after that"
+    if task.status != Status.APPLY_PENDING:
+        return f"task {task.id} is {task.status}, not apply_pending"
+    lifetime, _ = _lifetime(session, task)
+    if plan_expired(task.planned_at, lifetime, repo.now()):
+        return (f"the plan of task {task.id} expired (older than {format_duration(lifetime)}); "
+                f"plan again with: iacctl plan {ws.name}")
+    if ws.locked_by_task_id != task.id:
+        holder = ws.lock_holder or "nobody"
+        return f"workspace {ws.name} lock is not held by task {task.id} (held by {holder})"
+    if repo.latest_state_version_id(session, ws.id or 0) != task.base_state_version_id:
+        return (f"the plan of task {task.id} is stale: workspace {ws.name}'s state changed since it "
+                f"was made; plan again with: iacctl plan {ws.name}")
+    return None
+
+
+def _confirmable(session: Session, task_id: int) -> Task:
+    """The task, if confirm-apply may act on it (L6); Refused otherwise. Called again inside the
+    writing transaction, so that of racing confirmations only one gets through."""
+    task = repo.get_task(session, task_id)
+    reason = _refusal(session, task)
+    if reason is not None:
+        raise Refused(reason)
+    return task
+
+
+def _discard_if_expired(app: App, task_id: int) -> None:
+    """L6, seed 002 M7: an expired plan is discarded (task cancelled, lock, slot and work
+    directory freed), so that the advice to plan again works at once."""
+    with app.store.read() as session:
+        task = repo.get_task(session, task_id)
+        lifetime, workspace = _lifetime(session, task)
+    if (task.status != Status.APPLY_PENDING or task.confirmed_at is not None
+            or not plan_expired(task.planned_at, lifetime, repo.now())):
+        return
+    ending.discard_expired(app, task_id)
+    raise Refused(f"the plan of task {task_id} expired (older than {format_duration(lifetime)}) and was "
+                  f"discarded; plan again with: iacctl plan {workspace}")
+
+
+def confirm_apply(app: App, task_id: int, *, rebuild: bool, reporter: Reporter,
+                  wait_timeout: float | None = None) -> Task:
+    _discard_if_expired(app, task_id)
+    with app.store.read() as session:
+        task = _confirmable(session, task_id)
+    lost = plan_context.lost(app, task)
+    if lost is None and plan_context.expired(task):
+        lost = "its warm-up expired"
+    if lost is not None and _pool_policy(app, task) == "warmup" and plan_context.retries_left(app, task):
+        # S6 at confirm time: the plan context is rebuilt from the store on a new slot (the E6
+        # rebuild path on another pod), never applied where it is missing.
+        if plan_context.move_to_new_slot(app, task_id, f"plan context lost ({lost}); rebuilding it on a new slot",
+                                         warming=False):
+            reporter.note(f"task {task_id}: the plan context is lost ({lost}); the apply rebuilds it "
+                          "from the store on a new slot")
+            lost = None
+    if lost is not None:
+        return _replan(app, task_id, lost, reporter, wait_timeout)
+    _start_apply(app, task_id, reporter, wait_timeout)
+    reporter.note(f"task {task_id}: applying the saved plan {(task.plan_hash or '')[:16]}")
+    queue.execute(app, task_id, reporter, lambda run: run.apply(rebuild=rebuild))
+    return queue.get_task(app, task_id)
+
+
+def _start_apply(app: App, task_id: int, reporter: Reporter, wait_timeout: float | None) -> None:
+    """apply_pending -> running, once admission gives the apply a running place (on the local
+    pool the slot count limits how many tasks run at once; elsewhere the reserved slot is it)."""
+    host, pid, start = local.this_process()
+    deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
+    last: str | None = None
+    while True:
+        with app.store.write() as session:
+            task = _confirmable(session, task_id)
+            repo.lock_pool_row(session, task.pool_id or 0)
+            decision = admit(repo.admission_facts(session, [task], wants=APPLY)[task_id], repo.now())
+            if decision.start:
+                try:
+                    repo.transition(
+                        session, task_id, Status.APPLY_PENDING, Status.RUNNING, "confirmed",
+                        confirmed_at=repo.now(), runner_host=host, runner_pid=pid, runner_start=start,
+                        heartbeat_at=repo.now(), cancel_requested_at=None,
+                    )
+                except TransitionConflict as exc:
+                    raise Refused(str(exc)) from None
+                if not repo.set_slot_state(session, task.slot_id or 0, task_id, SlotState.RESERVED,
+                                           SlotState.RUNNING):
+                    raise Refused(f"slot {task.slot_id} is no longer reserved for task {task_id}")
+                repo.set_lock_reason(session, task.workspace_id, task_id, f"task {task_id} is applying")
+                return
+        if decision.waiting_for != last:
+            reporter.note(f"task {task_id} waits: {decision.waiting_for}")
+            last = decision.waiting_for
+        if deadline is not None and time.monotonic() >= deadline:
+            # The plan stays waiting for confirmation: only this confirmation gives up.
+            raise Refused(f"task {task_id} was not applied: gave up after waiting "
+                          f"{format_duration(wait_timeout or 0)} for {decision.waiting_for}; it still waits "
+                          f"for confirmation")
+        time.sleep(queue.WAIT_POLL_SECONDS)
+
+
+def _pool_policy(app: App, task: Task) -> str:
+    with app.store.read() as session:
+        pool = session.get(Pool, task.pool_id) if task.pool_id else None
+    return pool.on_lost_context if pool is not None else "replan"
+
+
+def _replan(app: App, task_id: int, lost: str, reporter: Reporter, wait_timeout: float | None) -> Task:
+    """S5: never apply where the plan context is missing: plan again, wait for a new confirmation."""
+    host, pid, start = local.this_process()
+    with app.store.write() as session:
+        task = _confirmable(session, task_id)
+        plan_context.reset_to_pending(session, task, f"plan context lost: {lost}")
+        repo.update_task(session, task_id, creator_host=host, creator_pid=pid, creator_start=start)
+    reporter.note(f"task {task_id}: the plan context is lost ({lost}); planning again")
+    task = queue.run_when_turn(app, task_id, reporter, wait_timeout=wait_timeout)
+    if task.status == Status.APPLY_PENDING:
+        raise Replanned(
+            f"task {task_id} was re-planned because {lost}; review it and run: iacctl confirm-apply {task_id}"
+        )
+    return task

@@ -1,0 +1,151 @@
+"""Ending a task from outside the process that runs it (SPEC E2, E3, L6, S5, S8): a task whose
+runner is gone (the sweep, `cancel`, a forced unlock), a plan waiting for confirmation that is
+cancelled or discarded because it expired.
+
+Every way goes through `executor.termination.end_task()` (partial state, log, work directory)
+and so through `repo.transition()`, the one end of a task that frees its slot and lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from iacctl.domain.durations import format_duration
+from iacctl.domain.lifecycle import Stage, Status, is_terminal
+from iacctl.domain.slots import SlotPlace
+from iacctl.executor.binaries import product
+from iacctl.executor.progress import SilentReporter
+from iacctl.executor.tasklog import TaskLog
+from iacctl.executor.termination import APPLY_TOUCHED, end_task, keep_applied_state, save_work_dir_state
+from iacctl.runtimes import local
+from iacctl.runtimes.base import CommandState, PodBackend, Runtime, RuntimeError_
+from iacctl.services.app import App
+from iacctl.store import repo
+from iacctl.store.models import Pool, Task
+
+# A runner on another machine (shared PostgreSQL store) is judged by its heartbeat.
+HEARTBEAT_TIMEOUT_S = 120.0
+_FINISHED_APPLY = frozenset({Stage.SAVING_STATE, Stage.POST_APPLY})
+
+
+def runner_gone(task: Task) -> bool:
+    alive = local.process_alive(task.runner_host, task.runner_pid, task.runner_start)
+    if alive is None:
+        return task.heartbeat_at is None or repo.now() - task.heartbeat_at > HEARTBEAT_TIMEOUT_S
+    return not alive
+
+
+def end_waiting(app: App, task_id: int, outcome: Status, reason: str) -> Status:
+    """End a task that is not running (pending, or apply_pending with its work directory in a
+    reserved slot): the slot's directory is removed, slot and lock freed (E2). Returns the
+    status it has after: a task that started meanwhile is left to its process.
+
+    The directory goes inside the writing transaction, before the slot is freed: a task
+    confirmed at the same moment finds the task cancelled, and a task claiming the freed slot
+    makes its directory after, never before, the removal."""
+    with app.store.read() as session:
+        pool_id = repo.get_task(session, task_id).pool_id
+    runtime = app.runtime_for_pool_id(pool_id or 0)
+    with app.store.write() as session:
+        task = repo.get_task(session, task_id)
+        current = Status(task.status)
+        if current not in (Status.PENDING, Status.APPLY_PENDING):
+            return current
+        place = repo.slot_place(session, task.slot_id)
+        if place is not None:
+            with contextlib.suppress(RuntimeError_, OSError):
+                runtime.remove_work_dir(place)
+        repo.transition(session, task_id, current, outcome, reason, error=reason)
+    return outcome
+
+
+def discard_expired(app: App, task_id: int) -> bool:
+    """L6, seed 002 M7: a plan waiting for confirmation past its lifetime is discarded (task
+    cancelled, lock and slot freed) instead of blocking its workspace. True if it was."""
+    with app.store.read() as session:
+        task = repo.get_task(session, task_id)
+        ws = repo.workspace_by_id(session, task.workspace_id)
+        pool = session.get(Pool, ws.pool_id)
+    if task.status != Status.APPLY_PENDING or task.confirmed_at is not None:
+        return False
+    lifetime = ws.plan_lifetime_s or (pool.plan_lifetime_s if pool else 86400.0)
+    reason = (f"plan expired after {format_duration(lifetime)} without confirmation; "
+              f"plan again with: iacctl plan {ws.name}")
+    return end_waiting(app, task_id, Status.CANCELLED, reason) == Status.CANCELLED
+
+
+def end_abandoned(app: App, task_id: int, reason: str, outcome: Status = Status.FAILED) -> Status:
+    """End a running task whose process is gone, as its own process would have (E2, S8)."""
+    with app.store.read() as session:
+        task = repo.get_task(session, task_id)
+        place = repo.slot_place(session, task.slot_id)
+    if is_terminal(Status(task.status)):
+        return Status(task.status)
+    runtime = app.runtime_for_pool_id(task.pool_id or 0)
+    finished_apply = task.stage in _FINISHED_APPLY
+    pods = runtime.pod_backend()
+    if pods is not None:
+        # Terraform ran detached in the pod; its files say how it ended.
+        settled = _settle_in_pod(app, runtime, pods, task, place, reason, outcome)
+        if settled is not None:
+            return settled
+        finished_apply = finished_apply or task.stage == Stage.APPLYING
+    elif task.child_pid and task.runner_host in (None, local.hostname()):
+        # The kernel already sent it SIGINT when its parent died; wait for it to write its state.
+        with app.store.read() as session:
+            ws = repo.workspace_by_id(session, task.workspace_id)
+            binary = ws.terraform_bin or (product() if ws.terraform_version else "terraform")
+        local.stop_orphan(task.child_pid, Path(binary).name)
+    if finished_apply and place is not None:
+        return _store_finished_apply(app, runtime, task_id, place, reason)
+    return end_task(app.store, runtime, task_id, outcome, reason, log=None, place=place)
+
+
+def _store_finished_apply(app: App, runtime: Runtime, task_id: int, place: SlotPlace, reason: str) -> Status:
+    """The apply itself finished before the process died: store its state, never call it failed."""
+    try:
+        version_id = save_work_dir_state(app.store, runtime, task_id, place, partial=False)
+    except Exception as exc:
+        log = TaskLog(app.store, task_id, SilentReporter())
+        return keep_applied_state(app.store, runtime, task_id, place, log, app.settings.work_root,
+                                  f"{reason}; {exc}")
+    with app.store.write() as session:
+        task = repo.get_task(session, task_id)
+        if task.status != Status.RUNNING:
+            return Status(task.status)
+        version = version_id or repo.latest_state_version_id(session, task.workspace_id)
+        repo.transition(session, task_id, Status.RUNNING, Status.APPLIED,
+                        f"{reason}; the apply had finished and its state is stored", state_version_id=version)
+    runtime.remove_work_dir(place)
+    return Status.APPLIED
+
+
+def _settle_in_pod(app: App, runtime: Runtime, pods: PodBackend, task: Task, place: SlotPlace | None,
+                   reason: str, outcome: Status) -> Status | None:
+    """A Kubernetes task whose runner is gone: None when its apply ended 0 in the pod (the
+    caller stores the state and ends it applied), else how it ended, or RUNNING while Terraform
+    still applies in the pod (a later sweep settles it)."""
+    task_id = task.id or 0
+    state = pods.command_state(place) if place is not None else CommandState(pod_gone=True)
+    if state.pod_gone:
+        keep = None
+        message = f"{reason}; its pod is gone"
+        if task.stage in APPLY_TOUCHED:
+            with app.store.read() as session:
+                ws = repo.workspace_by_id(session, task.workspace_id)
+            keep = (f"task {task_id}'s pod was lost during {task.stage}: the infrastructure may be partly "
+                    f"changed and its state was not stored; inspect it, then run: iacctl workspace unlock {ws.name}")
+            message += "; the workspace stays locked until an operator unlocks it"
+        return end_task(app.store, runtime, task_id, Status.FAILED, message, log=None, place=place,
+                        keep_lock_reason=keep)
+    if task.stage == Stage.APPLYING and state.running and outcome != Status.CANCELLED:
+        return Status.RUNNING
+    if state.running and place is not None:
+        pods.stop_command(place)  # E1: SIGINT, wait, then kill what is left
+        state = pods.command_state(place)
+    if task.stage == Stage.APPLYING and state.exit_code == 0:
+        return None
+    if task.stage in _FINISHED_APPLY:
+        return None
+    return end_task(app.store, runtime, task_id, outcome, reason, log=None, place=place)

@@ -1,0 +1,63 @@
+"""`iacctl plan` (SPEC L3, L4, E1): queue a plan of a workspace and, unless told not to wait,
+run it here when its turn comes (services.queue)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from iacctl.domain.lifecycle import Status, TaskKind
+from iacctl.errors import BackendError, UsageError
+from iacctl.executor import terraform as tf
+from iacctl.executor.progress import Reporter
+from iacctl.runtimes import local
+from iacctl.services import queue
+from iacctl.services.app import App
+from iacctl.store import repo
+from iacctl.store.models import Task
+
+
+def plan_workspace(
+    app: App, name: str, *, plan_only: bool, wait: bool, reporter: Reporter, wait_timeout: float | None = None,
+) -> Task:
+    """Queue a plan of the workspace and, unless `wait` is false, run it here when its turn
+    comes. Returns the task as it ended (or as queued)."""
+    with app.store.read() as session:
+        ws = repo.get_workspace(session, name)
+    # X4: refuse what cannot work before writing anything.
+    source = Path(ws.source_dir)
+    if not source.is_dir():
+        raise UsageError(f"workspace {name}'s directory {source} does not exist")
+    tf.find_binary(ws.terraform_bin, ws.terraform_version, reporter.note)
+    _check_secrets(app, ws.id or 0)
+    host, pid, start = local.this_process()
+    kind = TaskKind.PLAN if plan_only else TaskKind.PLAN_AND_APPLY
+    with app.store.write() as session:
+        t = repo.now()
+        task = Task(workspace_id=ws.id or 0, kind=kind, status=Status.PENDING, created_at=t, updated_at=t,
+                    pool_id=ws.pool_id,
+                    creator_host=host if wait else None, creator_pid=pid if wait else None,
+                    creator_start=start if wait else None)
+        session.add(task)
+        session.flush()
+        repo.add_event(session, task.id or 0, "status", None, Status.PENDING,
+                       f"{kind} queued for workspace {name}")
+    task_id = task.id or 0
+    reporter.note(f"task {task_id}: {kind} of workspace {name} queued")
+    if not wait:
+        if queue.admission_of(app, task_id).can_scale:
+            try:
+                queue.scale_for(app, task_id, reporter)  # S3: a queued task gets a pod too
+            except BackendError as exc:
+                reporter.note(str(exc))
+        queue.kick_queue(app)
+        return queue.get_task(app, task_id)
+    return queue.run_when_turn(app, task_id, reporter, wait_timeout=wait_timeout)
+
+
+def _check_secrets(app: App, workspace_id: int) -> None:
+    """X4: a key that cannot open the workspace's sensitive variables is found before a task
+    is written, not halfway through one."""
+    with app.store.read() as session:
+        blobs = [v.value_secret for v in repo.variables_of(session, workspace_id) if v.value_secret]
+    for blob in blobs:
+        app.store.cipher.decrypt(blob)
