@@ -16,8 +16,8 @@ _iacctl() {
     )
     local -A opts=(
         ['iacctl']='--db --verbose --version -h --help'
-        ['iacctl plan']='--plan-only --no-wait --quiet -q --json -h --help'
-        ['iacctl confirm-apply']='--rebuild --quiet -q --json -h --help'
+        ['iacctl plan']='--plan-only --no-wait --wait-timeout --quiet -q --json -h --help'
+        ['iacctl confirm-apply']='--rebuild --quiet -q --wait-timeout --json -h --help'
         ['iacctl cancel']='--no-wait --json -h --help'
         ['iacctl workspace']='-h --help'
         ['iacctl workspace create']='--dir --pool --terraform --terraform-version --plan-lifetime --json -h --help'
@@ -48,7 +48,7 @@ _iacctl() {
         ['iacctl pool freeze']='--from --until --reason --json -h --help'
         ['iacctl pool unfreeze']='--window --json -h --help'
         ['iacctl pool show']='--json -h --help'
-        ['iacctl pool set']='--slots-per-pod --plan-lifetime --json -h --help'
+        ['iacctl pool set']='--slots-per-pod --plan-lifetime --max-pods --json -h --help'
         ['iacctl runtask']='-h --help'
         ['iacctl runtask create']='--url --hmac-key-file --description --timeout --json -h --help'
         ['iacctl runtask update']='--url --hmac-key-file --no-hmac-key --description --timeout --json -h --help'
@@ -62,6 +62,8 @@ _iacctl() {
     )
     local -A vals=(
         ['iacctl']='--db'
+        ['iacctl plan']='--wait-timeout'
+        ['iacctl confirm-apply']='--wait-timeout'
         ['iacctl workspace create']='--dir --pool --terraform --terraform-version --plan-lifetime'
         ['iacctl workspace set']='--dir --terraform --terraform-version --plan-lifetime'
         ['iacctl workspace lock']='--reason'
@@ -72,7 +74,7 @@ _iacctl() {
         ['iacctl pool create']='--backend --namespace --image --slots-per-pod --min-pods --max-pods --context --service-account --work-root --on-lost-context --scale-down-delay --warmup-lifetime --warmup-retries --cpu --memory'
         ['iacctl pool freeze']='--from --until --reason'
         ['iacctl pool unfreeze']='--window'
-        ['iacctl pool set']='--slots-per-pod --plan-lifetime'
+        ['iacctl pool set']='--slots-per-pod --plan-lifetime --max-pods'
         ['iacctl runtask create']='--url --hmac-key-file --description --timeout'
         ['iacctl runtask update']='--url --hmac-key-file --description --timeout'
         ['iacctl runtask attach']='--stage --enforcement'

@@ -3,7 +3,7 @@
 # Use: copy this file to ~/.config/fish/completions/iacctl.fish.
 
 set -g __iacctl_commands 'iacctl plan' 'iacctl confirm-apply' 'iacctl cancel' 'iacctl workspace' 'iacctl workspace create' 'iacctl workspace set' 'iacctl workspace list' 'iacctl workspace show' 'iacctl workspace lock' 'iacctl workspace unlock' 'iacctl workspace var' 'iacctl workspace var set' 'iacctl workspace var unset' 'iacctl workspace var list' 'iacctl tasks' 'iacctl tasks list' 'iacctl tasks show' 'iacctl tasks logs' 'iacctl state' 'iacctl state versions' 'iacctl state pull' 'iacctl state save-applied' 'iacctl pods' 'iacctl pods list' 'iacctl pods reconcile' 'iacctl pods recover' 'iacctl pool' 'iacctl pool list' 'iacctl pool create' 'iacctl pool freeze' 'iacctl pool unfreeze' 'iacctl pool show' 'iacctl pool set' 'iacctl runtask' 'iacctl runtask create' 'iacctl runtask update' 'iacctl runtask list' 'iacctl runtask show' 'iacctl runtask delete' 'iacctl runtask attach' 'iacctl runtask detach' 'iacctl runtask results' 'iacctl runtask serve'
-set -g __iacctl_value_options 'iacctl --db' 'iacctl workspace create --dir' 'iacctl workspace create --pool' 'iacctl workspace create --terraform' 'iacctl workspace create --terraform-version' 'iacctl workspace create --plan-lifetime' 'iacctl workspace set --dir' 'iacctl workspace set --terraform' 'iacctl workspace set --terraform-version' 'iacctl workspace set --plan-lifetime' 'iacctl workspace lock --reason' 'iacctl tasks list --workspace' 'iacctl tasks list -w' 'iacctl tasks list --status' 'iacctl tasks list --limit' 'iacctl state pull --version' 'iacctl state pull --output' 'iacctl state pull -o' 'iacctl pods list --pool' 'iacctl pods reconcile --pool' 'iacctl pool create --backend' 'iacctl pool create --namespace' 'iacctl pool create --image' 'iacctl pool create --slots-per-pod' 'iacctl pool create --min-pods' 'iacctl pool create --max-pods' 'iacctl pool create --context' 'iacctl pool create --service-account' 'iacctl pool create --work-root' 'iacctl pool create --on-lost-context' 'iacctl pool create --scale-down-delay' 'iacctl pool create --warmup-lifetime' 'iacctl pool create --warmup-retries' 'iacctl pool create --cpu' 'iacctl pool create --memory' 'iacctl pool freeze --from' 'iacctl pool freeze --until' 'iacctl pool freeze --reason' 'iacctl pool unfreeze --window' 'iacctl pool set --slots-per-pod' 'iacctl pool set --plan-lifetime' 'iacctl runtask create --url' 'iacctl runtask create --hmac-key-file' 'iacctl runtask create --description' 'iacctl runtask create --timeout' 'iacctl runtask update --url' 'iacctl runtask update --hmac-key-file' 'iacctl runtask update --description' 'iacctl runtask update --timeout' 'iacctl runtask attach --stage' 'iacctl runtask attach --enforcement' 'iacctl runtask serve --listen' 'iacctl runtask serve --public-url'
+set -g __iacctl_value_options 'iacctl --db' 'iacctl plan --wait-timeout' 'iacctl confirm-apply --wait-timeout' 'iacctl workspace create --dir' 'iacctl workspace create --pool' 'iacctl workspace create --terraform' 'iacctl workspace create --terraform-version' 'iacctl workspace create --plan-lifetime' 'iacctl workspace set --dir' 'iacctl workspace set --terraform' 'iacctl workspace set --terraform-version' 'iacctl workspace set --plan-lifetime' 'iacctl workspace lock --reason' 'iacctl tasks list --workspace' 'iacctl tasks list -w' 'iacctl tasks list --status' 'iacctl tasks list --limit' 'iacctl state pull --version' 'iacctl state pull --output' 'iacctl state pull -o' 'iacctl pods list --pool' 'iacctl pods reconcile --pool' 'iacctl pool create --backend' 'iacctl pool create --namespace' 'iacctl pool create --image' 'iacctl pool create --slots-per-pod' 'iacctl pool create --min-pods' 'iacctl pool create --max-pods' 'iacctl pool create --context' 'iacctl pool create --service-account' 'iacctl pool create --work-root' 'iacctl pool create --on-lost-context' 'iacctl pool create --scale-down-delay' 'iacctl pool create --warmup-lifetime' 'iacctl pool create --warmup-retries' 'iacctl pool create --cpu' 'iacctl pool create --memory' 'iacctl pool freeze --from' 'iacctl pool freeze --until' 'iacctl pool freeze --reason' 'iacctl pool unfreeze --window' 'iacctl pool set --slots-per-pod' 'iacctl pool set --plan-lifetime' 'iacctl pool set --max-pods' 'iacctl runtask create --url' 'iacctl runtask create --hmac-key-file' 'iacctl runtask create --description' 'iacctl runtask create --timeout' 'iacctl runtask update --url' 'iacctl runtask update --hmac-key-file' 'iacctl runtask update --description' 'iacctl runtask update --timeout' 'iacctl runtask attach --stage' 'iacctl runtask attach --enforcement' 'iacctl runtask serve --listen' 'iacctl runtask serve --public-url'
 
 # The command the words so far name, stepping over options and their values.
 function __iacctl_command
@@ -45,11 +45,13 @@ complete -c iacctl -n '__iacctl_at iacctl' -l version -d 'Print the version and 
 complete -c iacctl -n '__iacctl_at iacctl' -s h -l help -d 'Show the help and exit.'
 complete -c iacctl -n '__iacctl_at iacctl plan' -l plan-only -d 'Speculative plan: never locks, never applies.'
 complete -c iacctl -n '__iacctl_at iacctl plan' -l no-wait -d 'Only queue the task; it runs in the background.'
+complete -c iacctl -n '__iacctl_at iacctl plan' -l wait-timeout -x -d 'Give up waiting for the task\'s turn or a free slot after this long (e.g. 10m): the waiting task is cancelled and the command exits 5. Use it in CI.'
 complete -c iacctl -n '__iacctl_at iacctl plan' -l quiet -s q -d 'Hide Terraform\'s own output.'
 complete -c iacctl -n '__iacctl_at iacctl plan' -l json -d 'Print the task as JSON.'
 complete -c iacctl -n '__iacctl_at iacctl plan' -s h -l help -d 'Show the help and exit.'
 complete -c iacctl -n '__iacctl_at iacctl confirm-apply' -l rebuild -d 'Rebuild the work directory from the store instead of reusing the plan\'s slot.'
 complete -c iacctl -n '__iacctl_at iacctl confirm-apply' -l quiet -s q -d 'Hide Terraform\'s own output.'
+complete -c iacctl -n '__iacctl_at iacctl confirm-apply' -l wait-timeout -x -d 'Give up waiting for the task\'s turn or a free slot after this long (e.g. 10m): the waiting task is cancelled and the command exits 5. Use it in CI.'
 complete -c iacctl -n '__iacctl_at iacctl confirm-apply' -l json -d 'Print the task as JSON.'
 complete -c iacctl -n '__iacctl_at iacctl confirm-apply' -s h -l help -d 'Show the help and exit.'
 complete -c iacctl -n '__iacctl_at iacctl cancel' -l no-wait -d 'Do not wait for a running task to stop.'
@@ -83,7 +85,7 @@ complete -c iacctl -n '__iacctl_at iacctl workspace show' -s h -l help -d 'Show 
 complete -c iacctl -n '__iacctl_at iacctl workspace lock' -l reason -x
 complete -c iacctl -n '__iacctl_at iacctl workspace lock' -l json -d 'Print JSON.'
 complete -c iacctl -n '__iacctl_at iacctl workspace lock' -s h -l help -d 'Show the help and exit.'
-complete -c iacctl -n '__iacctl_at iacctl workspace unlock' -l force -d 'Also take the lock from a running or apply_pending task.'
+complete -c iacctl -n '__iacctl_at iacctl workspace unlock' -l force -d 'Also take the lock from a task: one waiting for confirmation is cancelled; a running one only when its process is gone.'
 complete -c iacctl -n '__iacctl_at iacctl workspace unlock' -l json -d 'Print JSON.'
 complete -c iacctl -n '__iacctl_at iacctl workspace unlock' -s h -l help -d 'Show the help and exit.'
 complete -c iacctl -n '__iacctl_at iacctl workspace var' -a 'set' -d 'Set a variable (TF_VAR_KEY for Terraform variables).'
@@ -140,7 +142,7 @@ complete -c iacctl -n '__iacctl_at iacctl pool' -a 'create' -d 'Create a Kuberne
 complete -c iacctl -n '__iacctl_at iacctl pool' -a 'freeze' -d 'Add a freeze window: no task starts in the pool and its pods are deleted...'
 complete -c iacctl -n '__iacctl_at iacctl pool' -a 'unfreeze' -d 'Remove freeze windows of a pool.'
 complete -c iacctl -n '__iacctl_at iacctl pool' -a 'show' -d 'Show a pool\'s settings.'
-complete -c iacctl -n '__iacctl_at iacctl pool' -a 'set' -d 'Change a pool\'s settings (slots per pod, plan lifetime).'
+complete -c iacctl -n '__iacctl_at iacctl pool' -a 'set' -d 'Change a pool\'s settings (slots per pod, plan lifetime, max pods).'
 complete -c iacctl -n '__iacctl_at iacctl pool' -s h -l help -d 'Show the help and exit.'
 complete -c iacctl -n '__iacctl_at iacctl pool list' -l json
 complete -c iacctl -n '__iacctl_at iacctl pool list' -s h -l help -d 'Show the help and exit.'
@@ -171,8 +173,9 @@ complete -c iacctl -n '__iacctl_at iacctl pool unfreeze' -l json
 complete -c iacctl -n '__iacctl_at iacctl pool unfreeze' -s h -l help -d 'Show the help and exit.'
 complete -c iacctl -n '__iacctl_at iacctl pool show' -l json
 complete -c iacctl -n '__iacctl_at iacctl pool show' -s h -l help -d 'Show the help and exit.'
-complete -c iacctl -n '__iacctl_at iacctl pool set' -l slots-per-pod -x
+complete -c iacctl -n '__iacctl_at iacctl pool set' -l slots-per-pod -x -d 'Slots per pod (the local pool: how many tasks run at once).'
 complete -c iacctl -n '__iacctl_at iacctl pool set' -l plan-lifetime -x
+complete -c iacctl -n '__iacctl_at iacctl pool set' -l max-pods -x -d 'Kubernetes pools: the most pods it scales up to.'
 complete -c iacctl -n '__iacctl_at iacctl pool set' -l json
 complete -c iacctl -n '__iacctl_at iacctl pool set' -s h -l help -d 'Show the help and exit.'
 complete -c iacctl -n '__iacctl_at iacctl runtask' -a 'create' -d 'Create a run task.'

@@ -138,6 +138,18 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> PostgresServer:
     return _PG
 
 
+# End-to-end fixtures: a whole iacctl installation run as subprocesses (with real Terraform), a
+# PostgreSQL server, the fake Kubernetes API, run-task services. A test using one is `slow`;
+# `./run-tests.sh -m "not slow"` is the fast loop of pure rules and store functions (CI runs all).
+END_TO_END_FIXTURES = frozenset({"env", "any_env", "processes", "fake_kube", "pg_url", "postgres"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if END_TO_END_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _PG is not None:
         _PG.stop()
