@@ -1,5 +1,6 @@
 """Whose turn it is (SPEC L4, S2): starting a pending task in a free slot, and making sure a
-queued task whose creator is gone is started by someone (task 6 of the core issue).
+queued task nobody waits for (--no-wait) is started by someone (task 6 of the core issue); a
+queued task whose waiting command is gone is cancelled instead (issue 13, services/abandoned).
 
 A task starts in one transaction: its workspace's turn is free, a slot is claimed with a
 compare-and-set, and its status goes pending -> running. On PostgreSQL the workspace row is
@@ -19,6 +20,7 @@ from iacctl.domain.freeze import format_instant
 from iacctl.domain.lifecycle import Status
 from iacctl.domain.slots import SlotState
 from iacctl.runtimes import local
+from iacctl.services import abandoned
 from iacctl.services.app import App
 from iacctl.services.pools import frozen_now
 from iacctl.store import repo
@@ -113,6 +115,9 @@ def kick_queue(app: App) -> list[int]:
         free = idle_slots_by_pool(session)
         blocked = turn_blocked(session, pending)
     for task in pending:
+        if abandoned.creator_gone(task):  # issue 13: never started by someone else; cancelled
+            abandoned.cancel_abandoned(app, task.id or 0)
+            continue
         if creator_waiting(task) or task.id in blocked:
             continue
         if task.pool_id is not None and free.get(task.pool_id, 0) <= 0:
@@ -161,6 +166,9 @@ def take_next(app: App) -> int | None:
     with app.store.read() as session:
         pending = repo.pending_tasks(session)
     for task in pending:
+        if abandoned.creator_gone(task):  # issue 13: never started by someone else; cancelled
+            abandoned.cancel_abandoned(app, task.id or 0)
+            continue
         if creator_waiting(task) or not startable(app, task):
             continue
         if try_start(app, task.id or 0).started:
