@@ -280,6 +280,28 @@ class Store:
                 raise StoreError(f"the store file {path} is empty (0 bytes), not an iacctl store; point --db or "
                                  "IACCTL_DB at the store, or remove the file to start a new store there")
             time.sleep(0.05)  # a process creating a new store writes its header at once
+        try:
+            with open(path, "rb") as f:
+                header = f.read(100)
+        except OSError as exc:
+            raise StoreError(f"cannot read the store file {path}: {exc.strerror}") from None
+        if not header.startswith(b"SQLite format 3\x00"):
+            raise StoreError(f"the file {path} is not an SQLite database, so not an iacctl store; point --db or "
+                             "IACCTL_DB at the iacctl store (or run iacctl store check if it was one)")
+        if len(header) > 19 and header[18] != 2:
+            # Not in WAL mode, so never opened by iacctl (it turns WAL on at once): look at it
+            # read-only, before the first connection's pragmas would change its header.
+            try:
+                con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                try:
+                    names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                                       "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+                finally:
+                    con.close()
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"cannot read the store file {path}: {exc}") from None
+            if "alembic_version" not in names:
+                self._refuse_foreign(names)
         return True
 
     def _refuse_foreign_tables(self) -> None:
@@ -288,6 +310,9 @@ class Store:
         with self.translate_errors(), self.read_engine.connect() as conn:
             names = [r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table' "
                                                      "AND name NOT LIKE 'sqlite_%' ORDER BY name"))]
+        self._refuse_foreign(names)
+
+    def _refuse_foreign(self, names: list[str]) -> None:
         if names:
             shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
             raise StoreError(f"the file {self.settings.db_path} is an SQLite database but not an iacctl store "
