@@ -128,6 +128,7 @@ class LocalRuntime:
         output = cwd / COMMAND_OUTPUT
         try:
             with open(output, "wb") as sink:
+                _reserve_space(sink.fileno())
                 proc = subprocess.Popen(
                     list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
                     stdout=sink, stderr=subprocess.STDOUT,
@@ -174,6 +175,24 @@ class LocalRuntime:
         end_group(proc.pid)
         output.unlink(missing_ok=True)
         return CommandResult(exit_code=code, interrupted=interrupted)
+
+
+_FALLOC_FL_KEEP_SIZE = 1
+# Reserved for a command's output before it starts (tried in this order).
+_OUTPUT_RESERVE = (8 << 20, 1 << 20)
+
+
+def _reserve_space(fd: int) -> None:
+    """Issue 13 item 6: reserve blocks for the command's output file (without changing its
+    size), so that when the work directory's disk fills up, Terraform's last words still reach
+    iacctl: the errors, and the whole state it prints when it cannot write it. Best effort."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        for size in _OUTPUT_RESERVE:
+            if libc.fallocate(fd, _FALLOC_FL_KEEP_SIZE, ctypes.c_long(0), ctypes.c_long(size)) == 0:
+                return
+    except (OSError, AttributeError):
+        pass
 
 
 def _interrupt_when_parent_dies() -> None:
