@@ -85,9 +85,11 @@ def test_no_wait_queues_and_the_command_freeing_the_turn_runs_it_in_order(any_en
     _nothing_pending(env)
 
 
-def test_queued_task_whose_process_is_gone_is_started_when_its_turn_is_freed(
+def test_queued_task_whose_command_is_gone_is_cancelled_when_its_turn_is_freed(
     env: Env, processes: list[Background]
 ) -> None:
+    """Issue 13 item 2: the user saw `iacctl plan` end before its task started; nobody starts
+    that task later. It ends cancelled with the reason once someone looks at the queue."""
     env.workspace("net")
     env.ok("plan", "net", "--quiet", code=2)
     waiter = spawn(env, processes, "plan", "net", "--quiet")
@@ -96,15 +98,17 @@ def test_queued_task_whose_process_is_gone_is_started_when_its_turn_is_freed(
     assert env.task(2)["status"] == "pending"
 
     env.ok("cancel", "1")
-    task = env.wait_for(2, lambda t: t["status"] != "pending" and t["status"] != "running")
-    assert task["status"] == "apply_pending"
-    assert env.ok("workspace", "show", "net", "--json").json()["lock"]["task"] == 2
+    task = env.task(2)
+    assert (task["status"], task["error"]) == ("cancelled", "its command exited before it started")
+    assert task["started_at"] is None
+    assert env.ok("workspace", "show", "net", "--json").json()["lock"] is None
     _nothing_pending(env)
 
 
-def test_queued_task_whose_process_is_gone_is_started_by_pods_recover(env: Env, processes: list[Background]) -> None:
+def test_queued_task_whose_command_is_gone_is_cancelled_by_pods_recover(env: Env, processes: list[Background]) -> None:
     """Neither the waiting process nor the one holding the turn survives: the sweep ends the
-    dead apply and starts the queued task (nothing stays pending forever)."""
+    dead apply and cancels the queued task its command abandoned (nothing stays pending, nothing
+    starts that nobody asked for any more)."""
     env.workspace("net", "slow_apply")
     env.ok("plan", "net", "--quiet", code=2)
     applier = spawn(env, processes, "confirm-apply", "1")
@@ -117,10 +121,12 @@ def test_queued_task_whose_process_is_gone_is_started_by_pods_recover(env: Env, 
 
     actions = env.ok("pods", "recover", "--json").json()
     assert {"action": "failed", "task": 1} in [{"action": a["action"], "task": a["task"]} for a in actions]
-    assert {"action": "started", "task": 2} in [{"action": a["action"], "task": a["task"]} for a in actions]
-    task = env.wait_for(2, lambda t: t["status"] not in ("pending", "running"))
-    assert task["status"] == "apply_pending" and task["has_changes"]
+    assert "started" not in [a["action"] for a in actions]
+    task = env.task(2)
+    assert (task["status"], task["error"]) == ("cancelled", "its command exited before it started")
     # The dead apply ended through the termination path, its partial state kept (E2).
     versions = env.ok("state", "versions", "net", "--json").json()
     assert [(v["task"], v["partial"]) for v in versions] == [(1, True)]
     _nothing_pending(env)
+    # The next plan of the workspace works.
+    env.ok("plan", "net", "--quiet", code=2)
