@@ -95,11 +95,12 @@ def _cmdline(proc: Path) -> str:
         return ""
 
 
-def test_recover_leaves_live_tasks_alone_and_starts_an_orphaned_queued_task(
+def test_recover_leaves_live_tasks_alone_and_cancels_a_queued_task_whose_command_is_gone(
     any_env: Env, processes: list[Background]
 ) -> None:
     """A sweep from cron beside a running apply touches nothing of it; a queued plan whose
-    waiting `iacctl plan` was killed is started by the sweep once its turn is free."""
+    waiting `iacctl plan` was killed is never started by someone else: the sweep cancels it
+    (issue 13 item 2: the user saw that command end)."""
     env = any_env
     env.workspace("app", "slow_apply")
     env.ok("workspace", "var", "set", "app", "sleep", "30")
@@ -113,26 +114,20 @@ def test_recover_leaves_live_tasks_alone_and_starts_an_orphaned_queued_task(
     # whose process still waits for its turn).
     assert recover(env) == []
     waiting.kill()
-    assert recover(env) == []  # task 2's turn is not free yet: task 1 still runs
+    assert recover(env) == []  # nothing started, nothing failed
     now = env.task(1)
     assert (now["status"], now["stage"], now["runner"]) == ("running", "applying", running["runner"])
     assert slot_states(env)[0] == ("running", 1)
-    assert env.task(2)["status"] == "pending"
+    abandoned = env.task(2)
+    assert (abandoned["status"], abandoned["error"]) == ("cancelled", "its command exited before it started")
 
-    # The apply's process dies too: the sweep ends task 1 and starts task 2 in the background.
+    # The apply's process dies too: the sweep ends task 1; there is nothing queued to start.
     wait_log(env, 1, SLOW_STARTED)
     apply.kill()
     actions = recover(env)
-    assert [(a["action"], a["task"]) for a in actions] == [("failed", 1), ("started", 2)]
-    queued = env.wait_for(2, lambda t: t["status"] not in ("pending", "running"), timeout=120)
-    # It planned on top of the partial state task 1 left: `first` exists, only `slow` is to do
-    # (created, or replaced when Terraform had stored it tainted).
-    assert queued["status"] == "apply_pending", queued["error"]
-    changes = queued["changes"]
-    assert changes["add"] + changes["replace"] == 1 and changes["change"] == changes["destroy"] == 0
-    assert env.ok("workspace", "show", "app", "--json").json()["lock"]["task"] == 2
-    assert [state for state, _ in slot_states(env)].count("reserved") == 1
+    assert [(a["action"], a["task"]) for a in actions] == [("failed", 1)]
     assert env.task(1)["status"] == "failed"
+    assert env.ok("workspace", "show", "app", "--json").json()["lock"] is None
     assert recover(env) == []
 
 

@@ -35,7 +35,7 @@ def disk_error(exc: OSError, doing: str, path: object) -> str:
         return f"no space left on device while {doing} {path}; free space there, then plan again"
     if exc.errno == errno.EROFS:
         return f"the file system is read-only while {doing} {path}"
-    return f"cannot finish {doing} {path}: {exc.strerror or exc}"
+    return f"failed while {doing} {path}: {exc.strerror or exc}"
 
 
 class PodGone(RuntimeError_):

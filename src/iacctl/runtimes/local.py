@@ -7,6 +7,7 @@ Also owns the facts about processes on this machine (is a runner alive, start a 
 from __future__ import annotations
 
 import ctypes
+import errno
 import io
 import os
 import shutil
@@ -46,7 +47,9 @@ class LocalRuntime:
                 shutil.rmtree(path)
             path.mkdir(parents=True, mode=0o700)
         except OSError as exc:
-            raise RuntimeError_(disk_error(exc, "making the work directory", path)) from None
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise RuntimeError_(disk_error(exc, "making the work directory", path)) from None
+            raise RuntimeError_(f"cannot make the work directory {path}: {exc.strerror}") from None
 
     def remove_work_dir(self, place: SlotPlace) -> None:
         shutil.rmtree(self.work_dir(place), ignore_errors=True)
