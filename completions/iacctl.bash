@@ -5,14 +5,15 @@
 
 _iacctl() {
     local -A subs=(
-        ['iacctl']='plan confirm-apply cancel workspace tasks state pods pool runtask'
+        ['iacctl']='plan confirm-apply cancel workspace tasks state pods pool runtask store'
         ['iacctl workspace']='create set list show lock unlock var'
         ['iacctl workspace var']='set unset list'
         ['iacctl tasks']='list show logs'
-        ['iacctl state']='versions pull save-applied'
+        ['iacctl state']='versions pull save-applied save-partial'
         ['iacctl pods']='list reconcile recover'
         ['iacctl pool']='list create freeze unfreeze show set'
         ['iacctl runtask']='create update list show delete attach detach results serve'
+        ['iacctl store']='check backup'
     )
     local -A opts=(
         ['iacctl']='--db --verbose --version -h --help'
@@ -38,6 +39,7 @@ _iacctl() {
         ['iacctl state versions']='--json -h --help'
         ['iacctl state pull']='--version --output -o -h --help'
         ['iacctl state save-applied']='--json -h --help'
+        ['iacctl state save-partial']='--json -h --help'
         ['iacctl pods']='-h --help'
         ['iacctl pods list']='--pool --json -h --help'
         ['iacctl pods reconcile']='--pool --json -h --help'
@@ -59,6 +61,9 @@ _iacctl() {
         ['iacctl runtask detach']='-h --help'
         ['iacctl runtask results']='--json -h --help'
         ['iacctl runtask serve']='--listen --public-url -h --help'
+        ['iacctl store']='-h --help'
+        ['iacctl store check']='--json -h --help'
+        ['iacctl store backup']='--json -h --help'
     )
     local -A vals=(
         ['iacctl']='--db'

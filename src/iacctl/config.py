@@ -27,6 +27,27 @@ class Settings:
     db_path: Path | None  # the SQLite file, None for PostgreSQL
     config_dir: Path
     work_root: Path
+    busy_timeout_s: float = 60.0  # IACCTL_BUSY_TIMEOUT: how long a write waits for another writer
+
+
+DEFAULT_BUSY_TIMEOUT_S = 60.0
+
+
+def busy_timeout() -> float:
+    """IACCTL_BUSY_TIMEOUT in seconds (default 60): how long a command waits for another
+    process's write transaction on the SQLite store before it gives up (issue 13)."""
+    raw = os.environ.get("IACCTL_BUSY_TIMEOUT")
+    if raw is None or raw == "":
+        return DEFAULT_BUSY_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86_400:
+        from iacctl.errors import UsageError
+
+        raise UsageError(f"IACCTL_BUSY_TIMEOUT must be a number of seconds between 0 and 86400, not {raw!r}")
+    return value
 
 
 def load_settings(db: str | None = None) -> Settings:
@@ -37,12 +58,14 @@ def load_settings(db: str | None = None) -> Settings:
     work_root_env = os.environ.get("IACCTL_WORK_ROOT")
     if url and not db:
         work_root = Path(work_root_env) if work_root_env else _user_dir("data") / "work"
-        return Settings(database_url=url, db_path=None, config_dir=config_dir, work_root=work_root)
+        return Settings(database_url=url, db_path=None, config_dir=config_dir, work_root=work_root,
+                        busy_timeout_s=busy_timeout())
     raw = db or os.environ.get("IACCTL_DB")
     path = Path(raw).expanduser() if raw else _user_dir("data") / "iacctl.db"
     path = path.absolute()
     # Work directories live beside the store they belong to, so two stores never share slots.
     work_root = Path(work_root_env) if work_root_env else path.parent / f"{path.name}.work"
     return Settings(
-        database_url=f"sqlite:///{path}", db_path=path, config_dir=config_dir, work_root=work_root
+        database_url=f"sqlite:///{path}", db_path=path, config_dir=config_dir, work_root=work_root,
+        busy_timeout_s=busy_timeout(),
     )

@@ -173,6 +173,19 @@ CASES = [
     pytest.param(Case(("cancel", "99"), USAGE, "unknown task 99"), id="cancel-unknown-task"),
     pytest.param(Case(("tasks", "show", "abc"), USAGE, "valid integer"), id="task-id-not-an-integer"),
     pytest.param(Case(("confirm-apply", "1.5"), USAGE, "valid integer"), id="confirm-apply-id-not-an-integer"),
+    # 5b (issue 13): a number beyond the store's 64-bit integers names nothing: bad usage.
+    *[pytest.param(Case(args, USAGE, "less than or equal to 9223372036854775807"), id=case_id)
+      for case_id, args in [
+          ("tasks-show-id-beyond-64-bits", ("tasks", "show", "99999999999999999999")),
+          ("tasks-logs-id-beyond-64-bits", ("tasks", "logs", "99999999999999999999")),
+          ("confirm-apply-id-beyond-64-bits", ("confirm-apply", "99999999999999999999")),
+          ("cancel-id-beyond-64-bits", ("cancel", "99999999999999999999")),
+          ("limit-beyond-64-bits", ("tasks", "list", "--limit", "99999999999999999999")),
+          ("state-version-beyond-64-bits", ("state", "pull", "net", "--version", "99999999999999999999")),
+          ("save-partial-id-beyond-64-bits", ("state", "save-partial", "99999999999999999999")),
+      ]],
+    pytest.param(Case(("tasks", "show", "9223372036854775807"), USAGE, "unknown task 9223372036854775807"),
+                 id="tasks-show-largest-id"),
     # --dir.
     pytest.param(Case(("workspace", "create", "web", "--dir", "missing"), USAGE, "missing does not exist"),
                  id="dir-does-not-exist"),

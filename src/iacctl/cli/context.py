@@ -9,6 +9,11 @@ import typer
 if TYPE_CHECKING:
     from iacctl.services.app import App
 
+# 5b (issue 13): ids and counts are SQLite 64-bit integers; a number beyond them names nothing
+# stored, so it is bad usage (64), refused by the parser before the store is opened.
+ID_MAX = 2**63 - 1
+ID_MIN = -(2**63)
+
 
 def global_options(
     ctx: typer.Context,

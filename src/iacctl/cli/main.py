@@ -28,7 +28,7 @@ directory."""
 
 
 def build_app() -> typer.Typer:
-    from iacctl.cli import pods, runs, runtask, state, tasks, workspace
+    from iacctl.cli import pods, runs, runtask, state, store, tasks, workspace
     from iacctl.cli.context import global_options
 
     app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=True,
@@ -42,6 +42,7 @@ def build_app() -> typer.Typer:
     app.add_typer(pods.app, name="pods")
     app.add_typer(pods.pool_app, name="pool")
     app.add_typer(runtask.app, name="runtask")
+    app.add_typer(store.app, name="store")
     return app
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from iacctl.cli.context import app_of
+from iacctl.cli.context import ID_MAX, ID_MIN, app_of
 from iacctl.cli.render import message, print_json, table
 
 app = typer.Typer(help="Pods and their slots; the recovery sweep.", no_args_is_help=True)
@@ -137,7 +137,8 @@ def pool_freeze(
 def pool_unfreeze(
     ctx: typer.Context,
     name: str = typer.Argument(...),
-    window: int = typer.Option(None, "--window", help="Id of one window (default: all not yet over)."),
+    window: int = typer.Option(None, "--window", min=ID_MIN, max=ID_MAX,
+                               help="Id of one window (default: all not yet over)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Remove freeze windows of a pool."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from iacctl.cli.context import app_of
+from iacctl.cli.context import ID_MAX, ID_MIN, app_of
 from iacctl.cli.render import message, print_json, table
 
 app = typer.Typer(help="Run tasks: external checks (HCP Terraform run tasks) at a task's stages.",
@@ -131,7 +131,7 @@ def detach(ctx: typer.Context, name: str = typer.Argument(...), workspace: str =
 
 
 @app.command("results")
-def results(ctx: typer.Context, task_id: int = typer.Argument(..., help="Task id."),
+def results(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=ID_MAX, help="Task id."),
             as_json: bool = typer.Option(False, "--json")) -> None:
     """The run-task results of a task: status, message, url and outcomes per run task and stage."""
     from iacctl.services import runtasks

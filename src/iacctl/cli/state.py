@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from iacctl.cli.context import app_of
+from iacctl.cli.context import ID_MAX, ID_MIN, app_of
 from iacctl.cli.render import message, print_json, table
 
 app = typer.Typer(help="State versions of workspaces.", no_args_is_help=True)
@@ -32,7 +32,8 @@ def versions(ctx: typer.Context, workspace: str = typer.Argument(...),
 def pull(
     ctx: typer.Context,
     workspace: str = typer.Argument(...),
-    version: int = typer.Option(None, "--version", help="A state version id (default: the latest)."),
+    version: int = typer.Option(None, "--version", min=ID_MIN, max=ID_MAX,
+                                help="A state version id (default: the latest)."),
     output: str = typer.Option(None, "--output", "-o", help="Write to this file (mode 0600) instead of stdout."),
 ) -> None:
     """Print a state version (decrypted)."""
@@ -50,7 +51,7 @@ def pull(
 
 
 @app.command("save-applied")
-def save_applied(ctx: typer.Context, task_id: int = typer.Argument(...),
+def save_applied(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=ID_MAX),
                  as_json: bool = typer.Option(False, "--json")) -> None:
     """Store the state an applied_state_error task left behind, and unlock its workspace."""
     from iacctl.services import state
@@ -60,3 +61,18 @@ def save_applied(ctx: typer.Context, task_id: int = typer.Argument(...),
         print_json(view)
     else:
         message(f"task {task_id}: state stored as version {view['id']} (serial {view['serial']})")
+
+
+@app.command("save-partial")
+def save_partial(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=ID_MAX),
+                 as_json: bool = typer.Option(False, "--json")) -> None:
+    """Store the state of an apply that stopped part-way (full disk, killed Terraform) from the
+    work directory kept for it, once there is room, and unlock its workspace."""
+    from iacctl.services import state
+
+    view = state.save_partial(app_of(ctx), task_id)
+    if as_json:
+        print_json(view)
+    else:
+        message(f"task {task_id}: partial state stored as version {view['id']} (serial {view['serial']}); "
+                "workspace unlocked")

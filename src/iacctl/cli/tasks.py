@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from iacctl.cli.context import app_of, stop_gracefully_on_signals
+from iacctl.cli.context import ID_MAX, ID_MIN, app_of, stop_gracefully_on_signals
 from iacctl.cli.render import message, print_json, table
 
 app = typer.Typer(help="Tasks: runs of plans and applies.", no_args_is_help=True)
@@ -19,7 +19,7 @@ def list_(
     ctx: typer.Context,
     workspace: str = typer.Option(None, "--workspace", "-w"),
     status: str = typer.Option(None, "--status"),
-    limit: int = typer.Option(None, "--limit", help="Only the newest N (the table shows 50 by default)."),
+    limit: int = typer.Option(None, "--limit", max=ID_MAX, help="Only the newest N (the table shows 50 by default)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array (all matching tasks)."),
 ) -> None:
     """List tasks, oldest first."""
@@ -43,7 +43,7 @@ def _changes(counts: dict[str, int] | None) -> str:
 
 
 @app.command("show")
-def show(ctx: typer.Context, task_id: int = typer.Argument(...),
+def show(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=ID_MAX),
          as_json: bool = typer.Option(False, "--json")) -> None:
     """Show a task: status, stage, plan hash, changes, slot, and its history."""
     from iacctl.services import tasks
@@ -72,7 +72,7 @@ def show(ctx: typer.Context, task_id: int = typer.Argument(...),
 
 
 @app.command("logs")
-def logs(ctx: typer.Context, task_id: int = typer.Argument(...),
+def logs(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=ID_MAX),
          follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing while it runs.")) -> None:
     """Print a task's log (Terraform's output and iacctl's notes)."""
     from iacctl.services import tasks
@@ -84,7 +84,7 @@ def logs(ctx: typer.Context, task_id: int = typer.Argument(...),
 
 
 @app.command("run", hidden=True)
-def run(ctx: typer.Context, task_id: int = typer.Argument(...)) -> None:
+def run(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=ID_MAX)) -> None:
     """Run a queued task if it is its turn (started detached by iacctl itself)."""
     from iacctl.services import queue
 

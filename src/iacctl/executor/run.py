@@ -27,7 +27,7 @@ from iacctl.executor.snapshot import archive_directory
 from iacctl.executor.tasklog import TaskLog
 from iacctl.executor.termination import Cancelled, add_state_version, end_task, keep_applied_state
 from iacctl.executor.watch import CancelWatch
-from iacctl.runtimes.base import CommandResult, PodGone, Runtime, RuntimeError_, SlotPlace
+from iacctl.runtimes.base import CommandResult, PodGone, Runtime, RuntimeError_, SlotPlace, disk_error
 from iacctl.store import repo
 from iacctl.store.db import Store
 from iacctl.store.models import ConfigSnapshot, PlanArtifact, StateVersion, Task, Workspace
@@ -101,6 +101,9 @@ class TaskRun:
             return self._pod_lost(str(exc))
         except IacctlError as exc:
             return self._end(Status.FAILED, str(exc))
+        except OSError as exc:
+            # Issue 13 item 7: a file-system fault names its cause and path, not "internal error".
+            return self._end(Status.FAILED, f"at stage {self.stage}: {disk_error(exc, 'using', exc.filename or '?')}")
         except Exception as exc:
             return self._end(Status.FAILED, f"internal error at stage {self.stage}: {exc!r}")
         finally:
@@ -440,6 +443,8 @@ class TaskRun:
             raise
         except RuntimeError_ as exc:
             raise TerraformError(str(exc)) from None
+        finally:
+            self.log.end_output()
 
     def _terraform(self, argv: list[str], what: str, ok_codes: tuple[int, ...] = (0,)) -> CommandResult:
         result = self._run(argv, self.log.terraform_line, stoppable=True)

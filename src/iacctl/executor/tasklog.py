@@ -4,6 +4,7 @@ write keeps them queued for the next flush."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterable
@@ -29,6 +30,11 @@ class TaskLog:
         self._last_flush = time.monotonic()
         with store.read() as session:
             self._seq = repo.last_log_seq(session, task_id)
+        # Issue 13 item 6: when Terraform cannot write its state it prints the whole state as
+        # JSON (from a line "{" to a line "}"), sensitive attribute values included. Such lines
+        # are held until the document ends; a state is kept here, never shown or logged (X2).
+        self._held: list[str] | None = None
+        self.printed_state: bytes | None = None
 
     def redact(self, text: str) -> str:
         for secret in self._secrets:
@@ -37,6 +43,38 @@ class TaskLog:
         return text
 
     def terraform_line(self, text: str) -> None:
+        if self._held is None and text == "{":
+            self._held = [text]
+            return
+        if self._held is not None:
+            self._held.append(text)
+            if text == "}":
+                self._release_held()
+            return
+        self._emit(text)
+
+    def end_output(self) -> None:
+        """The command has ended: lines held as a possible state document go out as they are."""
+        held, self._held = self._held, None
+        for line in held or []:
+            self._emit(line)
+
+    def _release_held(self) -> None:
+        held, self._held = self._held or [], None
+        document = "\n".join(held)
+        try:
+            doc = json.loads(document)
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict) and "lineage" in doc and "serial" in doc:
+            self.printed_state = document.encode()
+            self.note(f"Terraform printed the state it could not write ({len(held)} lines, serial "
+                      f"{doc['serial']}); iacctl keeps it and does not show or log it (X2)")
+            return
+        for line in held:
+            self._emit(line)
+
+    def _emit(self, text: str) -> None:
         try:
             text = self.redact(text)
         finally:

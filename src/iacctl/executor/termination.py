@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlmodel import Session
@@ -76,6 +77,52 @@ def save_work_dir_state(
         return add_state_version(session, store, task.workspace_id, task_id, data, partial=partial).id
 
 
+STATE_FILES = (tf.ERRORED_STATE_FILE, tf.STATE_FILE)
+
+
+def whole_state(read: Callable[[str], bytes | None], printed: bytes | None) -> tuple[bytes | None, str]:
+    """The newest whole state an apply that stopped part-way left: the one Terraform printed
+    because it could not write it, else errored.tfstate, else terraform.tfstate. (None, "")
+    when there is no state file at all; ValueError naming each unreadable file (issue 13)."""
+    if printed is not None:
+        return printed, "from Terraform's output: it could not write its state file"
+    problems = []
+    for name in STATE_FILES:
+        data = read(name)
+        if not data:
+            if data is not None:
+                problems.append(f"{name} is empty")
+            continue
+        try:
+            state_serial(data)
+        except ValueError as exc:
+            problems.append(f"{name} cannot be read whole: {exc}")
+            continue
+        return data, (f"from {name}" if name != tf.STATE_FILE else "")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return None, ""
+
+
+def save_partial_state(store: Store, runtime: Runtime, task_id: int, place: SlotPlace,
+                       printed: bytes | None) -> tuple[int | None, str]:
+    """E2: keep the state of an apply that stopped part-way as a partial state version."""
+    data, source = whole_state(lambda name: runtime.read_file(place, name), printed)
+    if data is None:
+        return None, ""
+    return store_state_if_new(store, task_id, data, partial=True), source
+
+
+def store_state_if_new(store: Store, task_id: int, data: bytes, *, partial: bool) -> int | None:
+    digest = hashlib.sha256(data).hexdigest()
+    with store.write() as session:
+        task = repo.get_task(session, task_id)
+        latest = repo.latest_state_version(session, task.workspace_id)
+        if latest is not None and latest.sha256 == digest:
+            return None
+        return add_state_version(session, store, task.workspace_id, task_id, data, partial=partial).id
+
+
 def end_task(
     store: Store,
     runtime: Runtime,
@@ -93,19 +140,35 @@ def end_task(
     if is_terminal(Status(task.status)):
         return Status(task.status)
     notes: list[str] = []
+    keep_dir = False
     if place is not None and task.stage in APPLY_TOUCHED:
         try:
-            version_id = save_work_dir_state(store, runtime, task_id, place, partial=True)
+            version_id, source = save_partial_state(
+                store, runtime, task_id, place, log.printed_state if log is not None else None)
             if version_id is not None:
-                notes.append(f"partial state saved as state version {version_id}")
+                notes.append(f"partial state saved as state version {version_id}"
+                             + (f" ({source})" if source else ""))
         except Exception as exc:
+            # Issue 13 item 6: iacctl does not hold the real state, so the workspace must not
+            # be unlocked, nor the files that may still hold the state be removed.
+            keep_dir = True
             notes.append(f"the partial state could not be saved: {exc}")
+            keep_lock_reason = keep_lock_reason or (
+                f"task {task_id} stopped during {task.stage} and its state could not be saved ({exc}); the "
+                f"infrastructure may be partly changed: once there is room, run: iacctl state save-partial {task_id}")
+    if keep_dir and place is not None:
+        kept = None
+        with contextlib.suppress(Exception):
+            kept = runtime.keep_work_dir(place, task_id)
+        notes.append(f"the workspace stays locked; the work directory is kept at {kept}; once there is room, "
+                     f"store its state with: iacctl state save-partial {task_id}" if kept else
+                     "the workspace stays locked; no work directory is left to save a state from")
     message = error + ("; " + "; ".join(notes) if notes else "")
     if log is not None:
         with contextlib.suppress(Exception):
             log.note(f"task {outcome}: {message}", show=False)
             log.flush()
-    if place is not None:
+    if place is not None and not keep_dir:
         with contextlib.suppress(Exception):
             runtime.remove_work_dir(place)
     with store.write() as session:

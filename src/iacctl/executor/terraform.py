@@ -7,10 +7,11 @@ import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from iacctl.errors import TerraformError, UsageError
+from iacctl.errors import TaskFailed, TerraformError, UsageError
 
 PLAN_FILE = "tfplan"
 STATE_FILE = "terraform.tfstate"
+ERRORED_STATE_FILE = "errored.tfstate"  # where Terraform puts a state it could not write
 # E8: iacctl keeps the state, so whatever backend the configuration names, Terraform runs with
 # the local backend in the work directory. An override file replaces (or adds) the backend.
 BACKEND_OVERRIDE_FILE = "zz_iacctl_backend_override.tf"
@@ -61,7 +62,12 @@ def environment(
         del env["TF_CLI_CONFIG_FILE"]
     env.update({"TF_IN_AUTOMATION": "1", "TF_INPUT": "0", "CHECKPOINT_DISABLE": "1"})
     if plugin_cache is not None and "TF_PLUGIN_CACHE_DIR" not in env:
-        plugin_cache.mkdir(parents=True, exist_ok=True)
+        try:
+            plugin_cache.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            from iacctl.runtimes.base import disk_error
+
+            raise TaskFailed(disk_error(exc, "making the plugin cache", plugin_cache)) from None
         env["TF_PLUGIN_CACHE_DIR"] = str(plugin_cache)
     for key, value in terraform_vars.items():
         env[f"TF_VAR_{key}"] = value

@@ -13,7 +13,7 @@ from typing import Protocol
 from iacctl.domain.slots import SlotPlace
 
 __all__ = ["CommandResult", "CommandState", "PodBackend", "PodGone", "PodInfo", "Runtime", "RuntimeError_",
-           "SlotPlace"]
+           "SlotPlace", "disk_error"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,18 @@ class CommandResult:
 
 class RuntimeError_(Exception):
     """A runtime could not do what was asked (no work directory, pod gone)."""
+
+
+def disk_error(exc: OSError, doing: str, path: object) -> str:
+    """One line for a file-system fault in a work directory (issue 13 item 4): the cause and
+    the path, and what to do when the user can act on it."""
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on device while {doing} {path}; free space there, then plan again"
+    if exc.errno == errno.EROFS:
+        return f"the file system is read-only while {doing} {path}"
+    return f"failed while {doing} {path}: {exc.strerror or exc}"
 
 
 class PodGone(RuntimeError_):
@@ -102,3 +114,12 @@ class Runtime(Protocol):
     def pod_backend(self) -> PodBackend | None:
         """The pods behind the slots, when the backend creates them (Kubernetes); None for
         this machine."""
+
+    def keep_work_dir(self, place: SlotPlace, task_id: int) -> str | None:
+        """Issue 13 item 6: move the slot's work directory (or what is left of it) aside for an
+        operator, so the slot can be used again without losing it. Where it is now, or None."""
+
+    def read_kept_file(self, pod: str, task_id: int, relpath: str) -> bytes | None:
+        """A file of a kept work directory, or None if it (or the directory) is not there."""
+
+    def remove_kept_dir(self, pod: str, task_id: int) -> None: ...

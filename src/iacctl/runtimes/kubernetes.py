@@ -17,6 +17,7 @@ offset it had reached. The recovery sweep reads the same files (`command_state`)
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -353,6 +354,37 @@ class KubernetesRuntime:
                     return extracted.read() if extracted is not None else None
         return None
 
+    # -- a task's work directory kept for an operator (issue 13 item 6) --------------------------
+
+    def kept_dir(self, pod: str, task_id: int) -> str:
+        return f"{self.spec.work_root}/kept/task-{task_id}"
+
+    def keep_work_dir(self, place: SlotPlace, task_id: int) -> str | None:
+        """Move the slot's work directory aside in its pod (a rename: no space needed)."""
+        d, kept = shlex.quote(self.work_dir(place)), self.kept_dir(place.pod, task_id)
+        try:
+            result = self._sh(place.pod, f"[ -d {d} ] || exit 3; mkdir -p {shlex.quote(self.spec.work_root)}/kept "
+                                         f"&& rm -rf {shlex.quote(kept)} && mv {d} {shlex.quote(kept)}")
+        except RuntimeError_:
+            return None
+        if result.code == 3:
+            return None
+        return f"{kept} in pod {place.pod}" if result.code == 0 else f"{self.work_dir(place)} in pod {place.pod}"
+
+    def read_kept_file(self, pod: str, task_id: int, relpath: str) -> bytes | None:
+        d, rel = shlex.quote(self.kept_dir(pod, task_id)), shlex.quote(relpath)
+        result = self._sh(pod, f"cd {d} 2>/dev/null || exit 3; [ -f {rel} ] || exit 4; cat {rel}")
+        if result.code in (3, 4):
+            return None
+        if result.code != 0:
+            raise RuntimeError_(f"cannot read {relpath} from {self.kept_dir(pod, task_id)} in pod {pod}: "
+                                f"{_text(result.stderr)}")
+        return bytes(result.stdout)
+
+    def remove_kept_dir(self, pod: str, task_id: int) -> None:
+        with contextlib.suppress(RuntimeError_):
+            self._sh(pod, f"rm -rf {shlex.quote(self.kept_dir(pod, task_id))}")
+
     # -- commands: detached, followed, reattached ------------------------------------------------
 
     def _pod_env(self, env: Mapping[str, str]) -> dict[str, str]:
@@ -380,7 +412,11 @@ class KubernetesRuntime:
             # Providers are cached per pod, beside the slots (a path, so on the command line).
             f"export TF_PLUGIN_CACHE_DIR={shlex.quote(self.spec.work_root + '/plugin-cache')}; "
             f"{command} > {CONTROL_DIR}/out 2>&1 </dev/null; "
-            f"echo $? > {CONTROL_DIR}/exit.tmp; mv {CONTROL_DIR}/exit.tmp {CONTROL_DIR}/exit"
+            # Issue 13 item 1: once the command has ended (even killed by the OOM killer), what
+            # it started in this session's group ends too, before the exit status is written
+            # and iacctl removes the directory; this shell ignores the signal it sends.
+            f"code=$?; trap '' TERM; kill -TERM -$$ 2>/dev/null; "
+            f"echo $code > {CONTROL_DIR}/exit.tmp; mv {CONTROL_DIR}/exit.tmp {CONTROL_DIR}/exit"
         )
         start = (
             f"cd {shlex.quote(d)} || exit 3; mkdir -p {shlex.quote(self.spec.work_root)}/plugin-cache; "

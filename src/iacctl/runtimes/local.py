@@ -7,6 +7,7 @@ Also owns the facts about processes on this machine (is a runner alive, start a 
 from __future__ import annotations
 
 import ctypes
+import errno
 import io
 import os
 import shutil
@@ -20,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from iacctl.runtimes.base import CommandResult, PodBackend, RuntimeError_, SlotPlace
+from iacctl.runtimes.base import CommandResult, PodBackend, RuntimeError_, SlotPlace, disk_error
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
@@ -46,27 +47,71 @@ class LocalRuntime:
                 shutil.rmtree(path)
             path.mkdir(parents=True, mode=0o700)
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise RuntimeError_(disk_error(exc, "making the work directory", path)) from None
             raise RuntimeError_(f"cannot make the work directory {path}: {exc.strerror}") from None
 
     def remove_work_dir(self, place: SlotPlace) -> None:
         shutil.rmtree(self.work_dir(place), ignore_errors=True)
 
     def extract_archive(self, place: SlotPlace, tar_gz: bytes) -> None:
-        with tarfile.open(fileobj=io.BytesIO(tar_gz), mode="r:gz") as tar:
-            tar.extractall(self.work_dir(place), filter="data")
+        try:
+            with tarfile.open(fileobj=io.BytesIO(tar_gz), mode="r:gz") as tar:
+                tar.extractall(self.work_dir(place), filter="data")
+        except OSError as exc:
+            raise RuntimeError_(disk_error(exc, "writing the configuration into", self.work_dir(place))) from None
 
     def write_file(self, place: SlotPlace, relpath: str, data: bytes) -> None:
         path = self.work_dir(place) / relpath
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except OSError as exc:
+            raise RuntimeError_(disk_error(exc, "writing", path)) from None
 
     def read_file(self, place: SlotPlace, relpath: str) -> bytes | None:
+        path = self.work_dir(place) / relpath
         try:
-            return (self.work_dir(place) / relpath).read_bytes()
+            return path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            raise RuntimeError_(disk_error(exc, "reading", path)) from None
+
+    # -- a task's work directory kept for an operator (issue 13 item 6) --------------------------
+
+    def kept_dir(self, pod: str, task_id: int) -> Path:
+        return self.work_root / "kept" / f"task-{task_id}"
+
+    def keep_work_dir(self, place: SlotPlace, task_id: int) -> str | None:
+        """Move the slot's work directory (or what is left of it) aside, out of the slot's way,
+        for an operator; where it now is, or None if there was none. A rename: no space needed."""
+        source = self.work_dir(place)
+        if not source.is_dir():
+            return None
+        target = self.kept_dir(place.pod, task_id)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if target.exists():
+                shutil.rmtree(target)
+            source.rename(target)
+        except OSError:
+            return str(source) if source.is_dir() else None
+        return str(target)
+
+    def read_kept_file(self, pod: str, task_id: int, relpath: str) -> bytes | None:
+        path = self.kept_dir(pod, task_id) / relpath
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise RuntimeError_(disk_error(exc, "reading", path)) from None
+
+    def remove_kept_dir(self, pod: str, task_id: int) -> None:
+        shutil.rmtree(self.kept_dir(pod, task_id), ignore_errors=True)
 
     def pod_backend(self) -> PodBackend | None:
         return None  # this machine is the one pod; nothing creates or deletes it
@@ -89,6 +134,7 @@ class LocalRuntime:
         output = cwd / COMMAND_OUTPUT
         try:
             with open(output, "wb") as sink:
+                _reserve_space(sink.fileno())
                 proc = subprocess.Popen(
                     list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
                     stdout=sink, stderr=subprocess.STDOUT,
@@ -100,7 +146,7 @@ class LocalRuntime:
         except FileNotFoundError:
             raise RuntimeError_(f"{argv[0]} not found") from None
         except OSError as exc:
-            raise RuntimeError_(f"cannot run {argv[0]}: {exc.strerror}") from None
+            raise RuntimeError_(disk_error(exc, f"starting {argv[0]} in", cwd)) from None
         on_start(proc.pid)
         pending = b""
         interrupted = False
@@ -128,8 +174,31 @@ class LocalRuntime:
             finally:
                 for raw in pending.split(b"\n") if pending else []:
                     on_line(raw.decode("utf-8", "replace").rstrip("\r"))
+        code = proc.wait()
+        # Issue 13 item 1: when the command ends (even killed by the OOM killer or kill -9),
+        # what it started in its group (provisioner commands) ends too, before the caller
+        # removes the work directory under them.
+        end_group(proc.pid)
         output.unlink(missing_ok=True)
-        return CommandResult(exit_code=proc.wait(), interrupted=interrupted)
+        return CommandResult(exit_code=code, interrupted=interrupted)
+
+
+_FALLOC_FL_KEEP_SIZE = 1
+# Reserved for a command's output before it starts (tried in this order).
+_OUTPUT_RESERVE = (8 << 20, 1 << 20)
+
+
+def _reserve_space(fd: int) -> None:
+    """Issue 13 item 6: reserve blocks for the command's output file (without changing its
+    size), so that when the work directory's disk fills up, Terraform's last words still reach
+    iacctl: the errors, and the whole state it prints when it cannot write it. Best effort."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        for size in _OUTPUT_RESERVE:
+            if libc.fallocate(fd, _FALLOC_FL_KEEP_SIZE, ctypes.c_long(0), ctypes.c_long(size)) == 0:
+                return
+    except (OSError, AttributeError):
+        pass
 
 
 def _interrupt_when_parent_dies() -> None:
@@ -145,6 +214,32 @@ def _signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
     except ProcessLookupError:
         pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def end_group(pgid: int, grace_seconds: float = 2.0) -> bool:
+    """End what is left of a process group whose leader (the command iacctl ran) has exited
+    and been reaped: SIGTERM, a short grace, then SIGKILL. While a member lives, the kernel
+    hands out no new process with that id, so the group is still the one the command made.
+    True if anything was left."""
+    if not _group_alive(pgid):
+        return False
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _group_alive(pgid):
+        _signal_group(pgid, signal.SIGKILL)
+    return True
 
 
 # -- processes on this machine ------------------------------------------------------------------

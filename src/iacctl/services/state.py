@@ -7,12 +7,13 @@ from typing import Any
 from sqlmodel import col, select
 
 from iacctl.domain.lifecycle import Status
-from iacctl.errors import NotFound, Refused, StoreError
-from iacctl.executor.termination import add_state_version, kept_state_path, state_serial
+from iacctl.errors import IacctlError, NotFound, Refused, StoreError
+from iacctl.executor.termination import add_state_version, kept_state_path, state_serial, whole_state
+from iacctl.runtimes.base import RuntimeError_
 from iacctl.services.app import App
 from iacctl.services.views import iso
 from iacctl.store import repo
-from iacctl.store.models import StateVersion
+from iacctl.store.models import Pod, StateVersion
 
 
 def _view(v: StateVersion) -> dict[str, Any]:
@@ -65,4 +66,36 @@ def save_applied(app: App, task_id: int) -> dict[str, Any]:
                         error=None)
         result = _view(version)
     kept.unlink(missing_ok=True)
+    return result
+
+
+def save_partial(app: App, task_id: int) -> dict[str, Any]:
+    """Issue 13 item 6: store the state of an apply that stopped part-way and whose state could
+    not be read whole then (a full disk, a killed Terraform), from the work directory kept for
+    it, once there is room; then unlock the workspace and remove the kept directory."""
+    with app.store.read() as session:
+        task = repo.get_task(session, task_id)
+        ws = repo.workspace_by_id(session, task.workspace_id)
+        pod = session.get(Pod, task.pod_id) if task.pod_id is not None else None
+    if task.status not in (Status.FAILED, Status.CANCELLED):
+        raise Refused(f"task {task_id} is {task.status}, not failed or cancelled")
+    if ws.locked_by_task_id != task_id:
+        raise Refused(f"workspace {ws.name} is not locked by task {task_id}: nothing to save")
+    runtime = app.runtime_for_pool_id(task.pool_id or 0)
+    pod_name = pod.name if pod is not None else ""
+    try:
+        data, _source = whole_state(lambda name: runtime.read_kept_file(pod_name, task_id, name), None)
+    except ValueError as exc:
+        raise IacctlError(f"task {task_id}'s kept state still cannot be read whole ({exc}); free space and try "
+                          f"again, or push a state you trust and run: iacctl workspace unlock {ws.name}") from None
+    except RuntimeError_ as exc:
+        raise IacctlError(f"task {task_id}'s kept work directory cannot be read: {exc}") from None
+    if data is None:
+        raise IacctlError(f"task {task_id} has no kept state file; inspect the infrastructure, then run: "
+                          f"iacctl workspace unlock {ws.name}")
+    with app.store.write() as session:
+        version = add_state_version(session, app.store, task.workspace_id, task_id, data, partial=True)
+        repo.unlock_workspace(session, task.workspace_id, task_id=task_id)
+        result = _view(version)
+    runtime.remove_kept_dir(pod_name, task_id)
     return result

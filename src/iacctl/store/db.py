@@ -4,33 +4,51 @@ Many iacctl processes share one store. On SQLite every write transaction starts 
 BEGIN IMMEDIATE: a deferred transaction that later wants to write can fail at once with
 "database is locked" whatever the busy timeout; an immediate one waits its turn instead.
 Reads use plain deferred transactions, which WAL never blocks.
+
+Driver errors are translated here, where they enter, into StoreError lines that say what is
+wrong and what to do (issue 13): a store kept busy past the busy timeout (and by whom, when
+this machine can tell), a damaged file (after which this process writes nothing more to it),
+a full disk, a file that is not an iacctl store, a number outside SQLite's 64-bit range.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlmodel import Session, create_engine
 
-from iacctl.config import Settings
+from iacctl.config import DEFAULT_BUSY_TIMEOUT_S, Settings
 from iacctl.crypto import Cipher, load_key
-from iacctl.errors import StoreError
+from iacctl.errors import StoreError, UsageError
 from iacctl.filelock import exclusive
 
-BUSY_TIMEOUT_MS = 60_000
+BUSY_TIMEOUT_MS = int(DEFAULT_BUSY_TIMEOUT_S * 1000)
 HEAD_REVISION = "0003"
 _MIGRATIONS = Path(__file__).parent / "migrations"
+# A new store file is empty only between its creation and the first pragma of the process
+# creating it (journal_mode = WAL writes the header at once): wait that long before calling
+# an empty file "not a store".
+_EMPTY_FILE_GRACE_S = 2.0
+# SQLite's WAL write lock: a POSIX lock on this byte of the -shm file (sqlite3.c WAL_WRITE_LOCK).
+_WAL_WRITE_LOCK_OFFSET = 120
+# Messages of the driver, not ours: what SQLite says when it meets each fault.
+_BUSY = ("database is locked", "database table is locked")
+_DAMAGED = ("malformed", "file is not a database", "disk i/o error", "file is encrypted")
+_FULL = ("database or disk is full",)
 
 
-def _sqlite_engine(path: Path, *, immediate: bool) -> Engine:
+def _sqlite_engine(path: Path, *, immediate: bool, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:
     engine = create_engine(
-        f"sqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+        f"sqlite:///{path}", connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False}
     )
 
     @event.listens_for(engine, "connect")
@@ -38,7 +56,7 @@ def _sqlite_engine(path: Path, *, immediate: bool) -> Engine:
         # Take transaction control from the driver (see the module docstring).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cur.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
         cur.execute("PRAGMA journal_mode = WAL")
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA foreign_keys = ON")
@@ -65,8 +83,9 @@ class Store:
                 ) from None
             if settings.db_path.is_dir():
                 raise StoreError(f"the store path {settings.db_path} is a directory")
-            self.write_engine = _sqlite_engine(settings.db_path, immediate=True)
-            self.read_engine = _sqlite_engine(settings.db_path, immediate=False)
+            ms = int(settings.busy_timeout_s * 1000)
+            self.write_engine = _sqlite_engine(settings.db_path, immediate=True, busy_timeout_ms=ms)
+            self.read_engine = _sqlite_engine(settings.db_path, immediate=False, busy_timeout_ms=ms)
         else:
             url = settings.database_url
             if url.startswith("postgresql://"):
@@ -74,6 +93,8 @@ class Store:
             self.write_engine = create_engine(url, pool_pre_ping=True)
             self.read_engine = self.write_engine
         self._cipher: Cipher | None = None
+        # Set once the store reported damage: nothing more is written to it by this process.
+        self.damaged: str | None = None
 
     @property
     def cipher(self) -> Cipher:
@@ -85,18 +106,146 @@ class Store:
     def dialect(self) -> str:
         return self.write_engine.dialect.name
 
+    @property
+    def where(self) -> str:
+        """The store as the user names it: the SQLite file, or PostgreSQL (no password)."""
+        if self.settings.db_path is not None:
+            return str(self.settings.db_path)
+        return f"PostgreSQL store {self.write_engine.url.render_as_string(hide_password=True)}"
+
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
         """A write transaction: committed when the block ends, rolled back on error."""
-        with _translate_errors(), Session(self.write_engine, expire_on_commit=False) as session:
+        if self.damaged is not None:
+            # Issue 13: a store that reported damage is not written to again by this command.
+            raise StoreError(self.damaged)
+        with self.translate_errors(), Session(self.write_engine, expire_on_commit=False) as session:
             with session.begin():
                 yield session
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
-        with _translate_errors(), Session(self.read_engine, expire_on_commit=False) as session:
+        with self.translate_errors(), Session(self.read_engine, expire_on_commit=False) as session:
             with session.begin():
                 yield session
+
+    @contextlib.contextmanager
+    def translate_errors(self) -> Iterator[None]:
+        """Driver errors become one StoreError line saying what is wrong and what to do."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except OverflowError:
+            # 5b: SQLite integers are 64-bit; a bigger id or count can name nothing stored.
+            raise UsageError("a number is outside the store's range (at most 9223372036854775807)") from None
+        except DBAPIError as exc:
+            message = self.describe(exc)
+            if message is None:
+                raise
+            raise StoreError(message) from exc
+
+    def describe(self, exc: BaseException) -> str | None:
+        """The user's line for a driver error, or None for errors callers handle themselves
+        (integrity errors: a name taken by a concurrent process)."""
+        orig = getattr(exc, "orig", None) or exc
+        text = str(orig).strip().lower()
+        if isinstance(exc, DBAPIError) and not isinstance(exc, OperationalError) \
+                and not (isinstance(orig, sqlite3.DatabaseError) and type(orig) is sqlite3.DatabaseError):
+            return None
+        if any(b in text for b in _BUSY):
+            return self._busy_message()
+        if any(d in text for d in _DAMAGED):
+            self.damaged = (f"the store {self.where} is damaged ({_short(exc)}); nothing more was written to it; "
+                            "see what is damaged with: iacctl store check; then restore a backup "
+                            f"(iacctl store backup makes one) or salvage it with: sqlite3 {self.where} .recover")
+            return self.damaged
+        if any(f in text for f in _FULL):
+            where = self.settings.db_path.parent if self.settings.db_path else self.where
+            return f"the disk holding the store is full ({where}); nothing was saved; free space and try again"
+        return f"store error: {_short(exc)}"
+
+    def _busy_message(self) -> str:
+        seconds = f"{self.settings.busy_timeout_s:g}"
+        holder = wal_writer(self.settings.db_path) if self.settings.db_path is not None else None
+        who = f"{holder}" if holder else "another process (not one this machine can name)"
+        return (f"the store {self.where} is busy: {who} has held a write transaction for more than "
+                f"{seconds}s; nothing was changed; try again when it ends (raise IACCTL_BUSY_TIMEOUT to wait "
+                "longer)")
+
+    # -- operators' tools (issue 13): integrity check and online backup --------------------------
+
+    def _sqlite_path(self) -> Path:
+        path = self.settings.db_path
+        if path is None:
+            raise UsageError("this is a PostgreSQL store: use its own tools")
+        if not path.is_file():
+            raise UsageError(f"there is no store at {path}")
+        return path
+
+    def _raw(self, path: Path) -> sqlite3.Connection:
+        return sqlite3.connect(path, timeout=self.settings.busy_timeout_s, isolation_level=None)
+
+    def integrity_problems(self, limit: int = 20) -> list[str]:
+        """SQLite's integrity check of every page and index, and that the file is an iacctl
+        store; what is wrong, or [] when it is whole. Reads only."""
+        path = self._sqlite_path()
+        if path.stat().st_size == 0:
+            return ["the file is empty (0 bytes): not an iacctl store"]
+        try:
+            con = self._raw(path)
+            try:
+                found = [str(r[0]) for r in con.execute(f"PRAGMA integrity_check({int(limit)})")]
+                if found != ["ok"]:
+                    return found
+                tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if "alembic_version" not in tables:
+                    return ["an SQLite database but not an iacctl store (no alembic_version table)"]
+                return []
+            finally:
+                con.close()
+        except sqlite3.OperationalError as exc:
+            if any(b in str(exc).lower() for b in _BUSY):
+                raise StoreError(self._busy_message()) from None
+            return [str(exc)]
+        except sqlite3.DatabaseError as exc:
+            return [str(exc)]
+
+    def backup(self, dest: Path) -> int:
+        """A consistent copy of the SQLite store made with SQLite's online backup API while
+        other commands go on using it; the copy's size in bytes. Written beside `dest` first,
+        then renamed into place, so a failed backup leaves no half file under that name."""
+        path = self._sqlite_path()
+        if dest.exists():
+            raise UsageError(f"{dest} already exists; name a new file")
+        if not dest.parent.is_dir():
+            raise UsageError(f"the directory {dest.parent} does not exist")
+        partial = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+        try:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.close(fd)
+            src = self._raw(path)
+            try:
+                target = sqlite3.connect(partial)
+                try:
+                    # One step (pages=-1): the whole copy is read in one read transaction, so
+                    # it is one consistent moment of the store whatever others write meanwhile.
+                    src.backup(target, pages=-1)
+                    target.execute("PRAGMA journal_mode = DELETE")  # a single self-contained file
+                finally:
+                    target.close()
+            finally:
+                src.close()
+            os.replace(partial, dest)
+        except sqlite3.DatabaseError as exc:
+            partial.unlink(missing_ok=True)
+            if any(b in str(exc).lower() for b in _BUSY):
+                raise StoreError(self._busy_message()) from None
+            raise StoreError(f"the backup of {path} failed: {exc}") from None
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise StoreError(f"cannot write the backup {dest}: {exc.strerror}") from None
+        return dest.stat().st_size
 
     def dispose(self) -> None:
         self.write_engine.dispose()
@@ -107,13 +256,67 @@ class Store:
 
     def ensure_schema(self) -> None:
         """Create or upgrade the schema with Alembic, once, even with many processes starting
-        together on a new store."""
+        together on a new store. An existing file that is not an iacctl store (empty, another
+        SQLite database, not a database at all) is refused, never taken as a new store."""
+        existed = self._check_existing_file()
         if self._revision() == HEAD_REVISION:
             return
         with self._migration_lock():
             if self._revision() == HEAD_REVISION:
                 return
+            if existed:
+                self._refuse_foreign_tables()
             self._upgrade()
+
+    def _check_existing_file(self) -> bool:
+        """Whether the SQLite file existed before this process opened it; refuse an empty one
+        (issue 13 item 5: it would silently be taken as a new, empty store)."""
+        path = self.settings.db_path
+        if path is None or not path.exists():
+            return False
+        deadline = time.monotonic() + _EMPTY_FILE_GRACE_S
+        while path.stat().st_size == 0:
+            if time.monotonic() > deadline:
+                raise StoreError(f"the store file {path} is empty (0 bytes), not an iacctl store; point --db or "
+                                 "IACCTL_DB at the store, or remove the file to start a new store there")
+            time.sleep(0.05)  # a process creating a new store writes its header at once
+        try:
+            with open(path, "rb") as f:
+                header = f.read(100)
+        except OSError as exc:
+            raise StoreError(f"cannot read the store file {path}: {exc.strerror}") from None
+        if not header.startswith(b"SQLite format 3\x00"):
+            raise StoreError(f"the file {path} is not an SQLite database, so not an iacctl store; point --db or "
+                             "IACCTL_DB at the iacctl store (or run iacctl store check if it was one)")
+        if len(header) > 19 and header[18] != 2:
+            # Not in WAL mode, so never opened by iacctl (it turns WAL on at once): look at it
+            # read-only, before the first connection's pragmas would change its header.
+            try:
+                con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                try:
+                    names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                                       "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+                finally:
+                    con.close()
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"cannot read the store file {path}: {exc}") from None
+            if "alembic_version" not in names:
+                self._refuse_foreign(names)
+        return True
+
+    def _refuse_foreign_tables(self) -> None:
+        if self.settings.db_path is None:
+            return
+        with self.translate_errors(), self.read_engine.connect() as conn:
+            names = [r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                                     "AND name NOT LIKE 'sqlite_%' ORDER BY name"))]
+        self._refuse_foreign(names)
+
+    def _refuse_foreign(self, names: list[str]) -> None:
+        if names:
+            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+            raise StoreError(f"the file {self.settings.db_path} is an SQLite database but not an iacctl store "
+                             f"(it holds tables {shown}); point --db or IACCTL_DB at the iacctl store")
 
     def _revision(self) -> str | None:
         try:
@@ -123,11 +326,20 @@ class Store:
         except OperationalError as exc:
             if "no such table" in str(exc) or "does not exist" in str(exc):
                 return None
-            raise StoreError(f"cannot open the store: {_short(exc)}") from None
+            raise StoreError(self._open_failure(exc)) from None
         except SQLAlchemyError as exc:
             if "UndefinedTable" in type(getattr(exc, "orig", exc)).__name__:
                 return None
-            raise StoreError(f"cannot open the store: {_short(exc)}") from None
+            raise StoreError(self._open_failure(exc)) from None
+
+    def _open_failure(self, exc: BaseException) -> str:
+        text_ = str(getattr(exc, "orig", None) or exc).lower()
+        if "file is not a database" in text_ and self.settings.db_path is not None:
+            return (f"the file {self.settings.db_path} is not an SQLite database, so not an iacctl store; point "
+                    "--db or IACCTL_DB at the iacctl store (or run iacctl store check if it was one)")
+        message = self.describe(exc)
+        return message if message and not message.startswith("store error:") else \
+            f"cannot open the store: {_short(exc)}"
 
     @contextlib.contextmanager
     def _migration_lock(self) -> Iterator[None]:
@@ -161,12 +373,37 @@ def _short(exc: BaseException) -> str:
     return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
 
 
-@contextlib.contextmanager
-def _translate_errors() -> Iterator[None]:
+def wal_writer(db_path: Path) -> str | None:
+    """Who holds the SQLite WAL write lock of this store, as far as this machine can tell:
+    the POSIX lock on byte 120 of the -shm file, found in /proc/locks. None if unknown."""
     try:
-        yield
-    except OperationalError as exc:
-        raise StoreError(f"store error: {_short(exc)}") from exc
+        inode = os.stat(db_path.with_name(db_path.name + "-shm")).st_ino
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        # "1: POSIX  ADVISORY  WRITE 4711 08:01:123456 120 120"
+        if len(fields) < 8 or fields[1] not in ("POSIX", "OFDLCK") or fields[3] != "WRITE":
+            continue
+        if fields[5].rsplit(":", 1)[-1] != str(inode) or fields[6] != str(_WAL_WRITE_LOCK_OFFSET):
+            continue
+        pid = fields[4]
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
+        except OSError:
+            argv = []
+        if any("iacctl" in a for a in argv):
+            kind = "another iacctl command"
+        elif argv and "sqlite3" in Path(argv[0]).name:
+            kind = "an sqlite3 shell"
+        else:
+            kind = "a process that is not iacctl"
+        shown = " ".join(argv)[:60] if argv else "?"
+        return f"{kind} (pid {pid}: {shown})" if pid != "-1" else kind
+    return None
 
 
 def open_store(settings: Settings) -> Store:

@@ -106,7 +106,8 @@ class Task(SQLModel, table=True):
     updated_at: float
     started_at: float | None = None
     finished_at: float | None = None
-    # Who waits for it (a pending task whose creator is gone is started by someone else) ...
+    # Who waits for it (a pending task whose creator is gone before it started is cancelled,
+    # issue 13; one without a creator, --no-wait, is started by whoever frees its turn) ...
     creator_host: str | None = None
     creator_pid: int | None = None
     creator_start: float | None = None
