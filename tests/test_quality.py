@@ -43,3 +43,27 @@ def test_help_imports_no_heavy_package() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "HEAVY []" in r.stdout, r.stdout + r.stderr
     assert "Exit codes: 0 done" in r.stdout
+
+
+def test_every_services_module_has_a_place_in_the_services_layers() -> None:
+    """Issue 8 item 8: the services read top-down. A module left out of the layers contract would
+    escape it, so a new one must be given its floor in pyproject.toml."""
+    import tomllib
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    layers = next(c["layers"] for c in contracts if c["name"].startswith("Services read top-down"))
+    placed = {name.strip() for layer in layers for name in layer.split("|")}
+    modules = {f"iacctl.services.{p.stem}" for p in (ROOT / "src" / "iacctl" / "services").glob("*.py")
+               if p.stem != "__init__"}
+    assert modules - placed == set()
+
+
+def test_no_import_inside_a_function_dodges_the_services_layers() -> None:
+    """Issue 8 item 8: no `from iacctl.services ...` inside a function of a services module."""
+    offenders = [
+        f"{p.name}:{n}"
+        for p in (ROOT / "src" / "iacctl" / "services").glob("*.py")
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if line.startswith((" ", "\t")) and line.strip().startswith(("from iacctl.services", "import iacctl.services"))
+    ]
+    assert offenders == []

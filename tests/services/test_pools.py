@@ -113,3 +113,28 @@ def test_a_queued_plan_gets_a_pod_and_runs_in_the_background(env: Env, fake_kube
     assert "pool k8s-prod: pod iacctl-k8s-prod-" in r.out and "created: 3 slots" in r.out
     task = env.wait_for(1, lambda t: t["status"] == "apply_pending", timeout=120)
     assert task["pod"] in api_pods(fake_kube)
+
+
+def test_a_full_pool_at_its_maximum_names_the_tasks_holding_its_slots(
+    env: Env, fake_kube: Any, processes: list[Background]
+) -> None:
+    """S3 (issue 8 item 2): reserved slots count on Kubernetes pools; when the pool cannot grow,
+    the wait names the tasks holding the slots and what frees them, and `pool set --max-pods`
+    lets the waiting plan run."""
+    kube_pool(env, fake_kube, name="tight")
+    env.ok("pool", "set", "tight", "--max-pods", "1")
+    env.ok("pool", "set", "tight", "--slots-per-pod", "1")
+    env.workspace("a", "simple", "--pool", "tight")
+    env.workspace("b", "simple", "--pool", "tight")
+    env.ok("plan", "a", "--quiet", code=2)
+
+    waiter = spawn(env, processes, "plan", "b", "--quiet")
+    line = waiter.wait_line("task 2 waits: pool tight is at its maximum of 1 pod(s) and every slot is taken")
+    assert "(waiting for confirmation: task 1)" in line
+    assert "iacctl confirm-apply 1 / iacctl cancel 1" in line and "iacctl pool set tight --max-pods N" in line
+    assert env.task(2)["status"] == "pending"
+
+    env.ok("pool", "set", "tight", "--max-pods", "2")
+    assert waiter.wait() == 2, waiter.output
+    assert env.task(2)["pod"] != env.task(1)["pod"]
+    assert env.run("pool", "set", "local", "--max-pods", "3").code == 64

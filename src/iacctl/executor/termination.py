@@ -68,13 +68,7 @@ def save_work_dir_state(
         return None
     if not data:
         return None
-    digest = hashlib.sha256(data).hexdigest()
-    with store.write() as session:
-        task = repo.get_task(session, task_id)
-        latest = repo.latest_state_version(session, task.workspace_id)
-        if latest is not None and latest.sha256 == digest:
-            return None
-        return add_state_version(session, store, task.workspace_id, task_id, data, partial=partial).id
+    return store_state_if_new(store, task_id, data, partial=partial)
 
 
 STATE_FILES = (tf.ERRORED_STATE_FILE, tf.STATE_FILE)

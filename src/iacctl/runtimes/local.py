@@ -72,13 +72,7 @@ class LocalRuntime:
             raise RuntimeError_(disk_error(exc, "writing", path)) from None
 
     def read_file(self, place: SlotPlace, relpath: str) -> bytes | None:
-        path = self.work_dir(place) / relpath
-        try:
-            return path.read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as exc:
-            raise RuntimeError_(disk_error(exc, "reading", path)) from None
+        return _read(self.work_dir(place) / relpath)
 
     # -- a task's work directory kept for an operator (issue 13 item 6) --------------------------
 
@@ -102,13 +96,7 @@ class LocalRuntime:
         return str(target)
 
     def read_kept_file(self, pod: str, task_id: int, relpath: str) -> bytes | None:
-        path = self.kept_dir(pod, task_id) / relpath
-        try:
-            return path.read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as exc:
-            raise RuntimeError_(disk_error(exc, "reading", path)) from None
+        return _read(self.kept_dir(pod, task_id) / relpath)
 
     def remove_kept_dir(self, pod: str, task_id: int) -> None:
         shutil.rmtree(self.kept_dir(pod, task_id), ignore_errors=True)
@@ -199,6 +187,16 @@ def _reserve_space(fd: int) -> None:
                 return
     except (OSError, AttributeError):
         pass
+
+
+def _read(path: Path) -> bytes | None:
+    """A file's bytes; None when it (or its directory) is not there; a disk fault named."""
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise RuntimeError_(disk_error(exc, "reading", path)) from None
 
 
 def _interrupt_when_parent_dies() -> None:
