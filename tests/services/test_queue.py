@@ -48,7 +48,7 @@ def test_plan_waits_for_a_running_place_in_a_one_slot_pool(env: Env, processes: 
     env.ok("pool", "set", "local", "--slots-per-pod", "1")
     assert [s["index"] for s in env.ok("pods", "list", "--json").json()[0]["slots"]] == [0]
     env.workspace("a", "slow_apply")
-    env.ok("workspace", "var", "set", "a", "sleep", "4")
+    env.ok("workspace", "var", "set", "a", "sleep", "15")
     env.workspace("c")
     env.ok("plan", "a", "--quiet", code=2)  # apply_pending: its slot stays reserved (L3) ...
     env.ok("plan", "c", "--plan-only", "--quiet", code=2)  # ... and takes no running place

@@ -5,23 +5,31 @@ from __future__ import annotations
 
 from sqlmodel import select
 
+from tests.background import Background, spawn
 from tests.conftest import Env
 
 
-def test_one_runner_runs_the_queued_tasks_of_a_one_slot_pool_one_after_another(env: Env) -> None:
+def test_one_runner_runs_the_queued_tasks_of_a_one_slot_pool_one_after_another(
+    env: Env, processes: list[Background]
+) -> None:
     env.ok("pool", "set", "local", "--slots-per-pod", "1")
-    for name in ("a", "b", "c", "d"):
+    env.workspace("a", "slow_apply")
+    env.ok("workspace", "var", "set", "a", "sleep", "30")
+    for name in ("b", "c", "d"):
         env.workspace(name)
-    env.ok("plan", "a", "--quiet", code=2)  # apply_pending: the one slot stays reserved (L3)
+    env.ok("plan", "a", "--quiet", code=2)
+    applier = spawn(env, processes, "confirm-apply", "1")  # the one running place is taken
+    applier.wait_line("terraform_data.slow: Provisioning with 'local-exec'")
     for name in ("b", "c", "d"):
         env.ok("plan", name, "--plan-only", "--no-wait", "--quiet")
     assert [t["status"] for t in env.tasks()].count("pending") == 3
 
-    env.ok("cancel", "1")  # frees the slot and kicks the queue: one idle slot, one runner
+    # The apply's end frees the place and kicks the queue: one free place, one runner.
+    assert applier.wait() == 0, applier.output
     for task_id in (2, 3, 4):
         env.wait_for(task_id, lambda t: t["status"] == "planned_and_finished", timeout=120)
     tasks = [env.task(i) for i in (2, 3, 4)]
-    # In creation order, one at a time in the one slot.
+    # In creation order, one at a time in the one running place (the slot task 1 left idle).
     assert [t["slot"] for t in tasks] == [0, 0, 0]
     assert tasks[0]["finished_at"] <= tasks[1]["started_at"] <= tasks[1]["finished_at"] <= tasks[2]["started_at"]
     assert env.ok("tasks", "list", "--status", "pending", "--json").json() == []
@@ -39,8 +47,9 @@ def test_one_runner_runs_the_queued_tasks_of_a_one_slot_pool_one_after_another(e
 
 
 def test_a_queued_task_runs_in_a_runner_forked_from_the_command_that_freed_its_turn(env: Env) -> None:
-    """The runner a kick starts is forked from the kicking `iacctl` (no Python start-up), shows
-    as `iacctl-runner` in ps, and its output goes to IACCTL_RUNNER_LOG when set."""
+    """The runner a kick starts is forked from the kicking `iacctl` (here the `plan --no-wait`
+    that queued it: the plan waiting for confirmation takes no running place), with no Python
+    start-up, shows as `iacctl-runner` in ps, and its output goes to IACCTL_RUNNER_LOG when set."""
     from pathlib import Path
 
     env.vars["IACCTL_RUNNER_LOG"] = str(env.root / "runner.log")

@@ -122,11 +122,11 @@ def test_a_service_that_never_calls_back_times_out(env: Env, enforcement: str) -
         _attach(env, svc, enforcement=enforcement, timeout="2s")
         r = env.run("plan", "net")
     [result] = _results(env)
-    assert result["status"] == "timeout" and result["message"] == "no result within 2 s"
+    assert result["status"] == "timeout" and result["message"] == "no result within 2s"
     assert result["token_cleared"] and result["token_used"]
     assert "run task opa (" + enforcement + ") at post_plan: timeout" in r.out
     if enforcement == MANDATORY:
-        _assert_failed_and_cleaned(env, r, "opa: timeout (no result within 2 s)")
+        _assert_failed_and_cleaned(env, r, "opa: timeout (no result within 2s)")
     else:
         assert r.code == 2 and env.task(1)["status"] == "apply_pending"
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import getpass
 import time
 
+import pytest
+
 from tests.background import Background, spawn
 from tests.conftest import Env
 
@@ -15,6 +17,7 @@ def _nothing_pending(env: Env) -> None:
     assert env.ok("tasks", "list", "--status", "pending", "--json").json() == []
 
 
+@pytest.mark.timeout(900)
 def test_twenty_waiting_confirmations_never_starve_the_default_local_pool(env: Env) -> None:
     for i in range(21):
         env.workspace(f"w{i:02}")
@@ -54,9 +57,10 @@ def test_an_expired_plan_is_discarded_when_a_new_plan_would_wait_behind_it(env: 
 
 
 def test_the_sweep_discards_expired_plans(env: Env) -> None:
-    env.workspace("net", "simple", "--plan-lifetime", "1s")
+    env.workspace("net", "simple", "--plan-lifetime", "1h")
     env.ok("plan", "net", "--quiet", code=2)
     assert env.ok("pods", "recover", "--json").json() == []  # not expired yet
+    env.ok("workspace", "set", "net", "--plan-lifetime", "1s")
     time.sleep(1.2)
     actions = env.ok("pods", "recover", "--json").json()
     assert [(a["action"], a["task"], a["workspace"]) for a in actions] == [("cancelled", 1, "net")]

@@ -4,6 +4,7 @@ DeliveryError: a request that cannot be delivered, or is answered with anything 
 
 from __future__ import annotations
 
+from iacctl.domain.durations import format_duration
 from iacctl.runtasks.protocol import SIGNATURE_HEADER
 
 SEND_TIMEOUT_S = 30.0
@@ -25,7 +26,7 @@ def deliver(url: str, body: bytes, signature: str, *, timeout_s: float = SEND_TI
         # No redirects: a POST turned into a GET by a 302 would be lost without a word.
         response = httpx.post(url, content=body, headers=headers, timeout=timeout_s, follow_redirects=False)
     except httpx.TimeoutException:
-        raise DeliveryError(f"{url} did not answer within {timeout_s:g} s") from None
+        raise DeliveryError(f"{url} did not answer within {format_duration(timeout_s)}") from None
     except httpx.HTTPError as exc:
         raise DeliveryError(f"cannot reach {url}: {type(exc).__name__}: {exc}".rstrip(": ")) from None
     if response.status_code != 200:

@@ -22,6 +22,7 @@ from typing import Any
 from sqlmodel import Session
 
 from iacctl.crypto import Cipher
+from iacctl.domain.durations import format_duration
 from iacctl.errors import TaskFailed, UsageError
 from iacctl.runtasks import client, protocol, tokens
 from iacctl.store import repo
@@ -177,7 +178,7 @@ def _wait(store: Store, sent: list[_Sent], say: Callable[[str], None],
                 with store.write() as session:
                     repo.update_open_result(
                         session, result.id or 0, status="timeout",
-                        message=f"no result within {result.deadline_at - result.created_at:g} s",
+                        message=f"no result within {format_duration(result.deadline_at - result.created_at)}",
                     )
         with store.read() as session:
             results = list(repo.results_by_id(session, ids))

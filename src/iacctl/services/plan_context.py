@@ -16,6 +16,7 @@ from __future__ import annotations
 from sqlalchemy import update
 from sqlmodel import Session, col
 
+from iacctl.domain.durations import format_duration
 from iacctl.domain.lifecycle import Status
 from iacctl.domain.scaling import WARMUP_READY, warmup_expired
 from iacctl.domain.slots import PodStatus, SlotState
@@ -131,7 +132,8 @@ def warm_up(app: App, task_id: int, reporter: Reporter | None = None) -> str | N
             repo.update_task(session, task_id, warmup_status=READY, warmup_expires_at=repo.now() + lifetime,
                              warmup_error=None)
             repo.add_event(session, task_id, "note", None, None,
-                           f"warm-up ready (attempt {current.warmup_attempts}); it expires in {lifetime:g} s")
+                           f"warm-up ready (attempt {current.warmup_attempts}); "
+                           f"it expires in {format_duration(lifetime)}")
         else:
             repo.update_task(session, task_id, warmup_status=FAILED, warmup_error=error)
             repo.add_event(session, task_id, "note", None, None,

@@ -28,6 +28,7 @@ from sqlmodel import Session, create_engine
 
 from iacctl.config import DEFAULT_BUSY_TIMEOUT_S, Settings
 from iacctl.crypto import Cipher, load_key
+from iacctl.domain.durations import format_duration
 from iacctl.errors import StoreError, UsageError
 from iacctl.filelock import exclusive
 
@@ -166,11 +167,11 @@ class Store:
         return f"store error: {_short(exc)}"
 
     def _busy_message(self) -> str:
-        seconds = f"{self.settings.busy_timeout_s:g}"
+        seconds = format_duration(self.settings.busy_timeout_s)
         holder = wal_writer(self.settings.db_path) if self.settings.db_path is not None else None
         who = f"{holder}" if holder else "another process (not one this machine can name)"
         return (f"the store {self.where} is busy: {who} has held a write transaction for more than "
-                f"{seconds}s; nothing was changed; try again when it ends (raise IACCTL_BUSY_TIMEOUT to wait "
+                f"{seconds}; nothing was changed; try again when it ends (raise IACCTL_BUSY_TIMEOUT to wait "
                 "longer)")
 
     # -- operators' tools (issue 13): integrity check and online backup --------------------------
