@@ -112,6 +112,15 @@ def test_terraforms_first_error_and_its_detail_make_the_reason(lines: list[str])
     assert terraform_diagnostic(["Apply complete!"]) is None
 
 
+def test_the_general_error_of_init_gives_way_to_the_real_one() -> None:
+    lines = ["Error: Terraform encountered problems during initialisation, including problems",
+             "with the configuration, described below.", "", "Error: Unclosed configuration block", "",
+             '  on main.tf line 1, in resource "terraform_data" "oops":', '   1: resource "terraform_data" "oops" {',
+             "", "There is no closing brace for this block before the end of the file."]
+    assert terraform_diagnostic(lines) == ("Error: Unclosed configuration block: There is no closing brace for this "
+                                           "block before the end of the file.")
+
+
 def test_who_acts_comes_from_the_ci_system_or_iacctl_actor() -> None:
     assert actor_from({}, "alice", "vm").display() == "alice@vm"
     gh = actor_from({"GITHUB_ACTIONS": "true", "GITHUB_ACTOR": "octocat", "GITHUB_REPOSITORY": "org/infra",

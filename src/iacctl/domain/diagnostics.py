@@ -9,8 +9,11 @@ from collections.abc import Sequence
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _BOX = ("╷", "╵", "│", "├", "─")
-_SOURCE = re.compile(r"^\s*(on .* line \d+.*:|\d+: .*|\(source code not available\)|├.*|Call to function.*)$")
+# Where the error is (Terraform's source snippet), not why: left out of the reason.
+_SOURCE = re.compile(r"^\s*(with \S+,|on .* line \d+.*:|\d+: .*|\(source code not available\)|├.*|"
+                     r"Call to function.*)$")
 DETAIL_LINES = 3
+_PREAMBLE = "Error: Terraform encountered problems during initiali"
 
 
 def plain(text: str) -> str:
@@ -30,7 +33,9 @@ def _unboxed(text: str) -> str:
 def terraform_diagnostic(lines: Sequence[str]) -> str | None:
     """'Error: SUMMARY: DETAIL ...' of the first error, or None when there is none."""
     cleaned = [_unboxed(line) for line in lines]
-    errors = [i for i, line in enumerate(cleaned) if line.startswith("Error: ")]
+    # `terraform init` puts a general error before the real ones ("... described below").
+    errors = [i for i, line in enumerate(cleaned)
+              if line.startswith("Error: ") and not line.startswith(_PREAMBLE)]
     if not errors:
         return None
     first = errors[0]

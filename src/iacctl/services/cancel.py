@@ -16,7 +16,6 @@ from iacctl.store import repo
 from iacctl.store.models import Task
 
 CANCEL_WAIT_SECONDS = 600.0
-GONE = "cancelled by user; its process was gone"
 
 
 def cancel(app: App, task_id: int, *, wait: bool, reporter: Reporter, message: str | None = None) -> Task:
@@ -36,7 +35,7 @@ def cancel(app: App, task_id: int, *, wait: bool, reporter: Reporter, message: s
         repo.update_task(session, task_id, cancel_requested_at=repo.now(), cancelled_by=actor.to_json())
         repo.add_event(session, task_id, "note", None, None, f"cancel requested by {actor.said()}")
     if local.process_alive(task.runner_host, task.runner_pid, task.runner_start) is False:
-        ending.end_abandoned(app, task_id, GONE, Status.CANCELLED)
+        ending.end_abandoned(app, task_id, f"cancelled by {actor.said()}; its process was gone", Status.CANCELLED)
         return queue.get_task(app, task_id)
     if not wait:
         return queue.get_task(app, task_id)
@@ -47,7 +46,7 @@ def cancel(app: App, task_id: int, *, wait: bool, reporter: Reporter, message: s
         if is_terminal(Status(task.status)):
             break
         if local.process_alive(task.runner_host, task.runner_pid, task.runner_start) is False:
-            ending.end_abandoned(app, task_id, GONE, Status.CANCELLED)
+            ending.end_abandoned(app, task_id, f"cancelled by {actor.said()}; its process was gone", Status.CANCELLED)
         time.sleep(0.3)
     task = queue.get_task(app, task_id)
     if task.status != Status.CANCELLED:

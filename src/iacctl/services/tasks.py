@@ -1,4 +1,5 @@
-"""Looking at tasks: list, show (with history, L7), logs (E4)."""
+"""Looking at tasks: list, show (with history, L7, who acted and stage times), logs (E4), the
+saved plan for review (issue 9), and the values shell completion offers."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from iacctl.domain.actors import actor_view
 from iacctl.domain.lifecycle import Status, TaskKind, is_terminal
 from iacctl.domain.plans import ChangeCounts, redact_plan, relation_to_terraform, resource_changes, terraform_plan_line
 from iacctl.domain.timeline import Event, stage_times
-from iacctl.errors import EXIT_CHANGES, EXIT_FAILED, EXIT_OK, Refused, UsageError
+from iacctl.errors import EXIT_CHANGES, EXIT_FAILED, EXIT_OK, Refused, TaskCancelled, TaskFailed, UsageError
 from iacctl.services.app import App
 from iacctl.services.runtasks import result_view
 from iacctl.services.views import iso
@@ -164,8 +165,6 @@ def logs(app: App, task_id: int, *, follow: bool = False) -> Iterator[tuple[floa
 def exit_code(app: App, task_id: int) -> int:
     """SPEC C3, for `tasks logs --follow`: the exit code the task's own command gives for how it
     ended (a failure or a cancel is raised, so the command prints its one line)."""
-    from iacctl.errors import TaskCancelled, TaskFailed
-
     view = show(app, task_id)
     status = Status(view["status"])
     if status == Status.FAILED:
