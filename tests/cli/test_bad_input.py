@@ -117,6 +117,13 @@ def with_kube_pool(env: Env) -> None:
     env.ok("pool", "create", "k8s", "--backend", "kubernetes", *KUBE_ARGS)
 
 
+def with_failed_task(env: Env) -> None:
+    """Task 1 failed at init (a configuration with a syntax error): it saved no plan."""
+    with_workspace(env)
+    env.workspace("bad", "broken")
+    assert env.run("plan", "bad").code == FAILED
+
+
 def with_kube_pool_used(env: Env) -> None:
     with_kube_pool(env)
     env.ok("workspace", "create", "web", "--dir", "src-net", "--pool", "k8s")
@@ -356,6 +363,8 @@ CASES = [
     pytest.param(Case(("confirm-apply", "1", "-m", "x" * 501), USAGE, "--message is longer than 500",
                       setup=with_applied_task), id="confirm-message-too-long"),
     pytest.param(Case(("tasks", "plan", "99"), USAGE, "unknown task 99"), id="tasks-plan-unknown-task"),
+    pytest.param(Case(("tasks", "plan", "1"), REFUSED, "task 1 has no saved plan to review (it is failed, stage init)",
+                      setup=with_failed_task), id="tasks-plan-without-a-plan"),
     pytest.param(Case(("workspace", "delete", "nope"), USAGE, "unknown workspace 'nope'"),
                  id="workspace-delete-unknown"),
     pytest.param(Case(("workspace", "delete", "net"), REFUSED, "workspace net has state versions",

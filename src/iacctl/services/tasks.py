@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlmodel import col
 
 from iacctl.domain.actors import actor_view
-from iacctl.domain.lifecycle import Status, TaskKind, is_terminal
+from iacctl.domain.lifecycle import Status, is_terminal
 from iacctl.domain.plans import ChangeCounts, redact_plan, relation_to_terraform, resource_changes, terraform_plan_line
 from iacctl.domain.timeline import Event, stage_times
 from iacctl.errors import EXIT_CHANGES, EXIT_FAILED, EXIT_OK, Refused, TaskCancelled, TaskFailed, UsageError
@@ -183,10 +183,9 @@ def _stored_plan(app: App, task_id: int) -> tuple[Task, dict[str, Any], list[str
         task = repo.get_task(session, task_id)
         artifact = repo.plan_artifact_of(session, task_id)
         if artifact is None:
-            what = "a speculative plan" if task.kind == TaskKind.PLAN else "a plan"
-            raise Refused(f"task {task_id} has no stored plan (it is {task.status}"
-                          + (f", stage {task.stage}" if task.stage else "") + f"); only {what} that was saved "
-                          "can be reviewed")
+            raise Refused(f"task {task_id} has no saved plan to review (it is {task.status}"
+                          + (f", stage {task.stage}" if task.stage else "") + "); a plan is saved once Terraform "
+                          "has planned (stage saving_plan)")
         blob = artifact.plan_json_secret
         secrets = [app.store.cipher.decrypt_text(v.value_secret)
                    for v in repo.variables_of(session, task.workspace_id) if v.sensitive and v.value_secret]
