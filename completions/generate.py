@@ -30,12 +30,36 @@ METAVARS = {"db": "PATH", "directory": "DIR", "terraform": "BINARY", "plan_lifet
             "slots_per_pod": "N", "limit": "N", "version": "ID", "output": "FILE", "workspace": "NAME"}
 
 
+# Values iacctl lists itself (`iacctl complete KIND`, a hidden command): workspace names, task
+# ids with their status (only those the command acts on), statuses.
+VALUE_KINDS = ("workspace", "task", "apply_pending_task", "live_task", "status")
+OPTION_KINDS = {"workspace": "workspace", "status": "status"}
+TASK_KINDS = {"confirm-apply": "apply_pending_task", "cancel": "live_task"}
+
+
+def _statuses() -> list[str]:
+    from iacctl.domain.lifecycle import Status
+
+    return [s.value for s in Status]
+
+
+def _argument_kind(path: list[str], name: str) -> str:
+    if path[-1] == "create":
+        return "-"  # a new name
+    if name == "workspace" or (name == "name" and path[1:2] == ["workspace"]):
+        return "workspace"
+    if name == "task_id":
+        return TASK_KINDS.get(path[-1], "task")
+    return "-"
+
+
 @dataclass
 class Option:
     names: list[str]
     takes_value: bool
     metavar: str
     help: str
+    kind: str = ""  # what its value is, when iacctl can list them (VALUE_KINDS)
 
 
 @dataclass
@@ -44,6 +68,7 @@ class Command:
     help: str
     short_help: str
     arguments: list[tuple[str, bool]] = field(default_factory=list)  # (NAME, required)
+    argument_kinds: list[str] = field(default_factory=list)  # per argument: a VALUE_KINDS kind or "-"
     options: list[Option] = field(default_factory=list)
     subcommands: list[Command] = field(default_factory=list)
 
@@ -69,11 +94,12 @@ def _read(cmd: Any, path: list[str]) -> Command:
             continue
         if p.param_type_name == "argument":
             node.arguments.append((p.name.upper(), bool(p.required)))
+            node.argument_kinds.append(_argument_kind(path, p.name))
             continue
         names = [n for n in [*p.opts, *p.secondary_opts] if n not in SKIPPED_OPTIONS]
         if names:
             metavar = METAVARS.get(p.name, p.name.upper())
-            node.options.append(Option(names, not p.is_flag, metavar, _text(p.help)))
+            node.options.append(Option(names, not p.is_flag, metavar, _text(p.help), OPTION_KINDS.get(p.name, "")))
     node.options.append(Option(HELP_OPTIONS, False, "", "Show the help and exit."))
     for name, sub in getattr(cmd, "commands", {}).items():
         if not sub.hidden:
@@ -121,10 +147,27 @@ def bash(tree: Command) -> str:
                      for n in nodes if n.subcommands)
     opts = "\n".join(f"        [{sh(n.key)}]={sh(_option_words(n))}" for n in nodes)
     vals = "\n".join(f"        [{sh(n.key)}]={sh(_value_words(n))}" for n in nodes if _value_words(n))
+    args = "\n".join(f"        [{sh(n.key)}]={sh(' '.join(n.argument_kinds))}" for n in nodes
+                     if any(k != "-" for k in n.argument_kinds))
+    kinds = "\n".join(f"        [{sh(n.key + ' ' + name)}]={sh(o.kind)}" for n in nodes for o in n.options if o.kind
+                      for name in o.names)
     return f"""# bash completion for iacctl
 # {HEADER}
 # Use: `source completions/iacctl.bash` in ~/.bashrc, or copy this file to
 # ~/.local/share/bash-completion/completions/iacctl (or /usr/share/bash-completion/completions/iacctl).
+
+# Workspace names, task ids and statuses come from iacctl itself (on the store --db names).
+_iacctl_values() {{
+    if [[ $1 == status ]]; then
+        printf '%s\\n' {' '.join(_statuses())}
+        return
+    fi
+    local db=() i
+    for (( i = 1; i < ${{#COMP_WORDS[@]}} - 1; i++ )); do
+        [[ ${{COMP_WORDS[i]}} == --db ]] && db=(--db "${{COMP_WORDS[i+1]}}")
+    done
+    "${{COMP_WORDS[0]}}" "${{db[@]}}" complete "$1" 2>/dev/null | cut -f1
+}}
 
 _iacctl() {{
     local -A subs=(
@@ -136,9 +179,16 @@ _iacctl() {{
     local -A vals=(
 {vals}
     )
+    local -A args=(
+{args}
+    )
+    local -A kinds=(
+{kinds}
+    )
     local cur=${{COMP_WORDS[COMP_CWORD]}} prev=${{COMP_WORDS[COMP_CWORD-1]}}
-    local key=iacctl word i skip=0
-    # Find the command the words so far name, stepping over options and their values.
+    local key=iacctl word i skip=0 position=0
+    # Find the command the words so far name, stepping over options and their values, and
+    # count the command's arguments given so far.
     for (( i = 1; i < COMP_CWORD; i++ )); do
         word=${{COMP_WORDS[i]}}
         if (( skip )); then skip=0; continue; fi
@@ -146,10 +196,18 @@ _iacctl() {{
             [[ " ${{vals[$key]}} " == *" $word "* ]] && skip=1
             continue
         fi
-        [[ -n ${{opts["$key $word"]+set}} ]] && key="$key $word"
+        if [[ -n ${{opts["$key $word"]+set}} ]]; then
+            key="$key $word"; position=0
+        else
+            (( position++ ))
+        fi
     done
     COMPREPLY=()
     if [[ " ${{vals[$key]}} " == *" $prev "* ]]; then
+        if [[ -n ${{kinds["$key $prev"]+set}} ]]; then
+            mapfile -t COMPREPLY < <(compgen -W "$(_iacctl_values "${{kinds["$key $prev"]}}")" -- "$cur")
+            return 0
+        fi
         case $prev in
             {'|'.join(sorted(DIRECTORY_OPTIONS))})
                 compopt -o filenames 2>/dev/null
@@ -164,6 +222,10 @@ _iacctl() {{
         mapfile -t COMPREPLY < <(compgen -W "${{opts[$key]}}" -- "$cur")
     elif [[ -n ${{subs[$key]+set}} ]]; then
         mapfile -t COMPREPLY < <(compgen -W "${{subs[$key]}}" -- "$cur")
+    elif [[ -n ${{args[$key]+set}} ]]; then
+        local -a expected=(${{args[$key]}})
+        local kind=${{expected[position]:--}}
+        [[ $kind != - ]] && mapfile -t COMPREPLY < <(compgen -W "$(_iacctl_values "$kind")" -- "$cur")
     fi
     return 0
 }}
@@ -183,16 +245,41 @@ def zsh(tree: Command) -> str:
     )
     opts = "\n".join(f"    {sh(n.key)} {sh(_option_words(n))}" for n in nodes)
     vals = "\n".join(f"    {sh(n.key)} {sh(_value_words(n))}" for n in nodes if _value_words(n))
+    args = "\n".join(f"    {sh(n.key)} {sh(' '.join(n.argument_kinds))}" for n in nodes
+                     if any(k != "-" for k in n.argument_kinds))
+    kinds = "\n".join(f"    {sh(n.key + ' ' + name)} {sh(o.kind)}" for n in nodes for o in n.options if o.kind
+                      for name in o.names)
     return f"""#compdef iacctl
 # zsh completion for iacctl
 # {HEADER}
 # Use: copy this file as _iacctl into a directory of $fpath (before compinit runs), or
 # `source completions/_iacctl` after compinit in ~/.zshrc.
 
+# Workspace names, task ids (described by their status) and statuses come from iacctl itself.
+_iacctl_values() {{
+  local -a entries db
+  local i
+  if [[ $1 == status ]]; then
+    entries=( {' '.join(_statuses())} )
+  else
+    for (( i = 2; i < CURRENT - 1; i++ )); do
+      [[ ${{words[i]}} == --db ]] && db=(--db "${{words[i+1]}}")
+    done
+    entries=( ${{(f)"$(${{words[1]}} $db complete $1 2>/dev/null | sed 's/\\t/:/')"}} )
+  fi
+  _describe -t values $1 entries
+}}
+
 _iacctl() {{
-  local -A subs opts vals
+  local -A subs opts vals args kinds
   subs=(
 {subs}
+  )
+  args=(
+{args}
+  )
+  kinds=(
+{kinds}
   )
   opts=(
 {opts}
@@ -200,8 +287,9 @@ _iacctl() {{
   vals=(
 {vals}
   )
-  local key=iacctl word next i skip=0
-  # Find the command the words so far name, stepping over options and their values.
+  local key=iacctl word next i skip=0 position=1
+  # Find the command the words so far name, stepping over options and their values, and
+  # count the command's arguments given so far.
   for (( i = 2; i < CURRENT; i++ )); do
     word=${{words[i]}}
     if (( skip )); then skip=0; continue; fi
@@ -210,10 +298,18 @@ _iacctl() {{
       continue
     fi
     next="$key $word"
-    (( ${{+opts[$next]}} )) && key=$next
+    if (( ${{+opts[$next]}} )); then
+      key=$next; position=1
+    else
+      (( position++ ))
+    fi
   done
   local prev=${{words[CURRENT-1]}}
   if [[ " ${{vals[$key]}} " == *" $prev "* ]]; then
+    if (( ${{+kinds[$key $prev]}} )); then
+      _iacctl_values ${{kinds[$key $prev]}}
+      return
+    fi
     case $prev in
       {'|'.join(sorted(DIRECTORY_OPTIONS))}) _directories ;;
       {'|'.join(sorted(FILE_OPTIONS))}) _files ;;
@@ -226,6 +322,10 @@ _iacctl() {{
     local -a entries
     entries=( ${{(f)subs[$key]}} )
     _describe -t commands 'iacctl command' entries
+  elif (( ${{+args[$key]}} )); then
+    local -a expected
+    expected=( ${{=args[$key]}} )
+    [[ ${{expected[position]:--}} != - ]] && _iacctl_values ${{expected[position]}}
   fi
 }}
 
@@ -277,16 +377,60 @@ def fish_script(tree: Command) -> str:
         '    test (__iacctl_command) = "$argv"',
         "end",
         "",
+        "# How many arguments of the command the words so far give.",
+        "function __iacctl_position",
+        "    set -l tokens (commandline -opc)",
+        "    set -e tokens[1]",
+        "    set -l key iacctl",
+        "    set -l skip 0",
+        "    set -l position 0",
+        "    for word in $tokens",
+        "        if test $skip -eq 1",
+        "            set skip 0",
+        "            continue",
+        "        end",
+        "        if string match -q -- '-*' $word",
+        '            contains -- "$key $word" $__iacctl_value_options; and set skip 1',
+        "            continue",
+        "        end",
+        '        if contains -- "$key $word" $__iacctl_commands',
+        '            set key "$key $word"',
+        "            set position 0",
+        "        else",
+        "            set position (math $position + 1)",
+        "        end",
+        "    end",
+        "    echo $position",
+        "end",
+        "",
+        "# Workspace names, task ids (described by their status) and statuses, from iacctl itself.",
+        "function __iacctl_values",
+        "    if test $argv[1] = status",
+        f"        printf '%s\\n' {' '.join(_statuses())}",
+        "        return",
+        "    end",
+        "    set -l tokens (commandline -opc)",
+        "    set -l db",
+        "    set -l i (contains -i -- --db $tokens); and set db --db $tokens[(math $i + 1)]",
+        "    $tokens[1] $db complete $argv[1] 2>/dev/null",
+        "end",
+        "",
         "complete -c iacctl -f",
     ]
     for n in nodes:
         cond = fish(f"__iacctl_at {n.key}")
+        for position, kind in enumerate(n.argument_kinds):
+            if kind != "-":
+                at = fish(f"__iacctl_at {n.key}; and test (__iacctl_position) -eq {position}")
+                lines.append(f"complete -c iacctl -n {at} -a {fish(f'(__iacctl_values {kind})')}")
         for s in n.subcommands:
             lines.append(f"complete -c iacctl -n {cond} -a {fish(s.path[-1])} -d {fish(s.short_help)}")
         for o in n.options:
             flags = " ".join(f"-l {name[2:]}" if name.startswith("--") else f"-s {name[1:]}" for name in o.names)
             if not o.takes_value:
                 arg = ""
+            elif o.kind:
+                arg = f" -x -a {fish(f'(__iacctl_values {o.kind})')}"
             elif set(o.names) & DIRECTORY_OPTIONS:
                 arg = " -x -a '(__fish_complete_directories)'"
             elif set(o.names) & FILE_OPTIONS:

@@ -3,28 +3,42 @@
 # Use: `source completions/iacctl.bash` in ~/.bashrc, or copy this file to
 # ~/.local/share/bash-completion/completions/iacctl (or /usr/share/bash-completion/completions/iacctl).
 
+# Workspace names, task ids and statuses come from iacctl itself (on the store --db names).
+_iacctl_values() {
+    if [[ $1 == status ]]; then
+        printf '%s\n' pending running apply_pending planned_and_finished applied applied_state_error failed cancelled
+        return
+    fi
+    local db=() i
+    for (( i = 1; i < ${#COMP_WORDS[@]} - 1; i++ )); do
+        [[ ${COMP_WORDS[i]} == --db ]] && db=(--db "${COMP_WORDS[i+1]}")
+    done
+    "${COMP_WORDS[0]}" "${db[@]}" complete "$1" 2>/dev/null | cut -f1
+}
+
 _iacctl() {
     local -A subs=(
         ['iacctl']='plan confirm-apply cancel workspace tasks state pods pool runtask store'
-        ['iacctl workspace']='create set list show lock unlock var'
+        ['iacctl workspace']='create set list show delete lock unlock var'
         ['iacctl workspace var']='set unset list'
-        ['iacctl tasks']='list show logs'
+        ['iacctl tasks']='list show logs plan'
         ['iacctl state']='versions pull save-applied save-partial'
         ['iacctl pods']='list reconcile recover'
-        ['iacctl pool']='list create freeze unfreeze show set'
+        ['iacctl pool']='list create freeze unfreeze show set delete'
         ['iacctl runtask']='create update list show delete attach detach results serve'
         ['iacctl store']='check backup'
     )
     local -A opts=(
         ['iacctl']='--db --verbose --version -h --help'
-        ['iacctl plan']='--plan-only --no-wait --wait-timeout --quiet -q --json -h --help'
-        ['iacctl confirm-apply']='--rebuild --quiet -q --wait-timeout --json -h --help'
+        ['iacctl plan']='--plan-only --no-wait --wait-timeout --quiet -q --message -m --json -h --help'
+        ['iacctl confirm-apply']='--rebuild --quiet -q --wait-timeout --message -m --json -h --help'
         ['iacctl cancel']='--no-wait --json -h --help'
         ['iacctl workspace']='-h --help'
         ['iacctl workspace create']='--dir --pool --terraform --terraform-version --plan-lifetime --json -h --help'
         ['iacctl workspace set']='--dir --terraform --terraform-version --plan-lifetime --json -h --help'
         ['iacctl workspace list']='--json -h --help'
         ['iacctl workspace show']='--json -h --help'
+        ['iacctl workspace delete']='--force --json -h --help'
         ['iacctl workspace lock']='--reason --json -h --help'
         ['iacctl workspace unlock']='--force --json -h --help'
         ['iacctl workspace var']='-h --help'
@@ -34,7 +48,8 @@ _iacctl() {
         ['iacctl tasks']='-h --help'
         ['iacctl tasks list']='--workspace -w --status --limit --json -h --help'
         ['iacctl tasks show']='--json -h --help'
-        ['iacctl tasks logs']='--follow -f -h --help'
+        ['iacctl tasks logs']='--follow -f --timestamps -t -h --help'
+        ['iacctl tasks plan']='--json -h --help'
         ['iacctl state']='-h --help'
         ['iacctl state versions']='--json -h --help'
         ['iacctl state pull']='--version --output -o -h --help'
@@ -50,7 +65,8 @@ _iacctl() {
         ['iacctl pool freeze']='--from --until --reason --json -h --help'
         ['iacctl pool unfreeze']='--window --json -h --help'
         ['iacctl pool show']='--json -h --help'
-        ['iacctl pool set']='--slots-per-pod --plan-lifetime --max-pods --json -h --help'
+        ['iacctl pool set']='--slots-per-pod --plan-lifetime --max-pods --min-pods --context --json -h --help'
+        ['iacctl pool delete']='--json -h --help'
         ['iacctl runtask']='-h --help'
         ['iacctl runtask create']='--url --hmac-key-file --description --timeout --json -h --help'
         ['iacctl runtask update']='--url --hmac-key-file --no-hmac-key --description --timeout --json -h --help'
@@ -67,8 +83,8 @@ _iacctl() {
     )
     local -A vals=(
         ['iacctl']='--db'
-        ['iacctl plan']='--wait-timeout'
-        ['iacctl confirm-apply']='--wait-timeout'
+        ['iacctl plan']='--wait-timeout --message -m'
+        ['iacctl confirm-apply']='--wait-timeout --message -m'
         ['iacctl workspace create']='--dir --pool --terraform --terraform-version --plan-lifetime'
         ['iacctl workspace set']='--dir --terraform --terraform-version --plan-lifetime'
         ['iacctl workspace lock']='--reason'
@@ -79,15 +95,44 @@ _iacctl() {
         ['iacctl pool create']='--backend --namespace --image --slots-per-pod --min-pods --max-pods --context --service-account --work-root --on-lost-context --scale-down-delay --warmup-lifetime --warmup-retries --cpu --memory'
         ['iacctl pool freeze']='--from --until --reason'
         ['iacctl pool unfreeze']='--window'
-        ['iacctl pool set']='--slots-per-pod --plan-lifetime --max-pods'
+        ['iacctl pool set']='--slots-per-pod --plan-lifetime --max-pods --min-pods --context'
         ['iacctl runtask create']='--url --hmac-key-file --description --timeout'
         ['iacctl runtask update']='--url --hmac-key-file --description --timeout'
         ['iacctl runtask attach']='--stage --enforcement'
         ['iacctl runtask serve']='--listen --public-url'
     )
+    local -A args=(
+        ['iacctl plan']='workspace'
+        ['iacctl confirm-apply']='apply_pending_task'
+        ['iacctl cancel']='live_task'
+        ['iacctl workspace set']='workspace'
+        ['iacctl workspace show']='workspace'
+        ['iacctl workspace delete']='workspace'
+        ['iacctl workspace lock']='workspace'
+        ['iacctl workspace unlock']='workspace'
+        ['iacctl workspace var set']='workspace - -'
+        ['iacctl workspace var unset']='workspace -'
+        ['iacctl workspace var list']='workspace'
+        ['iacctl tasks show']='task'
+        ['iacctl tasks logs']='task'
+        ['iacctl tasks plan']='task'
+        ['iacctl state versions']='workspace'
+        ['iacctl state pull']='workspace'
+        ['iacctl state save-applied']='task'
+        ['iacctl state save-partial']='task'
+        ['iacctl runtask attach']='- workspace'
+        ['iacctl runtask detach']='- workspace'
+        ['iacctl runtask results']='task'
+    )
+    local -A kinds=(
+        ['iacctl tasks list --workspace']='workspace'
+        ['iacctl tasks list -w']='workspace'
+        ['iacctl tasks list --status']='status'
+    )
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
-    local key=iacctl word i skip=0
-    # Find the command the words so far name, stepping over options and their values.
+    local key=iacctl word i skip=0 position=0
+    # Find the command the words so far name, stepping over options and their values, and
+    # count the command's arguments given so far.
     for (( i = 1; i < COMP_CWORD; i++ )); do
         word=${COMP_WORDS[i]}
         if (( skip )); then skip=0; continue; fi
@@ -95,10 +140,18 @@ _iacctl() {
             [[ " ${vals[$key]} " == *" $word "* ]] && skip=1
             continue
         fi
-        [[ -n ${opts["$key $word"]+set} ]] && key="$key $word"
+        if [[ -n ${opts["$key $word"]+set} ]]; then
+            key="$key $word"; position=0
+        else
+            (( position++ ))
+        fi
     done
     COMPREPLY=()
     if [[ " ${vals[$key]} " == *" $prev "* ]]; then
+        if [[ -n ${kinds["$key $prev"]+set} ]]; then
+            mapfile -t COMPREPLY < <(compgen -W "$(_iacctl_values "${kinds["$key $prev"]}")" -- "$cur")
+            return 0
+        fi
         case $prev in
             --dir)
                 compopt -o filenames 2>/dev/null
@@ -113,6 +166,10 @@ _iacctl() {
         mapfile -t COMPREPLY < <(compgen -W "${opts[$key]}" -- "$cur")
     elif [[ -n ${subs[$key]+set} ]]; then
         mapfile -t COMPREPLY < <(compgen -W "${subs[$key]}" -- "$cur")
+    elif [[ -n ${args[$key]+set} ]]; then
+        local -a expected=(${args[$key]})
+        local kind=${expected[position]:--}
+        [[ $kind != - ]] && mapfile -t COMPREPLY < <(compgen -W "$(_iacctl_values "$kind")" -- "$cur")
     fi
     return 0
 }

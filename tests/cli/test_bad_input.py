@@ -117,6 +117,34 @@ def with_kube_pool(env: Env) -> None:
     env.ok("pool", "create", "k8s", "--backend", "kubernetes", *KUBE_ARGS)
 
 
+def with_failed_task(env: Env) -> None:
+    """Task 1 failed at init (a configuration with a syntax error): it saved no plan."""
+    with_workspace(env)
+    env.workspace("bad", "broken")
+    assert env.run("plan", "bad").code == FAILED
+
+
+def with_kube_pool_used(env: Env) -> None:
+    with_kube_pool(env)
+    env.ok("workspace", "create", "web", "--dir", "src-net", "--pool", "k8s")
+
+
+def with_kubeconfig(env: Env) -> None:
+    """A kubeconfig with one context, prod (never contacted)."""
+    with_workspace(env)
+    (env.root / "kubeconfig").write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: prod\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: prod, context: {cluster: c, user: u, namespace: iac}}]\n")
+    env.vars["KUBECONFIG"] = str(env.root / "kubeconfig")
+
+
+def with_kube_pool_and_kubeconfig(env: Env) -> None:
+    with_kubeconfig(env)
+    env.ok("pool", "create", "k8s", "--backend", "kubernetes", *KUBE_ARGS, "--context", "prod")
+
+
 # -- running a case --------------------------------------------------------------------------------
 
 
@@ -316,6 +344,44 @@ CASES = [
                       "unknown pool 'nope'"), id="workspace-unknown-pool"),
     # A workspace with no state has no version to pull: an unknown id (64).
     pytest.param(Case(("state", "pull", "net"), USAGE, "workspace net has no state yet"), id="state-pull-no-state"),
+    # Issue 9 item 8: a value that is not there, a file in a directory that is not there, a near miss.
+    pytest.param(Case(("workspace", "var", "set", "net", "region"), USAGE,
+                      "no value given for region: give it as an argument, or '-'"), id="var-set-without-value-no-tty"),
+    pytest.param(Case(("--db", "nowhere/store.db", "workspace", "list"), USAGE,
+                      "--db nowhere/store.db: the directory nowhere does not exist"), id="db-directory-missing"),
+    pytest.param(Case(("workspace", "list", "--db", "nowhere/store.db"), USAGE,
+                      "--db nowhere/store.db: the directory nowhere does not exist"),
+                 id="db-after-the-command-directory-missing"),
+    pytest.param(Case(("state", "pull", "net", "-o", "nowhere/state.json"), USAGE,
+                      "--output nowhere/state.json: the directory nowhere does not exist", setup=with_applied_task),
+                 id="output-directory-missing"),
+    pytest.param(Case(("plan", "nett"), USAGE, "unknown workspace 'nett'; did you mean 'net'?"),
+                 id="plan-workspace-near-miss"),
+    pytest.param(Case(("workspace", "show", "zzz"), USAGE, "unknown workspace 'zzz'"), id="show-far-miss"),
+    pytest.param(Case(("plan", "net", "--message", "two\nlines"), USAGE, "--message must be one line"),
+                 id="plan-message-two-lines"),
+    pytest.param(Case(("confirm-apply", "1", "-m", "x" * 501), USAGE, "--message is longer than 500",
+                      setup=with_applied_task), id="confirm-message-too-long"),
+    pytest.param(Case(("tasks", "plan", "99"), USAGE, "unknown task 99"), id="tasks-plan-unknown-task"),
+    pytest.param(Case(("tasks", "plan", "1"), REFUSED, "task 1 has no saved plan to review (it is failed, stage init)",
+                      setup=with_failed_task), id="tasks-plan-without-a-plan"),
+    pytest.param(Case(("workspace", "delete", "nope"), USAGE, "unknown workspace 'nope'"),
+                 id="workspace-delete-unknown"),
+    pytest.param(Case(("workspace", "delete", "net"), REFUSED, "workspace net has state versions",
+                      setup=with_applied_task), id="workspace-delete-with-state"),
+    pytest.param(Case(("pool", "delete", "local"), REFUSED, "the local pool is this machine"),
+                 id="pool-delete-local"),
+    pytest.param(Case(("pool", "delete", "nope"), USAGE, "unknown pool 'nope'"), id="pool-delete-unknown"),
+    pytest.param(Case(("pool", "delete", "k8s"), REFUSED, "pool k8s is used by workspace(s) web",
+                      setup=with_kube_pool_used), id="pool-delete-in-use"),
+    pytest.param(Case(("pool", "create", "k8s", "--backend", "kubernetes", *KUBE_ARGS, "--context", "prod"), USAGE,
+                      "--context prod: there is no kubeconfig"), id="pool-create-context-without-kubeconfig"),
+    pytest.param(Case(("pool", "create", "k8s", "--backend", "kubernetes", *KUBE_ARGS, "--context", "prdo"), USAGE,
+                      "kube context 'prdo' is not in the kubeconfig (its contexts: prod); did you mean 'prod'?",
+                      setup=with_kubeconfig), id="pool-create-unknown-context"),
+    pytest.param(Case(("pool", "set", "k8s", "--context", "staging"), USAGE,
+                      "kube context 'staging' is not in the kubeconfig", setup=with_kube_pool_and_kubeconfig),
+                 id="pool-set-unknown-context"),
 ]
 
 
@@ -361,9 +427,13 @@ def test_broken_configuration_fails_the_task_and_leaves_nothing_held(env: Env) -
 
     line = assert_one_clear_line(r)
     assert r.code == FAILED
-    assert line == "iacctl: task 1 failed at stage init: terraform init failed (exit 1)"
+    # Issue 9: Terraform's own reason, and where the whole log is.
+    reason = ("terraform init failed (exit 1): Error: Unclosed configuration block: There is no closing brace for "
+              "this block before the end of the file. This may be caused by incorrect brace nesting elsewhere in "
+              "this file.")
+    assert line == f"iacctl: task 1 failed at stage init: {reason}; full log: iacctl tasks logs 1"
     task = env.task(1)
-    assert (task["status"], task["stage"], task["error"]) == ("failed", "init", "terraform init failed (exit 1)")
+    assert (task["status"], task["stage"], task["error"]) == ("failed", "init", reason)
     assert "Unclosed configuration block" in env.ok("tasks", "logs", "1").out
     after = snapshot(env.db_path)
     # Exactly one task row, and it is the failed one.

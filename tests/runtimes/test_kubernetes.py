@@ -46,7 +46,7 @@ def test_plan_and_confirm_on_a_kubernetes_pool_takes_the_fast_path(env: Env, fak
     done = env.task(1)
     assert done["status"] == "applied" and done["apply_path"] == "same_slot"
     log = log_of(env, 1)
-    assert f"E6 fast path: same slot {POOL}/{name}/slot-0" in log
+    assert f"same work directory as the plan ({POOL}/{name}/slot-0" in log
     assert "Apply complete! Resources: 2 added" in log
     assert "problems with the CLI configuration" not in log  # the plugin cache dir exists in the pod
     versions = env.ok("state", "versions", "net", "--json").json()

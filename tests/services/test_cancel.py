@@ -47,7 +47,8 @@ def test_cancel_pending_and_apply_pending_tasks(env: Env, processes: list[Backgr
     cancelled = env.ok("cancel", "2")
     assert "task 2 cancelled" in cancelled.out
     task2 = env.task(2)
-    assert task2["status"] == "cancelled" and task2["error"] == "cancelled by user"
+    who = task2["cancelled_by"]["display"]  # issue 9: who cancelled it
+    assert task2["status"] == "cancelled" and task2["error"] == f"cancelled by {who}"
     assert statuses(task2) == ["pending", "cancelled"]
 
     # Ctrl-C on a plan that waits for its turn cancels its task too, and exits 3.
@@ -136,7 +137,8 @@ def test_cancel_running_plan(env: Env, processes: list[Background], how: str) ->
     assert task["plan_hash"] is None
     if how == "cancel":
         assert task["cancel_requested"]
-        assert [h["reason"] for h in task["history"] if h["kind"] == "note"] == ["cancel requested"]
+        who = task["cancelled_by"]["display"]
+        assert [h["reason"] for h in task["history"] if h["kind"] == "note"] == [f"cancel requested by {who}"]
     assert_cleaned_up(env, "big", task)
     assert env.ok("state", "versions", "big", "--json").json() == []
     log = env.ok("tasks", "logs", "1").out

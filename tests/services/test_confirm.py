@@ -38,10 +38,10 @@ def test_fast_path_skips_init_and_restore(env: Env) -> None:
     env.workspace("net")
     env.ok("plan", "net", code=2)
     r = env.ok("confirm-apply", "1")
-    assert "E6 fast path: same slot local/local/slot-0" in r.out
+    assert "same work directory as the plan (local/local/slot-0" in r.out
     stages = _stages(env.task(1))
     assert stages == ["fetching", "init", "planning", "saving_plan", "applying", "saving_state"]
-    assert "iacctl: E6 fast path" in env.ok("tasks", "logs", "1").out
+    assert "iacctl: same work directory as the plan" in env.ok("tasks", "logs", "1").out
 
 
 def test_a_changed_plan_file_in_the_slot_means_rebuild(env: Env) -> None:

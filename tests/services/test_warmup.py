@@ -44,7 +44,7 @@ def test_the_sweep_warms_up_a_new_slot_and_the_apply_uses_it(env: Env, fake_kube
     env.ok("confirm-apply", "1")
     done = env.task(1)
     assert done["status"] == "applied" and done["apply_path"] == "warmed"
-    assert f"E6 fast path: warm-up slot {POOL}/{task['pod']}/slot-{task['slot']} is ready" in log_of(env, 1)
+    assert f"the warm-up slot {POOL}/{task['pod']}/slot-{task['slot']} is ready" in log_of(env, 1)
 
 
 def test_confirm_apply_rebuilds_a_lost_context_on_another_pod(env: Env, fake_kube: Any) -> None:

@@ -28,7 +28,7 @@ def test_plan_confirm_apply_then_no_changes(any_env: Env) -> None:
     assert (env.work_root / "local" / "local" / "slot-0" / "tfplan").is_file()
 
     applied = env.ok("confirm-apply", "1")
-    assert "E6 fast path" in applied.out
+    assert "same work directory as the plan" in applied.out
     task = env.task(1)
     assert task["status"] == "applied"
     assert task["apply_path"] == "same_slot"

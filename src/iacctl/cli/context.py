@@ -15,18 +15,40 @@ ID_MAX = 2**63 - 1
 ID_MIN = -(2**63)
 
 
-def global_options(
-    ctx: typer.Context,
-    db: str = typer.Option(None, "--db", envvar="IACCTL_DB", help="SQLite store file."),
-    verbose: bool = typer.Option(False, "--verbose", help="Show tracebacks of errors."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    # Eager, so `iacctl --version` works on its own, without a command (issue 9).
+    if value:
         from iacctl import __version__
 
         typer.echo(f"iacctl {__version__}")
         raise typer.Exit(0)
+
+
+def global_options(
+    ctx: typer.Context,
+    db: str = typer.Option(None, "--db", envvar="IACCTL_DB", help="SQLite store file."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show tracebacks of errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
+                                 callback=_print_version, expose_value=False),
+) -> None:
+    if db:
+        check_file_target(db, "--db")
     ctx.obj = {"db": db}
+
+
+def check_file_target(path: str, option: str) -> None:
+    """X4 (issue 9): a file iacctl is to write goes in a directory that exists; a typo in it is
+    bad usage (exit 64) before anything is created, not a store or file in a surprise place."""
+    from pathlib import Path
+
+    from iacctl.errors import UsageError
+
+    target = Path(path).expanduser()
+    parent = target.parent
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: the directory {parent} does not exist")
+    if target.is_dir():
+        raise UsageError(f"{option} {path} is a directory, not a file")
 
 
 def app_of(ctx: typer.Context) -> App:

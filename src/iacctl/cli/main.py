@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from typing import Any
 
 import typer
 
@@ -28,7 +29,7 @@ directory."""
 
 
 def build_app() -> typer.Typer:
-    from iacctl.cli import pods, runs, runtask, state, store, tasks, workspace
+    from iacctl.cli import complete, pods, runs, runtask, state, store, tasks, workspace
     from iacctl.cli.context import global_options
 
     app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=True,
@@ -43,6 +44,7 @@ def build_app() -> typer.Typer:
     app.add_typer(pods.pool_app, name="pool")
     app.add_typer(runtask.app, name="runtask")
     app.add_typer(store.app, name="store")
+    complete.register(app)
     return app
 
 
@@ -51,10 +53,64 @@ def _say(message: str) -> None:
     sys.stderr.flush()
 
 
+def _takes_value(param: Any) -> bool:
+    return bool(getattr(param, "param_type_name", "") == "option" and not getattr(param, "is_flag", False)
+                and not getattr(param, "count", False))
+
+
+def hoist_global_options(root: Any, args: list[str]) -> tuple[list[str], list[str]]:
+    """Issue 9: the global options work wherever a user puts them. `--db PATH` and `--verbose`
+    after the subcommand are moved in front of it (where the root command reads them); a
+    `--json` before the command that has it is moved after it. Values of the command's own
+    options are never taken for global options."""
+    front: list[str] = []
+    out: list[str] = []
+    node: Any = root
+    leaf: Any = None
+    json_early = False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            out.extend(args[i:])
+            break
+        if arg == "--verbose":
+            front.append(arg)
+        elif arg == "--db" and i + 1 < len(args):
+            front += [arg, args[i + 1]]
+            i += 1
+        elif arg.startswith("--db="):
+            front.append(arg)
+        elif arg == "--json" and leaf is None and node is not None:
+            json_early = True
+        elif leaf is not None and arg.startswith("-") and "=" not in arg:
+            out.append(arg)
+            param = next((p for p in leaf.params if arg in (*p.opts, *p.secondary_opts)), None)
+            if param is not None and _takes_value(param) and i + 1 < len(args):
+                out.append(args[i + 1])
+                i += 1
+        else:
+            out.append(arg)
+            commands = getattr(node, "commands", None) if leaf is None and node is not None else None
+            if commands is not None and not arg.startswith("-"):
+                node = commands.get(arg)
+                if node is not None and getattr(node, "commands", None) is None:
+                    leaf = node
+        i += 1
+    if json_early:
+        if leaf is not None and any("--json" in p.opts for p in leaf.params):
+            cut = out.index("--") if "--" in out else len(out)
+            out.insert(cut, "--json")
+        else:
+            out.append("--json")  # let the parser say where it is not an option
+    return front, out
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    verbose = "--verbose" in args or os.environ.get("IACCTL_VERBOSE") == "1"
     command = typer.main.get_command(build_app())
+    front, rest = hoist_global_options(command, list(sys.argv[1:] if argv is None else argv))
+    verbose = "--verbose" in front or os.environ.get("IACCTL_VERBOSE") == "1"
+    args = front + rest
     try:
         code = command.main(args=args, prog_name="iacctl", standalone_mode=False)
     except click_exceptions.NoArgsIsHelpError as exc:

@@ -90,7 +90,9 @@ def pool_create(
     context: str = typer.Option(None, "--context", help="kubeconfig context (default: current, or in-cluster)."),
     service_account: str = typer.Option(None, "--service-account"),
     work_root: str = typer.Option(None, "--work-root", help="Slots' directory inside the pod (/var/lib/iacctl)."),
-    on_lost_context: str = typer.Option("replan", "--on-lost-context", help="replan or warmup (S5, S6)."),
+    on_lost_context: str = typer.Option(
+        "replan", "--on-lost-context", help="replan or warmup: what to do when a plan's pod is lost before its apply."
+    ),
     scale_down_delay: str = typer.Option("15m", "--scale-down-delay"),
     warmup_lifetime: str = typer.Option(None, "--warmup-lifetime", help="How long a warm-up stays ready (30m)."),
     warmup_retries: int = typer.Option(None, "--warmup-retries", help="Warm-up attempts before re-planning (3)."),
@@ -181,14 +183,29 @@ def pool_set(
                                       help="Slots per pod (the local pool: how many tasks run at once)."),
     plan_lifetime: str = typer.Option(None, "--plan-lifetime"),
     max_pods: int = typer.Option(None, "--max-pods", help="Kubernetes pools: the most pods it scales up to."),
+    min_pods: int = typer.Option(None, "--min-pods", help="Kubernetes pools: the fewest pods it keeps."),
+    context: str = typer.Option(None, "--context", help="Kubernetes pools: the kubeconfig context (checked)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Change a pool's settings (slots per pod, plan lifetime, max pods)."""
+    """Change a pool's settings (slots per pod, plan lifetime, min and max pods, kube context)."""
     from iacctl.services import pods
 
     view = pods.set_pool(app_of(ctx), name, slots_per_pod=slots_per_pod, plan_lifetime=plan_lifetime,
-                         max_pods=max_pods)
+                         max_pods=max_pods, min_pods=min_pods, context=context)
     if as_json:
         print_json(view)
     else:
         message(f"pool {name}: {view['slots_per_pod']} slots per pod, plans live {view['plan_lifetime']}")
+
+
+@pool_app.command("delete")
+def pool_delete(ctx: typer.Context, name: str = typer.Argument(...),
+                as_json: bool = typer.Option(False, "--json")) -> None:
+    """Delete a pool. Refused while workspaces use it or it has pods."""
+    from iacctl.services import pools
+
+    view = pools.delete_pool(app_of(ctx), name)
+    if as_json:
+        print_json(view)
+    else:
+        message(f"pool {name} deleted")

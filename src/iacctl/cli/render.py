@@ -30,7 +30,10 @@ def fancy(stream: TextIO) -> bool:
     return stream.isatty() and not os.environ.get("NO_COLOR") and not os.environ.get("CI")
 
 
-def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, empty: str = "nothing to show") -> None:
+def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, empty: str = "nothing to show",
+          fold: Sequence[str] = ()) -> None:
+    """A table: rich on a terminal (fitted to its width: only the `fold` columns, free text such
+    as names, are wrapped; the others never are), aligned plain columns otherwise."""
     if not rows:
         sys.stdout.write(empty + "\n")
         return
@@ -39,7 +42,9 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, empty: str =
         from rich.console import Console
         from rich.table import Table
 
-        t = Table(*columns, box=None, header_style="bold")
+        t = Table(box=None, header_style="bold")
+        for c in columns:
+            t.add_column(c.upper(), no_wrap=c not in fold, overflow="fold")
         for row in cells:
             t.add_row(*row)
         Console().print(t)
@@ -66,7 +71,9 @@ class TerminalReporter:
         if fancy(self.stream):
             from rich.console import Console
 
-            self._console = Console(file=self.stream, highlight=False)
+            self._console = Console(file=self.stream, highlight=False, soft_wrap=True)
+        # Issue 9: on a terminal Terraform keeps its colours (red destroys, green creates).
+        self.color = self._console is not None and show_output
 
     def stage(self, task_id: int, stage: Stage) -> None:
         if self._console is not None:
@@ -77,20 +84,23 @@ class TerminalReporter:
     def line(self, text: str) -> None:
         if not self.show_output:
             return
-        if self._console is not None:
-            from rich.text import Text
-
-            self._console.print(Text(text, style="dim"))
-        else:
-            self._plain(text)
+        # Terraform's lines go out as Terraform wrote them (its colours included), never
+        # re-wrapped at the terminal's width.
+        self._plain(text)
 
     def note(self, text: str) -> None:
         if self._console is not None:
             from rich.text import Text
 
-            self._console.print(Text(f"iacctl: {text}", style="yellow"))
+            # iacctl's own notes are information, not warnings: a dim prefix, plain text.
+            self._console.print(Text.assemble(("iacctl: ", "dim"), text))
         else:
             self._plain(f"iacctl: {text}")
+
+    def summary(self, text: str) -> None:
+        """On stderr whatever else goes where, so a --json document on stdout stays alone."""
+        sys.stderr.write(f"iacctl: {text}\n")
+        sys.stderr.flush()
 
     def _plain(self, text: str) -> None:
         self.stream.write(text + "\n")

@@ -17,6 +17,12 @@ WAIT_TIMEOUT = typer.Option(
 )
 
 
+MESSAGE = typer.Option(
+    None, "--message", "-m", metavar="TEXT",
+    help="Why: recorded with who ran the command (tasks show, its history).",
+)
+
+
 def _wait_timeout(text: str | None) -> float | None:
     from iacctl.domain.durations import parse_duration
 
@@ -29,7 +35,9 @@ def _finish(task_view: dict[str, Any], as_json: bool) -> int:
         print_json(task_view)
     status = task_view["status"]
     if status == "failed":
-        raise TaskFailed(f"task {task_view['id']} failed at stage {task_view['stage']}: {task_view['error']}")
+        # Issue 9: the reason (Terraform's own diagnostic) and where the whole log is.
+        raise TaskFailed(f"task {task_view['id']} failed at stage {task_view['stage']}: {task_view['error']}; "
+                         f"full log: iacctl tasks logs {task_view['id']}")
     if status == "cancelled":
         raise TaskCancelled(f"task {task_view['id']} cancelled: {task_view['error']}")
     if status == "applied_state_error":
@@ -38,6 +46,7 @@ def _finish(task_view: dict[str, Any], as_json: bool) -> int:
         if not as_json:
             counts = task_view["changes"] or {}
             message(f"task {task_view['id']}: plan has changes ({_summary(counts)}); "
+                    f"review it with: iacctl tasks plan {task_view['id']}; "
                     f"apply it with: iacctl confirm-apply {task_view['id']}")
         return EXIT_CHANGES
     if status == "planned_and_finished":
@@ -55,8 +64,14 @@ def _summary(counts: dict[str, int]) -> str:
         return "no changes"
     if not any(counts.values()):
         return "no changes"
-    return (f"{counts.get('add', 0)} to add, {counts.get('change', 0)} to change, "
+    text = (f"{counts.get('add', 0)} to add, {counts.get('change', 0)} to change, "
             f"{counts.get('destroy', 0)} to destroy, {counts.get('replace', 0)} to replace")
+    if counts.get("replace"):
+        # Terraform's own Plan line counts a replacement as an add and a destroy: say so, so the
+        # two never read as contradicting each other.
+        text += (f"; Terraform's Plan line: {counts.get('add', 0) + counts['replace']} to add, "
+                 f"{counts.get('change', 0)} to change, {counts.get('destroy', 0) + counts['replace']} to destroy")
+    return text
 
 
 def plan(
@@ -66,6 +81,7 @@ def plan(
     no_wait: bool = typer.Option(False, "--no-wait", help="Only queue the task; it runs in the background."),
     wait_timeout: str = WAIT_TIMEOUT,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Hide Terraform's own output."),
+    text: str = MESSAGE,
     as_json: bool = typer.Option(False, "--json", help="Print the task as JSON."),
 ) -> None:
     """Plan a workspace. Exit 2 when the plan has changes and waits for confirm-apply."""
@@ -77,7 +93,7 @@ def plan(
     limit = _wait_timeout(wait_timeout)
     stop_gracefully_on_signals()
     task = planning.plan_workspace(app, workspace, plan_only=plan_only, wait=not no_wait, reporter=reporter,
-                                   wait_timeout=limit)
+                                   wait_timeout=limit, message=text)
     view = tasks.show(app, task.id or 0)
     if no_wait:
         if as_json:
@@ -96,16 +112,18 @@ def confirm_apply(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Hide Terraform's own output."),
     wait_timeout: str = WAIT_TIMEOUT,
+    text: str = MESSAGE,
     as_json: bool = typer.Option(False, "--json", help="Print the task as JSON."),
 ) -> None:
-    """Apply exactly the saved plan of an apply_pending task. Exit 4 if it had to be re-planned."""
+    """Apply exactly the saved plan of an apply_pending task (restated on stderr first). Exit 4
+    if it had to be re-planned."""
     from iacctl.services import confirm, tasks
 
     app = app_of(ctx)
     reporter = TerminalReporter(to_stderr=as_json, show_output=not quiet)
     limit = _wait_timeout(wait_timeout)
     stop_gracefully_on_signals()
-    task = confirm.confirm_apply(app, task_id, rebuild=rebuild, reporter=reporter, wait_timeout=limit)
+    task = confirm.confirm_apply(app, task_id, rebuild=rebuild, reporter=reporter, wait_timeout=limit, message=text)
     raise typer.Exit(_finish(tasks.show(app, task.id or 0), as_json))
 
 

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from iacctl.cli.context import ID_MAX, ID_MIN, app_of
+from iacctl.cli.context import ID_MAX, ID_MIN, app_of, check_file_target
 from iacctl.cli.render import message, print_json, table
 
 app = typer.Typer(help="State versions of workspaces.", no_args_is_help=True)
@@ -39,6 +39,8 @@ def pull(
     """Print a state version (decrypted)."""
     from iacctl.services import state
 
+    if output:
+        check_file_target(output, "--output")
     data = state.pull(app_of(ctx), workspace, version)
     if output:
         fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sys
+import time
+from typing import Any
 
 import typer
 
 from iacctl.cli.context import ID_MAX, ID_MIN, app_of, stop_gracefully_on_signals
 from iacctl.cli.render import message, print_json, table
+from iacctl.domain.timeline import format_seconds
 
 app = typer.Typer(help="Tasks: runs of plans and applies.", no_args_is_help=True)
 
@@ -30,10 +33,21 @@ def list_(
     if as_json:
         print_json(views)
         return
-    table(["id", "workspace", "kind", "status", "stage", "changes", "created"],
-          [[v["id"], v["workspace"], v["kind"], v["status"], v["stage"] or "",
-            _changes(v["changes"]), v["created_at"]] for v in views],
-          empty="no tasks")
+    # Issue 9: one line per task at 80 columns; the stage shows while it matters (a task still
+    # going), the rest of it is in `tasks show`.
+    table(["id", "workspace", "kind", "status", "changes", "created"],
+          [[v["id"], v["workspace"], _KINDS.get(v["kind"], v["kind"]), _status(v),
+            _changes(v["changes"]), (v["created_at"] or "").replace("T", " ")[:16]] for v in views],
+          empty="no tasks", fold=("workspace",))
+
+
+_KINDS = {"plan_and_apply": "plan+apply", "plan": "plan"}
+
+
+def _status(view: dict[str, Any]) -> str:
+    if view["status"] in ("running", "pending") and view["stage"]:
+        return f"{view['status']}: {view['stage']}"
+    return str(view["status"])
 
 
 def _changes(counts: dict[str, int] | None) -> str:
@@ -61,6 +75,17 @@ def show(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=
     if view["slot"] is not None:
         message(f"  slot: {view['pool']}/{view['pod']}/slot-{view['slot']}"
                 + (f"  apply path: {view['apply_path']}" if view["apply_path"] else ""))
+    for role, key in (("created by", "created_by"), ("confirmed by", "confirmed_by"),
+                      ("cancelled by", "cancelled_by")):
+        actor = view[key]
+        if actor is not None:
+            said = f': "{actor["message"]}"' if actor["message"] else ""
+            message(f"  {role}: {actor['display']}{said}")
+    if view["stages"]:
+        message("  stages:")
+        for st in view["stages"]:
+            took = format_seconds(st["duration_s"]) + (" so far" if st["running"] else "")
+            message(f"    {st['stage']:<15} {st['started_at']}  {took}")
     if view["run_task_results"]:
         message("  run tasks:")
         for r in view["run_task_results"]:
@@ -73,14 +98,53 @@ def show(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=
 
 @app.command("logs")
 def logs(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=ID_MAX),
-         follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing while it runs.")) -> None:
+         follow: bool = typer.Option(False, "--follow", "-f", help="Stream a running task's output until it "
+                                     "ends, then exit with the task's exit code."),
+         timestamps: bool = typer.Option(False, "--timestamps", "-t", help="Prefix each line with its time (UTC).")
+         ) -> None:
     """Print a task's log (Terraform's output and iacctl's notes)."""
     from iacctl.services import tasks
 
-    for line in tasks.logs(app_of(ctx), task_id, follow=follow):
-        sys.stdout.write(line + "\n")
+    app = app_of(ctx)
+    for at, line in tasks.logs(app, task_id, follow=follow):
+        sys.stdout.write((f"{_stamp(at)} {line}" if timestamps else line) + "\n")
         if follow:
             sys.stdout.flush()
+    if follow:
+        raise typer.Exit(tasks.exit_code(app, task_id))
+
+
+def _stamp(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
+
+
+@app.command("plan")
+def plan(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=ID_MAX),
+         as_json: bool = typer.Option(False, "--json", help="Print the stored plan JSON (as terraform show -json "
+                                      "gives it, sensitive values masked).")) -> None:
+    """Review a task's saved plan: each resource change and the counts (also after the work
+    directory is gone)."""
+    from iacctl.services import tasks
+
+    if as_json:
+        print_json(tasks.plan_json(app_of(ctx), task_id))
+        return
+    review = tasks.plan_review(app_of(ctx), task_id)
+    message(f"task {review['task']} of workspace {review['workspace']} ({review['status']}): "
+            f"plan {(review['plan_hash'] or '')[:16]}, planned {review['planned_at']}")
+    table(["address", "action", "changes"],
+          [[c["address"], c["action"], "; ".join(c["changes"])] for c in review["resource_changes"]],
+          empty="no resource changes")
+    counts = review["changes"]
+    line = (f"{counts['add']} to add, {counts['change']} to change, {counts['destroy']} to destroy, "
+            f"{counts['replace']} to replace")
+    if review["reads"]:
+        line += f", {review['reads']} to read"
+    if counts["outputs"]:
+        line += f"; {counts['outputs']} output change(s)"
+    message(line)
+    if review["relation"]:
+        message(review["relation"])
 
 
 @app.command("run", hidden=True)

@@ -116,6 +116,24 @@ def show(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = JS
     _show(workspaces.show(app_of(ctx), name), as_json)
 
 
+@app.command("delete")
+def delete(
+    ctx: typer.Context,
+    name: str = typer.Argument(...),
+    force: bool = typer.Option(False, "--force", help="Also when it has state versions or a lock."),
+    as_json: bool = JSON,
+) -> None:
+    """Delete a workspace and everything recorded of it (tasks, logs, plans, state versions).
+    Refused while a task of it is pending, running or waiting for confirmation."""
+    from iacctl.services import workspaces
+
+    view = workspaces.delete(app_of(ctx), name, force=force)
+    if as_json:
+        print_json(view)
+    else:
+        message(f"workspace {name} deleted ({view['tasks']} task(s) with it)")
+
+
 @app.command("lock")
 def lock(
     ctx: typer.Context,
@@ -144,7 +162,7 @@ def unlock(
     """Unlock a workspace."""
     from iacctl.services import workspaces
 
-    view = workspaces.unlock(app_of(ctx), name, force=force, by=getpass.getuser())
+    view = workspaces.unlock(app_of(ctx), name, force=force)
     if as_json:
         print_json(view)
     else:
@@ -156,7 +174,8 @@ def var_set(
     ctx: typer.Context,
     workspace: str = typer.Argument(...),
     key: str = typer.Argument(...),
-    value: str = typer.Argument(None, help="The value; '-' or omitted reads it from standard input."),
+    value: str = typer.Argument(None, help="The value; '-' reads it from standard input; omitted, it is asked "
+                                "for on a terminal (without echo)."),
     sensitive: bool = typer.Option(False, "--sensitive", help="Encrypt it and never show it."),
     env: bool = typer.Option(False, "--env", help="An environment variable, not a Terraform one."),
     hcl: bool = typer.Option(False, "--hcl", help="The value is HCL (lists, maps)."),
@@ -165,6 +184,9 @@ def var_set(
     """Set a variable (TF_VAR_KEY for Terraform variables)."""
     from iacctl.services import workspaces
 
+    if value is None and not sys.stdin.isatty():
+        # X4: a script that forgot the value must not store whatever its stdin holds (or "").
+        raise UsageError(f"no value given for {key}: give it as an argument, or '-' to read it from standard input")
     if value is None or value == "-":
         if sys.stdin.isatty():
             value = getpass.getpass(f"value of {key}: ")

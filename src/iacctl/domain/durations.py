@@ -22,3 +22,13 @@ def format_duration(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return f"{seconds:g}s"
+
+
+def format_age(seconds: float) -> str:
+    """How long ago, as people say it: 42s, 3m 12s, 2h 5m, 1d 3h."""
+    s = max(0, int(seconds))
+    for big, big_size, small, small_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
+        if s >= big_size:
+            rest = (s % big_size) // small_size
+            return f"{s // big_size}{big}" + (f" {rest}{small}" if rest else "")
+    return f"{s}s"

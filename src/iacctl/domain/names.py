@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Sequence
 
 from iacctl.errors import UsageError
 
@@ -26,3 +28,9 @@ def check_variable_name(name: str, *, env: bool) -> str:
         what = "environment variable" if env else "Terraform variable"
         raise UsageError(f"invalid {what} name {name!r}")
     return name
+
+
+def did_you_mean(name: str, known: Sequence[str]) -> str:
+    """'; did you mean 'net'?' for a close known name, else ''."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""

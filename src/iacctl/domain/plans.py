@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -45,3 +48,156 @@ def count_changes(plan_json: dict[str, Any]) -> ChangeCounts:
         if actions and actions != ["no-op"]:
             outputs += 1
     return ChangeCounts(add, change, destroy, replace, outputs)
+
+
+# -- review (issue 9): what a plan changes, resource by resource ---------------------------------
+
+SENSITIVE = "(sensitive value)"
+UNKNOWN = "(known after apply)"
+_VALUE_WIDTH = 40
+
+
+def terraform_plan_line(counts: ChangeCounts) -> str:
+    """Terraform's own `Plan:` line for these counts: it counts a replacement as one add and
+    one destroy, where iacctl counts it once, as a replacement."""
+    return (f"Plan: {counts.add + counts.replace} to add, {counts.change} to change, "
+            f"{counts.destroy + counts.replace} to destroy.")
+
+
+def relation_to_terraform(counts: ChangeCounts) -> str | None:
+    """How iacctl's counts relate to Terraform's `Plan:` line, when they read differently."""
+    if not counts.replace:
+        return None
+    return (f"Terraform counts each replacement as one add and one destroy: {terraform_plan_line(counts)}")
+
+
+@dataclass(frozen=True)
+class ResourceChange:
+    address: str
+    action: str  # create | update | delete | replace | read | forget
+    changes: tuple[str, ...] = ()  # "name: before -> after" of updated or replaced attributes
+
+
+def _action(actions: list[str]) -> str | None:
+    if sorted(actions) == ["create", "delete"]:
+        return "replace"
+    if actions in (["create"], ["update"], ["delete"], ["read"], ["forget"]):
+        return actions[0]
+    return None  # no-op
+
+
+def _marked(marker: Any) -> bool:
+    """A sensitivity marker says something below it is sensitive."""
+    if marker is True:
+        return True
+    if isinstance(marker, dict):
+        return any(_marked(v) for v in marker.values())
+    if isinstance(marker, list):
+        return any(_marked(v) for v in marker)
+    return False
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= _VALUE_WIDTH else text[: _VALUE_WIDTH - 3] + "..."
+
+
+def _attribute_changes(change: dict[str, Any], replace_paths: list[Any]) -> tuple[str, ...]:
+    def part(key: str) -> dict[str, Any]:
+        value = change.get(key)
+        return value if isinstance(value, dict) else {}
+
+    before, after, unknown = part("before"), part("after"), part("after_unknown")
+    before_s, after_s = part("before_sensitive"), part("after_sensitive")
+    forcing = {str(p[0]) for p in replace_paths if isinstance(p, list) and p}
+    out = []
+    for name in sorted(set(before) | set(after) | set(unknown)):
+        is_unknown = _marked(unknown.get(name))
+        if not is_unknown and before.get(name) == after.get(name):
+            continue
+        old = SENSITIVE if _marked(before_s.get(name)) else _short(before.get(name))
+        new = UNKNOWN if is_unknown else (SENSITIVE if _marked(after_s.get(name)) else _short(after.get(name)))
+        if old == new == SENSITIVE:
+            text = f"{name}: {SENSITIVE} changed"
+        else:
+            text = f"{name}: {old} -> {new}"
+        out.append(text + (" (forces replacement)" if name in forcing else ""))
+    return tuple(out)
+
+
+def resource_changes(plan_json: dict[str, Any]) -> list[ResourceChange]:
+    """Every resource the plan acts on, in Terraform's order, no-ops left out."""
+    out = []
+    for rc in plan_json.get("resource_changes") or []:
+        change = rc.get("change") or {}
+        action = _action(list(change.get("actions") or []))
+        if action is None:
+            continue
+        attrs: tuple[str, ...] = ()
+        if action in ("update", "replace"):
+            attrs = _attribute_changes(change, list(rc.get("replace_paths") or change.get("replace_paths") or []))
+        out.append(ResourceChange(str(rc.get("address", "?")), action, attrs))
+    return out
+
+
+def _mask(value: Any, marker: Any) -> Any:
+    if marker is True:
+        return SENSITIVE
+    if isinstance(value, dict) and isinstance(marker, dict):
+        return {k: _mask(v, marker.get(k)) for k, v in value.items()}
+    if isinstance(value, list) and isinstance(marker, list):
+        return [_mask(v, marker[i] if i < len(marker) else None) for i, v in enumerate(value)]
+    return value
+
+
+def _mask_module(module: dict[str, Any]) -> None:
+    for resource in module.get("resources") or []:
+        if "values" in resource:
+            resource["values"] = _mask(resource["values"], resource.get("sensitive_values"))
+    for child in module.get("child_modules") or []:
+        _mask_module(child)
+
+
+def _mask_strings(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, SENSITIVE)
+        return value
+    if isinstance(value, dict):
+        return {k: _mask_strings(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_strings(v, secrets) for v in value]
+    return value
+
+
+def redact_plan(plan_json: dict[str, Any], secrets: Iterable[str] = ()) -> dict[str, Any]:
+    """The plan JSON as `terraform show -json` gives it, with every value Terraform marks
+    sensitive, every sensitive variable and every sensitive workspace value (X2) masked."""
+    doc: dict[str, Any] = copy.deepcopy(plan_json)
+    for rc in doc.get("resource_changes") or []:
+        change = rc.get("change") or {}
+        for side in ("before", "after"):
+            if side in change:
+                change[side] = _mask(change[side], change.get(f"{side}_sensitive"))
+    for oc in (doc.get("output_changes") or {}).values():
+        for side in ("before", "after"):
+            if isinstance(oc, dict) and side in oc:
+                oc[side] = _mask(oc[side], oc.get(f"{side}_sensitive"))
+    for key in ("planned_values", "prior_state"):
+        values = doc.get(key)
+        if isinstance(values, dict):
+            values = values.get("values", values)  # prior_state nests them under "values"
+            for output in (values.get("outputs") or {}).values():
+                if isinstance(output, dict) and output.get("sensitive"):
+                    output["value"] = SENSITIVE
+            if isinstance(values.get("root_module"), dict):
+                _mask_module(values["root_module"])
+    declared = ((doc.get("configuration") or {}).get("root_module") or {}).get("variables") or {}
+    for name, variable in (doc.get("variables") or {}).items():
+        if isinstance(variable, dict) and (declared.get(name) or {}).get("sensitive"):
+            variable["value"] = SENSITIVE
+    hidden = sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True)
+    if hidden:
+        doc = _mask_strings(doc, hidden)
+    return doc

@@ -9,6 +9,10 @@ from iacctl.domain.lifecycle import Stage
 
 
 class Reporter(Protocol):
+    # Terraform may colour its output (a terminal without NO_COLOR or CI); the stored log never
+    # keeps the colour codes.
+    color: bool
+
     def stage(self, task_id: int, stage: Stage) -> None:
         """A stage starts."""
 
@@ -18,9 +22,15 @@ class Reporter(Protocol):
     def note(self, text: str) -> None:
         """A message of iacctl's own."""
 
+    def summary(self, text: str) -> None:
+        """What the command is about to do, for the person who decides (issue 9: confirm-apply
+        restates the plan it applies). Kept apart from a --json document."""
+
 
 class SilentReporter:
     """For detached runners: everything still goes to the task log."""
+
+    color = False
 
     def stage(self, task_id: int, stage: Stage) -> None:
         pass
@@ -29,4 +39,7 @@ class SilentReporter:
         pass
 
     def note(self, text: str) -> None:
+        pass
+
+    def summary(self, text: str) -> None:
         pass

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from iacctl.domain.diagnostics import terraform_diagnostic
 from iacctl.domain.lifecycle import Stage, Status
 from iacctl.domain.plans import count_changes
 from iacctl.domain.slots import SlotState
@@ -136,11 +137,11 @@ class TaskRun:
         self._fetch()
         self._checkpoint()
         self._enter(Stage.INIT)
-        self._terraform(tf.init_args(self.binary), "terraform init")
+        self._terraform(tf.init_args(self.binary, color=self._color), "terraform init")
         self._run_hooks(Stage.PRE_PLAN)
         self._checkpoint()
         self._enter(Stage.PLANNING)
-        result = self._terraform(tf.plan_args(self.binary), "terraform plan", ok_codes=(0, 2))
+        result = self._terraform(tf.plan_args(self.binary, color=self._color), "terraform plan", ok_codes=(0, 2))
         self._checkpoint()
         with self._critical(Stage.SAVING_PLAN):
             has_changes = self._save_plan(result.exit_code == 2)
@@ -256,14 +257,14 @@ class TaskRun:
         reason = self._fast_path_refusal(place, rebuild)
         if reason is None and self._warmed():
             self.log.note(
-                f"E6 fast path: warm-up slot {place} is ready (init done, plan restored, plan_hash "
-                f"{(self.task.plan_hash or '')[:16]} verified); skipping init and restoring_plan"
+                f"the warm-up slot {place} is ready (init done, plan restored, plan_hash "
+                f"{(self.task.plan_hash or '')[:16]} verified); init and plan restore skipped"
             )
             path = "warmed"
         elif reason is None:
             self.log.note(
-                f"E6 fast path: same slot {place} and its plan file matches plan_hash "
-                f"{(self.task.plan_hash or '')[:16]}; skipping init and restoring_plan"
+                f"same work directory as the plan ({place}, plan file matches plan_hash "
+                f"{(self.task.plan_hash or '')[:16]}); init and plan restore skipped"
             )
             path = "same_slot"
         else:
@@ -275,11 +276,12 @@ class TaskRun:
         self._run_hooks(Stage.PRE_APPLY)
         self._checkpoint()
         with self._critical(Stage.APPLYING):
-            result = self._run(tf.apply_args(self.binary), self.log.terraform_line, stoppable=True)
+            result = self._run(tf.apply_args(self.binary, color=self._color), self.log.terraform_line,
+                               stoppable=True)
         if result.exit_code != 0:
             if result.interrupted:
                 raise Cancelled("cancelled during applying; Terraform stopped gracefully")
-            raise TerraformError(f"terraform apply failed (exit {result.exit_code})")
+            raise TerraformError(self._failure("terraform apply", result.exit_code))
         # E1: the apply finished; a cancel arriving now cannot undo it, so it is not acted on.
         with self._critical(Stage.SAVING_STATE):
             version_id = self._save_state()
@@ -342,7 +344,7 @@ class TaskRun:
             raise TaskFailed("the plan's config snapshot or plan file is missing from the store")
         self._enter(Stage.INIT)
         self._prepare_work_dir(cipher.decrypt(snapshot.data_secret), base)
-        self._terraform(tf.init_args(self.binary), "terraform init")
+        self._terraform(tf.init_args(self.binary, color=self._color), "terraform init")
         self._checkpoint()
         self._enter(Stage.RESTORING_PLAN)
         plan_bytes = cipher.decrypt(artifact.plan_secret)
@@ -429,6 +431,7 @@ class TaskRun:
         env = tf.environment(
             self.terraform_vars, self.env_vars, self.store.settings.work_root / "plugin-cache"
         )
+        self.log.recent.clear()
 
         def started(pid: int) -> None:
             with self.store.write() as session:
@@ -451,8 +454,18 @@ class TaskRun:
         if result.interrupted:
             raise Cancelled(f"cancelled during {self.stage}; Terraform stopped")
         if result.exit_code not in ok_codes:
-            raise TerraformError(f"{what} failed (exit {result.exit_code})")
+            raise TerraformError(self._failure(what, result.exit_code))
         return result
+
+    def _failure(self, what: str, exit_code: int) -> str:
+        """Issue 9: a Terraform failure carries Terraform's own reason (its first Error:
+        diagnostic, already redacted), not only the exit code."""
+        reason = terraform_diagnostic(list(self.log.recent))
+        return f"{what} failed (exit {exit_code})" + (f": {reason}" if reason else "")
+
+    @property
+    def _color(self) -> bool:
+        return bool(getattr(self.reporter, "color", False))
 
 
 def _parse_json_output(lines: list[str]) -> dict[str, Any]:

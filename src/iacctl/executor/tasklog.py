@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 
+from iacctl.domain.diagnostics import plain
 from iacctl.executor.progress import Reporter
 from iacctl.store import repo
 from iacctl.store.db import Store
@@ -16,6 +18,7 @@ from iacctl.store.db import Store
 REDACTED = "(sensitive value)"
 _FLUSH_LINES = 200
 _FLUSH_SECONDS = 0.25
+_RECENT_LINES = 400
 
 
 class TaskLog:
@@ -26,7 +29,7 @@ class TaskLog:
         # Longest first, so a secret that contains another is hidden whole.
         self._secrets = sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True)
         self._lock = threading.Lock()
-        self._queue: list[str] = []
+        self._queue: list[tuple[float, str]] = []
         self._last_flush = time.monotonic()
         with store.read() as session:
             self._seq = repo.last_log_seq(session, task_id)
@@ -35,6 +38,8 @@ class TaskLog:
         # are held until the document ends; a state is kept here, never shown or logged (X2).
         self._held: list[str] | None = None
         self.printed_state: bytes | None = None
+        # Issue 9: the last lines Terraform printed, redacted, where a failure finds its reason.
+        self.recent: deque[str] = deque(maxlen=_RECENT_LINES)
 
     def redact(self, text: str) -> str:
         for secret in self._secrets:
@@ -42,7 +47,12 @@ class TaskLog:
                 text = text.replace(secret, REDACTED)
         return text
 
-    def terraform_line(self, text: str) -> None:
+    def terraform_line(self, raw: str) -> None:
+        # Colour codes (Terraform on a terminal) go to the terminal, never into the stored log.
+        text = plain(raw)
+        if text != raw and self._held is None and text != "{":
+            self._emit(text, shown=raw)
+            return
         if self._held is None and text == "{":
             self._held = [text]
             return
@@ -69,19 +79,21 @@ class TaskLog:
         if isinstance(doc, dict) and "lineage" in doc and "serial" in doc:
             self.printed_state = document.encode()
             self.note(f"Terraform printed the state it could not write ({len(held)} lines, serial "
-                      f"{doc['serial']}); iacctl keeps it and does not show or log it (X2)")
+                      f"{doc['serial']}); iacctl keeps it and does not show or log it: it holds secrets")
             return
         for line in held:
             self._emit(line)
 
-    def _emit(self, text: str) -> None:
+    def _emit(self, text: str, *, shown: str | None = None) -> None:
         try:
             text = self.redact(text)
+            shown = text if shown is None else self.redact(shown)
         finally:
             # H4: whatever happens to one line, the stream goes on.
             self._push(text)
+            self.recent.append(text)
             try:
-                self.reporter.line(text)
+                self.reporter.line(text if shown is None else shown)
             except Exception:
                 pass
 
@@ -95,7 +107,7 @@ class TaskLog:
 
     def _push(self, text: str) -> None:
         with self._lock:
-            self._queue.append(text)
+            self._queue.append((time.time(), text))
             due = len(self._queue) >= _FLUSH_LINES or time.monotonic() - self._last_flush > _FLUSH_SECONDS
         if due:
             self.flush(quiet=True)
@@ -107,10 +119,10 @@ class TaskLog:
                 return
             lines = list(self._queue)
             cipher = self.store.cipher
-            blobs = [cipher.encrypt_text(line) for line in lines]
+            blobs = [cipher.encrypt_text(line) for _, line in lines]
             try:
                 with self.store.write() as session:
-                    repo.append_logs(session, self.task_id, self._seq + 1, blobs)
+                    repo.append_logs(session, self.task_id, self._seq + 1, blobs, [at for at, _ in lines])
             except Exception:
                 if quiet:
                     return  # kept queued; the next flush retries

@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from iacctl.domain.environment import caller_environment
 from iacctl.errors import TaskFailed, TerraformError, UsageError
 
 PLAN_FILE = "tfplan"
@@ -40,7 +41,8 @@ def find_binary(configured: str | None, version: str | None = None,
         return str(path.absolute())
     found = shutil.which(name)
     if found is None:
-        raise TerraformError(f"the Terraform binary {name!r} was not found on PATH")
+        raise TerraformError(f"the Terraform binary {name!r} was not found on PATH; install it, or name the "
+                             "binary with: iacctl workspace set NAME --terraform PATH (or IACCTL_TERRAFORM)")
     return found
 
 
@@ -55,7 +57,10 @@ def check_binary_setting(value: str) -> str:
 def environment(
     terraform_vars: Mapping[str, str], env_vars: Mapping[str, str], plugin_cache: Path | None
 ) -> dict[str, str]:
-    env = dict(os.environ)
+    """Issue 9, E9: Terraform sees the workspace's variables and the allowlisted part of the
+    caller's environment (domain.environment), never the caller's TF_VAR_*, TF_CLI_ARGS* or
+    TF_WORKSPACE."""
+    env = caller_environment(os.environ)
     # A CLI config that does not exist only makes Terraform warn on every command (NOTES).
     cli_config = env.get("TF_CLI_CONFIG_FILE")
     if cli_config and not Path(cli_config).is_file():
@@ -75,17 +80,21 @@ def environment(
     return env
 
 
-def init_args(binary: str) -> list[str]:
-    return [binary, "init", "-input=false", "-no-color"]
+def _no_color(color: bool) -> list[str]:
+    return [] if color else ["-no-color"]
 
 
-def plan_args(binary: str) -> list[str]:
-    return [binary, "plan", "-input=false", "-no-color", "-detailed-exitcode", f"-out={PLAN_FILE}"]
+def init_args(binary: str, *, color: bool = False) -> list[str]:
+    return [binary, "init", "-input=false", *_no_color(color)]
+
+
+def plan_args(binary: str, *, color: bool = False) -> list[str]:
+    return [binary, "plan", "-input=false", *_no_color(color), "-detailed-exitcode", f"-out={PLAN_FILE}"]
 
 
 def show_json_args(binary: str) -> list[str]:
     return [binary, "show", "-json", "-no-color", PLAN_FILE]
 
 
-def apply_args(binary: str) -> list[str]:
-    return [binary, "apply", "-input=false", "-no-color", PLAN_FILE]
+def apply_args(binary: str, *, color: bool = False) -> list[str]:
+    return [binary, "apply", "-input=false", *_no_color(color), PLAN_FILE]

@@ -265,7 +265,7 @@ def create_app(store: Store) -> Any:
     service = CallbackService(store)
     bearer = HTTPBearer(auto_error=False, description="The task result's access_token from the request payload.")
     api = FastAPI(title="iacctl run-task callback API", version="1",
-                  description="HCP Terraform compatible run-task callbacks (iacctl SPEC R4).")
+                  description="HCP Terraform compatible run-task callbacks of iacctl.")
 
     def error_response(status: int, title: str, detail: str) -> JSONResponse:
         return JSONResponse(_error_doc(status, title, detail), status_code=status, media_type=JSONAPI)

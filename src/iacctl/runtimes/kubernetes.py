@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from iacctl.domain.environment import allowed as caller_allowed
 from iacctl.runtimes.base import (
     CommandResult,
     CommandState,
@@ -89,6 +90,20 @@ class _ExecResult:
 def pod_phase_alive(phase: str | None, deleting: bool) -> bool:
     """S7: a pod that is gone from the API, failed, succeeded or being deleted is lost."""
     return not deleting and phase not in ("Failed", "Succeeded", "Unknown")
+
+
+def kube_contexts() -> list[str] | None:
+    """The context names of the kubeconfig (KUBECONFIG or ~/.kube/config), or None when there
+    is no kubeconfig at all. Raises RuntimeError_ for one that cannot be read."""
+    if not os.environ.get("KUBECONFIG") and not Path("~/.kube/config").expanduser().is_file():
+        return None
+    from kubernetes import config
+
+    try:
+        contexts, _active = config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
+    except (config.ConfigException, OSError, ValueError, TypeError) as exc:
+        raise RuntimeError_(f"cannot read the kubeconfig: {exc}") from None
+    return [str(c.get("name")) for c in contexts or []]
 
 
 class KubernetesRuntime:
@@ -388,8 +403,12 @@ class KubernetesRuntime:
     # -- commands: detached, followed, reattached ------------------------------------------------
 
     def _pod_env(self, env: Mapping[str, str]) -> dict[str, str]:
+        # The machine's allowlisted variables (proxies, certificates: issue 9) stay here unless
+        # the workspace changed them; everything else (the workspace's variables, iacctl's
+        # settings) is sent, even when this machine's environment happens to hold the same value.
         here = os.environ
-        return {k: v for k, v in env.items() if here.get(k) != v and k not in _NOT_SENT}
+        return {k: v for k, v in env.items()
+                if k not in _NOT_SENT and (not caller_allowed(k) or here.get(k) != v)}
 
     def run(
         self,

@@ -7,6 +7,7 @@ import os
 from sqlalchemy.exc import IntegrityError
 
 from iacctl.config import Settings, load_settings
+from iacctl.domain.actors import Actor, actor_from
 from iacctl.domain.slots import PodStatus, SlotState
 from iacctl.errors import UsageError
 from iacctl.runtimes.base import PodBackend, Runtime
@@ -62,6 +63,18 @@ class App:
     def close(self) -> None:
         if self._store is not None:
             self._store.dispose()
+
+
+def current_actor(message: str | None = None) -> Actor:
+    """Issue 9: who runs this command: the local user and host, and the CI system's identity."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        user = f"uid {os.getuid()}"
+    return actor_from(os.environ, user, socket.gethostname()).with_message(message)
 
 
 def _local_slots() -> int:

@@ -11,31 +11,31 @@ from iacctl.errors import Refused, TaskFailed
 from iacctl.executor.progress import Reporter
 from iacctl.runtimes import local
 from iacctl.services import ending, queue
-from iacctl.services.app import App
+from iacctl.services.app import App, current_actor
 from iacctl.store import repo
 from iacctl.store.models import Task
 
 CANCEL_WAIT_SECONDS = 600.0
-GONE = "cancelled by user; its process was gone"
 
 
-def cancel(app: App, task_id: int, *, wait: bool, reporter: Reporter) -> Task:
+def cancel(app: App, task_id: int, *, wait: bool, reporter: Reporter, message: str | None = None) -> Task:
+    actor = current_actor(message)
     task = queue.get_task(app, task_id)
     status = Status(task.status)
     if is_terminal(status):
         raise Refused(f"task {task_id} is already {status}")
     if status in (Status.PENDING, Status.APPLY_PENDING):
-        outcome = ending.end_waiting(app, task_id, Status.CANCELLED, "cancelled by user")
+        outcome = ending.end_waiting(app, task_id, Status.CANCELLED, f"cancelled by {actor.said()}", by=actor)
         if outcome != Status.CANCELLED and not is_terminal(outcome):
-            return cancel(app, task_id, wait=wait, reporter=reporter)  # it started meanwhile
+            return cancel(app, task_id, wait=wait, reporter=reporter, message=message)  # it started meanwhile
         queue.kick_queue(app)
         return queue.get_task(app, task_id)
     # Running: ask its process (it interrupts Terraform and goes through the termination path).
     with app.store.write() as session:
-        repo.update_task(session, task_id, cancel_requested_at=repo.now())
-        repo.add_event(session, task_id, "note", None, None, "cancel requested")
+        repo.update_task(session, task_id, cancel_requested_at=repo.now(), cancelled_by=actor.to_json())
+        repo.add_event(session, task_id, "note", None, None, f"cancel requested by {actor.said()}")
     if local.process_alive(task.runner_host, task.runner_pid, task.runner_start) is False:
-        ending.end_abandoned(app, task_id, GONE, Status.CANCELLED)
+        ending.end_abandoned(app, task_id, f"cancelled by {actor.said()}; its process was gone", Status.CANCELLED)
         return queue.get_task(app, task_id)
     if not wait:
         return queue.get_task(app, task_id)
@@ -46,7 +46,7 @@ def cancel(app: App, task_id: int, *, wait: bool, reporter: Reporter) -> Task:
         if is_terminal(Status(task.status)):
             break
         if local.process_alive(task.runner_host, task.runner_pid, task.runner_start) is False:
-            ending.end_abandoned(app, task_id, GONE, Status.CANCELLED)
+            ending.end_abandoned(app, task_id, f"cancelled by {actor.said()}; its process was gone", Status.CANCELLED)
         time.sleep(0.3)
     task = queue.get_task(app, task_id)
     if task.status != Status.CANCELLED:

@@ -8,16 +8,18 @@ import time
 
 from sqlmodel import Session
 
+from iacctl.domain.actors import Actor
 from iacctl.domain.admission import APPLY, admit, plan_expired
-from iacctl.domain.durations import format_duration
+from iacctl.domain.durations import format_age, format_duration
 from iacctl.domain.freeze import format_instant
 from iacctl.domain.lifecycle import Status
+from iacctl.domain.plans import ChangeCounts, relation_to_terraform
 from iacctl.domain.slots import SlotState
 from iacctl.errors import Refused, Replanned, TransitionConflict
 from iacctl.executor.progress import Reporter
 from iacctl.runtimes import local
 from iacctl.services import ending, plan_context, queue
-from iacctl.services.app import App
+from iacctl.services.app import App, current_actor
 from iacctl.store import repo
 from iacctl.store.models import Pool, Task
 
@@ -78,7 +80,8 @@ def _discard_if_expired(app: App, task_id: int) -> None:
 
 
 def confirm_apply(app: App, task_id: int, *, rebuild: bool, reporter: Reporter,
-                  wait_timeout: float | None = None) -> Task:
+                  wait_timeout: float | None = None, message: str | None = None) -> Task:
+    actor = current_actor(message)
     _discard_if_expired(app, task_id)
     with app.store.read() as session:
         task = _confirmable(session, task_id)
@@ -95,13 +98,29 @@ def confirm_apply(app: App, task_id: int, *, rebuild: bool, reporter: Reporter,
             lost = None
     if lost is not None:
         return _replan(app, task_id, lost, reporter, wait_timeout)
-    _start_apply(app, task_id, reporter, wait_timeout)
-    reporter.note(f"task {task_id}: applying the saved plan {(task.plan_hash or '')[:16]}")
+    reporter.summary(_restatement(app, task))
+    _start_apply(app, task_id, reporter, wait_timeout, actor)
+    reporter.note(f"task {task_id}: applying the saved plan {(task.plan_hash or '')[:16]} (confirmed by "
+                  f"{actor.said()})")
     queue.execute(app, task_id, reporter, lambda run: run.apply(rebuild=rebuild))
     return queue.get_task(app, task_id)
 
 
-def _start_apply(app: App, task_id: int, reporter: Reporter, wait_timeout: float | None) -> None:
+def _restatement(app: App, task: Task) -> str:
+    """Issue 9: what confirm-apply is about to apply, said before it does: workspace, task,
+    plan hash, the counts (and how they read as Terraform's own Plan line) and the plan's age."""
+    with app.store.read() as session:
+        workspace = repo.workspace_by_id(session, task.workspace_id).name
+    counts = ChangeCounts(task.add_count or 0, task.change_count or 0, task.destroy_count or 0,
+                          task.replace_count or 0, task.output_count or 0)
+    age = format_age(repo.now() - (task.planned_at or repo.now()))
+    text = (f"about to apply task {task.id} of workspace {workspace}: plan {(task.plan_hash or '')[:16]}, "
+            f"{counts.summary()}, planned {age} ago")
+    relation = relation_to_terraform(counts)
+    return text + (f" ({relation})" if relation else "")
+
+
+def _start_apply(app: App, task_id: int, reporter: Reporter, wait_timeout: float | None, actor: Actor) -> None:
     """apply_pending -> running, once admission gives the apply a running place (on the local
     pool the slot count limits how many tasks run at once; elsewhere the reserved slot is it)."""
     host, pid, start = local.this_process()
@@ -115,8 +134,9 @@ def _start_apply(app: App, task_id: int, reporter: Reporter, wait_timeout: float
             if decision.start:
                 try:
                     repo.transition(
-                        session, task_id, Status.APPLY_PENDING, Status.RUNNING, "confirmed",
-                        confirmed_at=repo.now(), runner_host=host, runner_pid=pid, runner_start=start,
+                        session, task_id, Status.APPLY_PENDING, Status.RUNNING, f"confirmed by {actor.said()}",
+                        confirmed_at=repo.now(), confirmed_by=actor.to_json(),
+                        runner_host=host, runner_pid=pid, runner_start=start,
                         heartbeat_at=repo.now(), cancel_requested_at=None,
                     )
                 except TransitionConflict as exc:

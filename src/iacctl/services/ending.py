@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from iacctl.domain.actors import Actor
 from iacctl.domain.durations import format_duration
 from iacctl.domain.lifecycle import Stage, Status, is_terminal
 from iacctl.domain.slots import SlotPlace
@@ -36,7 +37,7 @@ def runner_gone(task: Task) -> bool:
     return not alive
 
 
-def end_waiting(app: App, task_id: int, outcome: Status, reason: str) -> Status:
+def end_waiting(app: App, task_id: int, outcome: Status, reason: str, *, by: Actor | None = None) -> Status:
     """End a task that is not running (pending, or apply_pending with its work directory in a
     reserved slot): the slot's directory is removed, slot and lock freed (E2). Returns the
     status it has after: a task that started meanwhile is left to its process.
@@ -56,7 +57,8 @@ def end_waiting(app: App, task_id: int, outcome: Status, reason: str) -> Status:
         if place is not None:
             with contextlib.suppress(RuntimeError_, OSError):
                 runtime.remove_work_dir(place)
-        repo.transition(session, task_id, current, outcome, reason, error=reason)
+        who = {"cancelled_by": by.to_json()} if by is not None and outcome == Status.CANCELLED else {}
+        repo.transition(session, task_id, current, outcome, reason, error=reason, **who)
     return outcome
 
 

@@ -11,22 +11,25 @@ from iacctl.executor import terraform as tf
 from iacctl.executor.progress import Reporter
 from iacctl.runtimes import local
 from iacctl.services import queue
-from iacctl.services.app import App
+from iacctl.services.app import App, current_actor
 from iacctl.store import repo
 from iacctl.store.models import Task
 
 
 def plan_workspace(
     app: App, name: str, *, plan_only: bool, wait: bool, reporter: Reporter, wait_timeout: float | None = None,
+    message: str | None = None,
 ) -> Task:
     """Queue a plan of the workspace and, unless `wait` is false, run it here when its turn
     comes. Returns the task as it ended (or as queued)."""
+    actor = current_actor(message)
     with app.store.read() as session:
         ws = repo.get_workspace(session, name)
     # X4: refuse what cannot work before writing anything.
     source = Path(ws.source_dir)
     if not source.is_dir():
-        raise UsageError(f"workspace {name}'s directory {source} does not exist")
+        raise UsageError(f"workspace {name}'s directory {source} does not exist; point the workspace at its "
+                         f"configuration with: iacctl workspace set {name} --dir DIR")
     tf.find_binary(ws.terraform_bin, ws.terraform_version, reporter.note)
     _check_secrets(app, ws.id or 0)
     host, pid, start = local.this_process()
@@ -36,11 +39,11 @@ def plan_workspace(
         task = Task(workspace_id=ws.id or 0, kind=kind, status=Status.PENDING, created_at=t, updated_at=t,
                     pool_id=ws.pool_id,
                     creator_host=host if wait else None, creator_pid=pid if wait else None,
-                    creator_start=start if wait else None)
+                    creator_start=start if wait else None, created_by=actor.to_json())
         session.add(task)
         session.flush()
         repo.add_event(session, task.id or 0, "status", None, Status.PENDING,
-                       f"{kind} queued for workspace {name}")
+                       f"{kind} queued for workspace {name} by {actor.said()}")
     task_id = task.id or 0
     reporter.note(f"task {task_id}: {kind} of workspace {name} queued")
     if not wait:

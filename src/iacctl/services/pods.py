@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlmodel import col, select
@@ -11,7 +12,7 @@ from iacctl.domain.slots import SlotState
 from iacctl.errors import UsageError
 from iacctl.services import queue, scaling
 from iacctl.services.app import App
-from iacctl.services.pools import show_pool
+from iacctl.services.pools import check_context, show_pool
 from iacctl.services.views import iso
 from iacctl.store import repo
 from iacctl.store.models import Pod, Pool, Slot
@@ -41,18 +42,34 @@ def list_pods(app: App, pool: str | None = None) -> list[dict[str, Any]]:
 
 
 def set_pool(app: App, name: str, *, slots_per_pod: int | None, plan_lifetime: str | None,
-             max_pods: int | None = None) -> dict[str, Any]:
+             max_pods: int | None = None, min_pods: int | None = None, context: str | None = None) -> dict[str, Any]:
     if slots_per_pod is not None and not 1 <= slots_per_pod <= 64:
         raise UsageError("--slots-per-pod must be between 1 and 64")
     if max_pods is not None and not 1 <= max_pods <= 10000:
         raise UsageError("--max-pods must be between 1 and 10000")
+    if min_pods is not None and not 0 <= min_pods <= 10000:
+        raise UsageError("--min-pods must be between 0 and 10000")
     lifetime = parse_duration(plan_lifetime) if plan_lifetime else None
+    if context is not None:
+        check_context(context)  # issue 9: before anything is written
     with app.store.write() as session:
         pool = repo.get_pool(session, name)
+        if context is not None:
+            if pool.backend != "kubernetes":
+                raise UsageError(f"pool {name} is a {pool.backend} pool: it has no kube context")
+            spec = json.loads(pool.spec_json or "{}")
+            spec["context"] = context
+            pool.spec_json = json.dumps(spec)
+        if min_pods is not None:
+            if pool.backend == "local":
+                raise UsageError("the local pool is this machine, one pod; set its --slots-per-pod instead")
+            if min_pods > (max_pods if max_pods is not None else pool.max_pods):
+                raise UsageError(f"--min-pods must be at most the pool's max pods ({pool.max_pods})")
+            pool.min_pods = min_pods
         if max_pods is not None:
             if pool.backend == "local":
                 raise UsageError("the local pool is this machine, one pod; set its --slots-per-pod instead")
-            if max_pods < pool.min_pods:
+            if max_pods < (min_pods if min_pods is not None else pool.min_pods):
                 raise UsageError(f"--max-pods must be at least the pool's min pods ({pool.min_pods})")
             pool.max_pods = max_pods
         if slots_per_pod is not None:

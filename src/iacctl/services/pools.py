@@ -11,11 +11,11 @@ from sqlmodel import Session, col, select
 
 from iacctl.domain.durations import format_duration, parse_duration
 from iacctl.domain.freeze import check_window, format_instant, parse_instant
-from iacctl.domain.names import check_name
+from iacctl.domain.names import check_name, did_you_mean
 from iacctl.errors import NotFound, Refused, UsageError
 from iacctl.services.app import App
 from iacctl.store import repo
-from iacctl.store.models import FreezeWindow, Pool
+from iacctl.store.models import FreezeWindow, Pod, Pool, Workspace
 
 # Pool names of Kubernetes pools end up in pod names and label values (DNS-1123 labels).
 _KUBE_POOL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
@@ -66,6 +66,7 @@ def create_pool(
         resources.setdefault("limits", {})[key] = value
     delay = parse_duration(scale_down_delay)
     lifetime = parse_duration(warmup_lifetime) if warmup_lifetime else None
+    check_context(context)
     from iacctl.runtimes.kubernetes import KubeSpec
 
     spec = KubeSpec(namespace=namespace, image=image, context=context, service_account=service_account,
@@ -86,6 +87,45 @@ def create_pool(
     except IntegrityError:
         raise UsageError(f"pool {name!r} already exists") from None
     return pool_view(app, name)
+
+
+def check_context(context: str | None) -> None:
+    """Issue 9: a named kube context must exist in the kubeconfig now, not at the first plan."""
+    if context is None:
+        return
+    from iacctl.runtimes.base import RuntimeError_
+    from iacctl.runtimes.kubernetes import kube_contexts
+
+    try:
+        known = kube_contexts()
+    except RuntimeError_ as exc:
+        raise UsageError(f"--context {context}: {exc}") from None
+    if known is None:
+        raise UsageError(f"--context {context}: there is no kubeconfig (set KUBECONFIG or write ~/.kube/config)")
+    if context not in known:
+        names = ", ".join(known) or "none"
+        raise UsageError(f"kube context {context!r} is not in the kubeconfig (its contexts: {names})"
+                         + did_you_mean(context, known))
+
+
+def delete_pool(app: App, name: str) -> dict[str, Any]:
+    """Issue 9: remove a pool; refused (exit 5) while workspaces use it or it has pods."""
+    with app.store.write() as session:
+        pool = repo.get_pool(session, name)
+        if pool.backend == "local":
+            raise Refused("the local pool is this machine; it cannot be deleted")
+        users = session.exec(select(Workspace.name).where(Workspace.pool_id == pool.id)
+                             .order_by(col(Workspace.name))).all()
+        if users:
+            raise Refused(f"pool {name} is used by workspace(s) {', '.join(users)}; move or delete them first")
+        pods = session.exec(select(Pod.name).where(Pod.pool_id == pool.id).order_by(col(Pod.name))).all()
+        if pods:
+            raise Refused(f"pool {name} still has {len(pods)} pod(s) ({', '.join(pods[:3])}"
+                          f"{', ...' if len(pods) > 3 else ''}); with no workspaces and --min-pods 0 its idle pods "
+                          f"go once the scale-down delay has passed: iacctl pool set {name} --min-pods 0, then "
+                          f"iacctl pods reconcile --pool {name}")
+        repo.delete_pool(session, pool.id or 0)
+    return {"name": name, "deleted": True}
 
 
 def windows_of(session: Session, pool_id: int) -> list[FreezeWindow]:

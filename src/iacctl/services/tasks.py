@@ -1,16 +1,22 @@
-"""Looking at tasks: list, show (with history, L7), logs (E4)."""
+"""Looking at tasks: list, show (with history, L7, who acted and stage times), logs (E4), the
+saved plan for review (issue 9), and the values shell completion offers."""
 
 from __future__ import annotations
 
+import json
 import time
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlmodel import col
 
+from iacctl.domain.actors import actor_view
 from iacctl.domain.lifecycle import Status, is_terminal
-from iacctl.errors import UsageError
+from iacctl.domain.plans import ChangeCounts, redact_plan, relation_to_terraform, resource_changes, terraform_plan_line
+from iacctl.domain.timeline import Event, stage_times
+from iacctl.errors import EXIT_CHANGES, EXIT_FAILED, EXIT_OK, Refused, TaskCancelled, TaskFailed, UsageError
 from iacctl.services.app import App
 from iacctl.services.runtasks import result_view
 from iacctl.services.views import iso
@@ -114,6 +120,16 @@ def show(app: App, task_id: int) -> dict[str, Any]:
         run_task_results = repo.results_of_task(session, task_id)
     view["runner"] = ({"host": task.runner_host, "pid": task.runner_pid}
                       if task.runner_pid is not None else None)
+    # Issue 9: who created, confirmed or cancelled it, and what they said.
+    view["created_by"] = actor_view(task.created_by)
+    view["confirmed_by"] = actor_view(task.confirmed_by)
+    view["cancelled_by"] = actor_view(task.cancelled_by)
+    view["stages"] = [
+        {"stage": st.stage, "started_at": iso(st.started_at), "duration_s": round(st.seconds, 2),
+         "running": st.running}
+        for st in stage_times([Event(e.at, e.kind, e.to_value) for e in events], now=repo.now(),
+                              running=task.status == Status.RUNNING)
+    ]
     view["run_task_results"] = [result_view(r) for r in run_task_results]
     view["history"] = [
         {"at": iso(e.at), "kind": e.kind, "from": e.from_value, "to": e.to_value, "reason": e.reason}
@@ -122,8 +138,9 @@ def show(app: App, task_id: int) -> dict[str, Any]:
     return view
 
 
-def logs(app: App, task_id: int, *, follow: bool = False) -> Iterator[str]:
-    """The task's log lines in order; with `follow`, keep reading until the task stops running."""
+def logs(app: App, task_id: int, *, follow: bool = False) -> Iterator[tuple[float, str]]:
+    """The task's log lines (with the time each was written) in order; with `follow`, keep
+    reading until the task ends or waits for confirmation."""
     with app.store.read() as session:
         repo.get_task(session, task_id)
     cipher = app.store.cipher
@@ -131,15 +148,100 @@ def logs(app: App, task_id: int, *, follow: bool = False) -> Iterator[str]:
     while True:
         with app.store.read() as session:
             rows = session.execute(
-                select(col(TaskLog.seq), col(TaskLog.line_secret))
+                select(col(TaskLog.seq), col(TaskLog.at), col(TaskLog.line_secret))
                 .where(col(TaskLog.task_id) == task_id, col(TaskLog.seq) > seq)
                 .order_by(col(TaskLog.seq))
             ).all()
             status = Status(repo.get_task(session, task_id).status)
-        for s, blob in rows:
+        for s, at, blob in rows:
             seq = s
-            yield cipher.decrypt_text(blob)
+            yield at, cipher.decrypt_text(blob)
         if not follow or (not rows and (is_terminal(status) or status == Status.APPLY_PENDING)):
             return
         if not rows:
             time.sleep(0.3)
+
+
+def exit_code(app: App, task_id: int) -> int:
+    """SPEC C3, for `tasks logs --follow`: the exit code the task's own command gives for how it
+    ended (a failure or a cancel is raised, so the command prints its one line)."""
+    view = show(app, task_id)
+    status = Status(view["status"])
+    if status == Status.FAILED:
+        raise TaskFailed(f"task {task_id} failed at stage {view['stage']}: {view['error']}")
+    if status == Status.CANCELLED:
+        raise TaskCancelled(f"task {task_id} cancelled: {view['error']}")
+    if status == Status.APPLIED_STATE_ERROR:
+        raise TaskFailed(view["error"] or f"task {task_id} applied, but its state was not stored")
+    if status == Status.APPLY_PENDING or (status == Status.PLANNED_AND_FINISHED and view["has_changes"]):
+        return EXIT_CHANGES
+    return EXIT_OK if is_terminal(status) else EXIT_FAILED
+
+
+def _stored_plan(app: App, task_id: int) -> tuple[Task, dict[str, Any], list[str]]:
+    with app.store.read() as session:
+        task = repo.get_task(session, task_id)
+        artifact = repo.plan_artifact_of(session, task_id)
+        if artifact is None:
+            raise Refused(f"task {task_id} has no saved plan to review (it is {task.status}"
+                          + (f", stage {task.stage}" if task.stage else "") + "); a plan is saved once Terraform "
+                          "has planned (stage saving_plan)")
+        blob = artifact.plan_json_secret
+        secrets = [app.store.cipher.decrypt_text(v.value_secret)
+                   for v in repo.variables_of(session, task.workspace_id) if v.sensitive and v.value_secret]
+    plan_json = json.loads(zlib.decompress(app.store.cipher.decrypt(blob)))
+    return task, plan_json, secrets
+
+
+def plan_json(app: App, task_id: int) -> dict[str, Any]:
+    """The stored plan JSON as `terraform show -json` gave it, sensitive values masked (X2)."""
+    _, doc, secrets = _stored_plan(app, task_id)
+    return redact_plan(doc, secrets)
+
+
+def plan_review(app: App, task_id: int) -> dict[str, Any]:
+    """Issue 9: what the stored plan changes, resource by resource, and the counts; read from
+    the store, so it works after the work directory is gone."""
+    task, doc, secrets = _stored_plan(app, task_id)
+    doc = redact_plan(doc, secrets)
+    with app.store.read() as session:
+        workspace = repo.workspace_by_id(session, task.workspace_id).name
+    counts = ChangeCounts(task.add_count or 0, task.change_count or 0, task.destroy_count or 0,
+                          task.replace_count or 0, task.output_count or 0)
+    changes = resource_changes(doc)
+    return {
+        "task": task.id, "workspace": workspace, "status": task.status, "plan_hash": task.plan_hash,
+        "planned_at": iso(task.planned_at),
+        "resource_changes": [{"address": c.address, "action": c.action, "changes": list(c.changes)} for c in changes],
+        "changes": counts.as_dict(),
+        "reads": sum(1 for c in changes if c.action == "read"),
+        "summary": counts.summary(),
+        "terraform_plan_line": terraform_plan_line(counts),
+        "relation": relation_to_terraform(counts),
+    }
+
+
+COMPLETION_TASKS = 200
+_LIVE = (Status.PENDING, Status.RUNNING, Status.APPLY_PENDING)
+
+
+def completion(app: App, kind: str) -> list[tuple[str, str]]:
+    """Issue 10: what shell completion offers for a workspace name, a task id (with its
+    status; only the tasks the command can act on) or a status: (value, description) pairs."""
+    if kind == "status":
+        return [(s.value, "") for s in Status]
+    with app.store.read() as session:
+        if kind == "workspace":
+            rows = session.execute(select(col(Workspace.name), col(Workspace.source_dir))
+                                   .order_by(col(Workspace.name))).all()
+            return [(str(name), str(source)) for name, source in rows]
+        query = (select(col(Task.id), col(Task.status), col(Task.kind), col(Workspace.name))
+                 .join(Workspace, col(Workspace.id) == col(Task.workspace_id)))
+        if kind == "apply_pending_task":
+            query = query.where(col(Task.status) == Status.APPLY_PENDING)
+        elif kind == "live_task":
+            query = query.where(col(Task.status).in_(list(_LIVE)))
+        elif kind != "task":
+            raise UsageError(f"nothing to complete for {kind!r}")
+        rows = session.execute(query.order_by(col(Task.id).desc()).limit(COMPLETION_TASKS)).all()
+    return [(str(task_id), f"{status} ({kind_} of {workspace})") for task_id, status, kind_, workspace in rows]

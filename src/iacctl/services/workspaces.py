@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 
 from iacctl.domain.durations import format_duration, parse_duration
 from iacctl.domain.lifecycle import Status
 from iacctl.domain.names import check_name, check_variable_name
 from iacctl.errors import Refused, UsageError
 from iacctl.executor.binaries import check_version
+from iacctl.executor.termination import kept_state_path
 from iacctl.executor.terraform import check_binary_setting
 from iacctl.services import ending, queue
-from iacctl.services.app import LOCAL_POOL, App
+from iacctl.services.app import LOCAL_POOL, App, current_actor
 from iacctl.services.views import iso
 from iacctl.store import repo
-from iacctl.store.models import Pool, Task, Variable, Workspace
+from iacctl.store.models import Pod, Pool, Task, Variable, Workspace
 
 
 def _source_dir(directory: str) -> str:
@@ -131,11 +133,13 @@ def lock(app: App, name: str, reason: str, holder: str) -> dict[str, Any]:
     return show(app, name)
 
 
-def unlock(app: App, name: str, *, force: bool, by: str = "an operator") -> dict[str, Any]:
+def unlock(app: App, name: str, *, force: bool) -> dict[str, Any]:
     """L5: remove the workspace lock. Held by a task, only with --force, and then for real: a
     task waiting for confirmation is cancelled with it (a task left apply_pending without its
     lock would block the workspace forever); a running task's lock is refused while its process
     lives, and when the process is gone the task is ended as the sweep ends it."""
+    actor = current_actor()
+    by = actor.display()
     with app.store.read() as session:
         ws = repo.get_workspace(session, name)
         holder = session.get(Task, ws.locked_by_task_id) if ws.locked_by_task_id is not None else None
@@ -155,7 +159,7 @@ def unlock(app: App, name: str, *, force: bool, by: str = "an operator") -> dict
             )
         ending.end_abandoned(app, holder.id or 0, f"lock removed with --force by {by}; its process was gone")
     elif holder is not None and holder.status == Status.APPLY_PENDING:
-        ending.end_waiting(app, holder.id or 0, Status.CANCELLED, f"lock removed with --force by {by}")
+        ending.end_waiting(app, holder.id or 0, Status.CANCELLED, f"lock removed with --force by {by}", by=actor)
     with app.store.write() as session:
         ws = repo.get_workspace(session, name)
         # A failed task may keep its lock on purpose (a pod lost mid-apply; E8): the operator
@@ -167,6 +171,44 @@ def unlock(app: App, name: str, *, force: bool, by: str = "an operator") -> dict
     # Unlocking frees the workspace's turn: start what was queued behind the lock (task 6).
     queue.kick_queue(app)
     return show(app, name)
+
+
+def delete(app: App, name: str, *, force: bool) -> dict[str, Any]:
+    """Issue 9: remove a workspace and everything recorded of it. Refused (nothing changed)
+    while a task of it is pending, running or waiting for confirmation; a workspace with state
+    versions or a lock goes only with --force, as its state is the record of real
+    infrastructure. Leaves no orphan rows and no kept work directories."""
+    with app.store.read() as session:
+        ws = repo.get_workspace(session, name)
+        live = session.exec(
+            select(Task).where(Task.workspace_id == ws.id,
+                               col(Task.status).in_([Status.PENDING, Status.RUNNING, Status.APPLY_PENDING]))
+            .order_by(col(Task.id))
+        ).all()
+        versions = repo.latest_state_version_id(session, ws.id or 0)
+    if live:
+        ids = ", ".join(f"{t.id} ({t.status})" for t in live)
+        raise Refused(f"workspace {name} has tasks that are not over: {ids}; cancel them first "
+                      f"(iacctl cancel {live[0].id})")
+    if versions is not None and not force:
+        raise Refused(f"workspace {name} has state versions (the record of what Terraform manages); "
+                      f"delete it anyway with --force (iacctl state pull {name} keeps a copy)")
+    if (ws.lock_holder is not None or ws.locked_by_task_id is not None) and not force:
+        raise Refused(f"workspace {name} is locked by {ws.lock_holder}: {ws.lock_reason}; unlock it first, "
+                      "or delete it with --force")
+    with app.store.write() as session:
+        ws = repo.get_workspace(session, name)
+        pools = {t.id: t.pool_id for t in session.exec(select(Task).where(Task.workspace_id == ws.id)).all()}
+        pods = {t.id: t.pod_id for t in session.exec(select(Task).where(Task.workspace_id == ws.id)).all()}
+        pod_names = {p.id: p.name for p in session.exec(select(Pod)).all()}
+        task_ids = repo.delete_workspace(session, ws.id or 0)
+    # Work directories kept for an operator (issue 13) go with the tasks they were kept for.
+    for task_id in task_ids:
+        with contextlib.suppress(Exception):
+            runtime = app.runtime_for_pool_id(pools.get(task_id) or ws.pool_id)
+            runtime.remove_kept_dir(pod_names.get(pods.get(task_id) or 0, ""), task_id)
+        kept_state_path(app.settings.work_root, task_id).unlink(missing_ok=True)
+    return {"name": name, "deleted": True, "tasks": len(task_ids)}
 
 
 # -- variables (E9) -------------------------------------------------------------------------------

@@ -119,6 +119,11 @@ class Task(SQLModel, table=True):
     heartbeat_at: float | None = None
     cancel_requested_at: float | None = None
     confirmed_at: float | None = None
+    # Issue 9: who created, confirmed and cancelled it, and what they said (--message): JSON of
+    # domain.actors.Actor (local user and host, the CI system's identity and run).
+    created_by: str | None = None
+    confirmed_by: str | None = None
+    cancelled_by: str | None = None
     pool_id: int | None = None
     pod_id: int | None = None
     slot_id: int | None = None

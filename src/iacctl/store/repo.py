@@ -11,13 +11,14 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import func, insert, update
+from sqlalchemy import delete, func, insert, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from iacctl.domain.admission import PLAN, AdmissionFacts, LiveTask, PoolFacts, SlotUse
 from iacctl.domain.freeze import active_window
 from iacctl.domain.lifecycle import Stage, Status, check_transition, is_terminal
+from iacctl.domain.names import did_you_mean
 from iacctl.domain.slots import PodStatus, SlotPlace, SlotState
 from iacctl.errors import NotFound, TransitionConflict
 from iacctl.store.models import (
@@ -231,7 +232,8 @@ def release_slot_of(session: Session, task_id: int) -> int:
 def get_workspace(session: Session, name: str) -> Workspace:
     ws = session.exec(select(Workspace).where(Workspace.name == name)).first()
     if ws is None:
-        raise NotFound(f"unknown workspace {name!r}")
+        # Issue 9: a near miss gets a did-you-mean.
+        raise NotFound(f"unknown workspace {name!r}" + did_you_mean(name, workspace_names(session)))
     return ws
 
 
@@ -277,6 +279,41 @@ def unlock_workspace(session: Session, workspace_id: int, *, task_id: int | None
         .values(locked_by_task_id=None, lock_holder=None, lock_reason=None, locked_at=None)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def delete_workspace(session: Session, workspace_id: int) -> list[int]:
+    """Issue 9: a workspace and everything recorded of it (tasks with their history, logs,
+    plans and run-task results; state versions, config snapshots, variables, run-task
+    attachments), leaving no orphan row. Returns the ids of its tasks. The caller has checked
+    that none is live."""
+    task_ids = [int(t) for t in session.execute(
+        sa_select(col(Task.id)).where(col(Task.workspace_id) == workspace_id)).scalars().all()]
+    if task_ids:
+        session.execute(delete(TaskEvent).where(col(TaskEvent.task_id).in_(task_ids)))
+        session.execute(delete(TaskLog).where(col(TaskLog.task_id).in_(task_ids)))
+        session.execute(delete(PlanArtifact).where(col(PlanArtifact.task_id).in_(task_ids)))
+        session.execute(delete(TaskResult).where(col(TaskResult.task_id).in_(task_ids)))
+        # Slots are freed with a task's end; a slot still naming one is freed here.
+        session.execute(update(Slot).where(col(Slot.task_id).in_(task_ids))
+                        .values(state=SlotState.IDLE, task_id=None, updated_at=now()))
+        session.execute(delete(Task).where(col(Task.id).in_(task_ids)))
+    session.execute(delete(StateVersion).where(col(StateVersion.workspace_id) == workspace_id))
+    session.execute(delete(ConfigSnapshot).where(col(ConfigSnapshot.workspace_id) == workspace_id))
+    session.execute(delete(Variable).where(col(Variable.workspace_id) == workspace_id))
+    session.execute(delete(WorkspaceRunTask).where(col(WorkspaceRunTask.workspace_id) == workspace_id))
+    session.execute(delete(Workspace).where(col(Workspace.id) == workspace_id))
+    return task_ids
+
+
+def delete_pool(session: Session, pool_id: int) -> None:
+    """Issue 9: a pool with no workspaces and no pods, and its freeze windows."""
+    session.execute(delete(FreezeWindow).where(col(FreezeWindow.pool_id) == pool_id))
+    session.execute(delete(Pool).where(col(Pool.id) == pool_id))
+
+
+def workspace_names(session: Session) -> list[str]:
+    return [str(n) for n in
+            session.execute(sa_select(col(Workspace.name)).order_by(col(Workspace.name))).scalars().all()]
 
 
 def variables_of(session: Session, workspace_id: int) -> Sequence[Variable]:
@@ -395,12 +432,15 @@ def tasks_with_status(session: Session, statuses: Iterable[Status]) -> Sequence[
     ).all()
 
 
-def append_logs(session: Session, task_id: int, first_seq: int, lines: Sequence[bytes]) -> None:
+def append_logs(session: Session, task_id: int, first_seq: int, lines: Sequence[bytes],
+                at: Sequence[float] | None = None) -> None:
+    """`at`: when each line was written (issue 9: `tasks logs --timestamps`); else now."""
     # A Core bulk insert: building one ORM object per line costs more than Terraform's plan.
     t = now()
     session.execute(
         insert(TaskLog),
-        [{"task_id": task_id, "seq": first_seq + i, "at": t, "line_secret": b} for i, b in enumerate(lines)],
+        [{"task_id": task_id, "seq": first_seq + i, "at": at[i] if at is not None else t, "line_secret": b}
+         for i, b in enumerate(lines)],
     )
 
 
