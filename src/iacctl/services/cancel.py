@@ -10,7 +10,7 @@ from iacctl.domain.lifecycle import Status, is_terminal
 from iacctl.errors import Refused, TaskFailed
 from iacctl.executor.progress import Reporter
 from iacctl.runtimes import local
-from iacctl.services import ending, queue
+from iacctl.services import ending, outbox, queue
 from iacctl.services.app import App
 from iacctl.store import repo
 from iacctl.store.models import Task
@@ -21,13 +21,23 @@ GONE = "cancelled by user; its process was gone"
 
 def cancel(app: App, task_id: int, *, wait: bool, reporter: Reporter) -> Task:
     task = queue.get_task(app, task_id)
+    with app.store.read() as session:
+        ws = repo.workspace_by_id(session, task.workspace_id)
+    notice = outbox.dead_notice(app.store, ws.id or 0, ws.name)
+    if notice:
+        reporter.note(notice)  # F1: said until the dead follow-up is retried or dismissed
+    return _cancel(app, task_id, wait=wait, reporter=reporter)
+
+
+def _cancel(app: App, task_id: int, *, wait: bool, reporter: Reporter) -> Task:
+    task = queue.get_task(app, task_id)
     status = Status(task.status)
     if is_terminal(status):
         raise Refused(f"task {task_id} is already {status}")
     if status in (Status.PENDING, Status.APPLY_PENDING):
         outcome = ending.end_waiting(app, task_id, Status.CANCELLED, "cancelled by user")
         if outcome != Status.CANCELLED and not is_terminal(outcome):
-            return cancel(app, task_id, wait=wait, reporter=reporter)  # it started meanwhile
+            return _cancel(app, task_id, wait=wait, reporter=reporter)  # it started meanwhile
         queue.kick_queue(app)
         return queue.get_task(app, task_id)
     # Running: ask its process (it interrupts Terraform and goes through the termination path).

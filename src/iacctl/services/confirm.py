@@ -16,7 +16,7 @@ from iacctl.domain.slots import SlotState
 from iacctl.errors import Refused, Replanned, TransitionConflict
 from iacctl.executor.progress import Reporter
 from iacctl.runtimes import local
-from iacctl.services import ending, plan_context, queue
+from iacctl.services import ending, outbox, plan_context, queue
 from iacctl.services.app import App
 from iacctl.store import repo
 from iacctl.store.models import Pool, Task
@@ -79,6 +79,7 @@ def _discard_if_expired(app: App, task_id: int) -> None:
 
 def confirm_apply(app: App, task_id: int, *, rebuild: bool, reporter: Reporter,
                   wait_timeout: float | None = None) -> Task:
+    _say_dead_follow_ups(app, task_id, reporter)
     _discard_if_expired(app, task_id)
     with app.store.read() as session:
         task = _confirmable(session, task_id)
@@ -99,6 +100,15 @@ def confirm_apply(app: App, task_id: int, *, rebuild: bool, reporter: Reporter,
     reporter.note(f"task {task_id}: applying the saved plan {(task.plan_hash or '')[:16]}")
     queue.execute(app, task_id, reporter, lambda run: run.apply(rebuild=rebuild))
     return queue.get_task(app, task_id)
+
+
+def _say_dead_follow_ups(app: App, task_id: int, reporter: Reporter) -> None:
+    """F1: a dead follow-up of the workspace is said until it is retried or dismissed."""
+    with app.store.read() as session:
+        ws = repo.workspace_by_id(session, repo.get_task(session, task_id).workspace_id)
+    notice = outbox.dead_notice(app.store, ws.id or 0, ws.name)
+    if notice:
+        reporter.note(notice)
 
 
 def _start_apply(app: App, task_id: int, reporter: Reporter, wait_timeout: float | None) -> None:
