@@ -224,7 +224,7 @@ def _due_at(env: Env, entry_id: int) -> float:
         with app.store.read() as session:
             entry = session.get(OutboxEntry, entry_id)
             assert entry is not None
-            return entry.next_attempt_at
+            return float(entry.next_attempt_at)
     finally:
         app.close()
 
