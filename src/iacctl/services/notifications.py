@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from iacctl.domain.names import check_name
-from iacctl.domain.notifications import GIVE_UP_AFTER_S, Event, parse_events
+from iacctl.domain.notifications import Event, parse_events
 from iacctl.errors import IacctlError, Refused, UsageError
 from iacctl.notify import payload, sender
 from iacctl.services.app import App
@@ -60,7 +60,7 @@ def _read_token(path: str) -> bytes:
 
 
 def _masked_url(destination: NotificationDestination) -> str:
-    """X2: a Slack webhook URL is its own secret; only its scheme and host are shown."""
+    """X2: a Slack webhook URL is its own secret (whoever has it can post): never shown."""
     if destination.kind != "slack":
         return destination.url or ""
     return f"(hidden: a Slack webhook URL is a secret) {MASK}"
@@ -272,11 +272,7 @@ def outbox_retry(app: App, entry_id: int) -> dict[str, Any]:
             raise Refused(f"outbox entry {entry_id} is being delivered right now")
         if e.destination_id is None or session.get(NotificationDestination, e.destination_id) is None:
             raise Refused(f"outbox entry {entry_id}'s destination {e.destination_name} was deleted")
-        t = repo.now()
-        e.status, e.next_attempt_at, e.give_up_at, e.updated_at = "pending", t, t + GIVE_UP_AFTER_S, t
-        session.add(e)
-        session.flush()
-        session.info.setdefault("outbox_written", []).append(e.id)  # sent by this command, at once
+        repo.requeue_outbox_entry(session, e, repo.now())  # sent by this command, at once
     return outbox_show(app, entry_id)
 
 

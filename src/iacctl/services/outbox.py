@@ -199,6 +199,10 @@ def abandon(store: Store, claim: Claim, reason: str) -> Result | None:
 def deliver_due(store: Store, *, workers: int = MAX_IN_FLIGHT) -> list[Result]:
     """S8: the sweep's part: every due entry is attempted once, at most `workers` in flight, one
     at a time per destination. Returns what each attempt did."""
+    with store.read() as session:
+        waiting = repo.outbox_work_waiting(session, repo.now())
+    if waiting == 0:
+        return []  # the usual sweep: nothing to send, no threads, no write transactions
     results: list[Result] = []
     attempted: set[int] = set()
     lock = threading.Lock()
@@ -216,7 +220,8 @@ def deliver_due(store: Store, *, workers: int = MAX_IN_FLIGHT) -> list[Result]:
             with lock:
                 results.append(result)
 
-    threads = [threading.Thread(target=work, name=f"iacctl-outbox-{i}", daemon=True) for i in range(workers)]
+    threads = [threading.Thread(target=work, name=f"iacctl-outbox-{i}", daemon=True)
+               for i in range(min(workers, waiting))]
     for t in threads:
         t.start()
     for t in threads:

@@ -762,3 +762,22 @@ def forget_destination(session: Session, destination_id: int) -> None:
     destination = session.get(NotificationDestination, destination_id)
     if destination is not None:
         session.delete(destination)
+
+
+def requeue_outbox_entry(session: Session, entry: OutboxEntry, at: float) -> None:
+    """`outbox retry`: the entry is due now, with a new day of retries, and is handed to this
+    command's deliverer like an entry it wrote."""
+    entry.status, entry.next_attempt_at, entry.give_up_at, entry.updated_at = "pending", at, at + GIVE_UP_AFTER_S, at
+    session.add(entry)
+    session.flush()
+    session.info.setdefault("outbox_written", []).append(entry.id)
+
+
+def outbox_work_waiting(session: Session, at: float) -> int:
+    """How many entries a sweep may have to send: pending ones due now, and ones being delivered
+    (their claimer may be gone)."""
+    return int(session.execute(
+        select(func.count()).select_from(OutboxEntry)
+        .where(((col(OutboxEntry.status) == "pending") & (col(OutboxEntry.next_attempt_at) <= at))
+               | (col(OutboxEntry.status) == "delivering"))
+    ).scalar() or 0)
