@@ -18,7 +18,7 @@ _iacctl_values() {
 
 _iacctl() {
     local -A subs=(
-        ['iacctl']='plan confirm-apply cancel workspace tasks state pods pool runtask store'
+        ['iacctl']='plan confirm-apply cancel workspace tasks state pods pool runtask store notify outbox'
         ['iacctl workspace']='create set list show delete lock unlock var'
         ['iacctl workspace var']='set unset list'
         ['iacctl tasks']='list show logs plan'
@@ -27,6 +27,8 @@ _iacctl() {
         ['iacctl pool']='list create freeze unfreeze show set delete'
         ['iacctl runtask']='create update list show delete attach detach results serve'
         ['iacctl store']='check backup'
+        ['iacctl notify']='create list show delete enable disable verify deliveries'
+        ['iacctl outbox']='list retry dismiss'
     )
     local -A opts=(
         ['iacctl']='--db --verbose --version -h --help'
@@ -80,6 +82,19 @@ _iacctl() {
         ['iacctl store']='-h --help'
         ['iacctl store check']='--json -h --help'
         ['iacctl store backup']='--json -h --help'
+        ['iacctl notify']='-h --help'
+        ['iacctl notify create']='--url --type --token-file --events --workspace --json -h --help'
+        ['iacctl notify list']='--json -h --help'
+        ['iacctl notify show']='--json -h --help'
+        ['iacctl notify delete']='-h --help'
+        ['iacctl notify enable']='--json -h --help'
+        ['iacctl notify disable']='--json -h --help'
+        ['iacctl notify verify']='--json -h --help'
+        ['iacctl notify deliveries']='--failed --json -h --help'
+        ['iacctl outbox']='-h --help'
+        ['iacctl outbox list']='--status --json -h --help'
+        ['iacctl outbox retry']='--json -h --help'
+        ['iacctl outbox dismiss']='--json -h --help'
     )
     local -A vals=(
         ['iacctl']='--db'
@@ -100,6 +115,8 @@ _iacctl() {
         ['iacctl runtask update']='--url --hmac-key-file --description --timeout'
         ['iacctl runtask attach']='--stage --enforcement'
         ['iacctl runtask serve']='--listen --public-url'
+        ['iacctl notify create']='--url --type --token-file --events --workspace'
+        ['iacctl outbox list']='--status'
     )
     local -A args=(
         ['iacctl plan']='workspace'
@@ -128,6 +145,8 @@ _iacctl() {
         ['iacctl tasks list --workspace']='workspace'
         ['iacctl tasks list -w']='workspace'
         ['iacctl tasks list --status']='status'
+        ['iacctl notify create --workspace']='workspace'
+        ['iacctl outbox list --status']='status'
     )
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
     local key=iacctl word i skip=0 position=0

@@ -51,6 +51,9 @@ def check_file_target(path: str, option: str) -> None:
         raise UsageError(f"{option} {path} is a directory, not a file")
 
 
+_APPS: list[App] = []
+
+
 def app_of(ctx: typer.Context) -> App:
     from iacctl.services.app import App
 
@@ -58,8 +61,24 @@ def app_of(ctx: typer.Context) -> App:
     if "app" not in obj:
         obj["app"] = App(obj.get("db"))
         ctx.find_root().obj = obj
+        _APPS.append(obj["app"])
     app: App = obj["app"]
     return app
+
+
+def finish_follow_ups() -> str | None:
+    """F1: when a command ends, its follow-ups get at most the budget to be delivered; what is
+    not delivered yet is said in one line. Never changes the command's exit code."""
+    lines = []
+    for app in _APPS:
+        try:
+            line = app.finish_follow_ups()
+        except Exception as exc:
+            line = f"follow-ups not delivered now ({exc}); `iacctl pods recover` delivers them"
+        if line:
+            lines.append(line)
+    _APPS.clear()
+    return lines[0] if lines else None
 
 
 def stop_gracefully_on_signals() -> None:

@@ -29,7 +29,7 @@ directory."""
 
 
 def build_app() -> typer.Typer:
-    from iacctl.cli import complete, pods, runs, runtask, state, store, tasks, workspace
+    from iacctl.cli import complete, notify, pods, runs, runtask, state, store, tasks, workspace
     from iacctl.cli.context import global_options
 
     app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=True,
@@ -45,6 +45,8 @@ def build_app() -> typer.Typer:
     app.add_typer(runtask.app, name="runtask")
     app.add_typer(store.app, name="store")
     complete.register(app)
+    app.add_typer(notify.app, name="notify")
+    app.add_typer(notify.outbox_app, name="outbox")
     return app
 
 
@@ -138,4 +140,16 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         _say(f"internal error: {exc!r} (run with --verbose for details)")
         code = EXIT_FAILED
+    _finish_follow_ups()
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _finish_follow_ups() -> None:
+    from iacctl.cli.context import finish_follow_ups
+
+    try:
+        line = finish_follow_ups()
+    except BaseException:  # Ctrl-C while waiting: the entries stay for the sweep
+        line = None
+    if line:
+        _say(line)

@@ -108,7 +108,7 @@ def _create_and_send(store: Store, task: Task, workspace: Workspace, stage: str,
     requests: list[tuple[_Sent, str, bytes, str]] = []
     run = protocol.RunFacts(
         task_id=task.id or 0, task_kind=task.kind, task_created_at=task.created_at,
-        created_by=task.runner_host or task.creator_host or "iacctl", workspace_id=workspace.id or 0,
+        created_by=repo.task_actor(task), workspace_id=workspace.id or 0,
         workspace_name=workspace.name, working_directory="",
     )
     # The results and their tokens are committed before any request leaves: a service that

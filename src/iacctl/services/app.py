@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from sqlalchemy.exc import IntegrityError
@@ -12,6 +13,7 @@ from iacctl.domain.slots import PodStatus, SlotState
 from iacctl.errors import UsageError
 from iacctl.runtimes.base import PodBackend, Runtime
 from iacctl.runtimes.local import LocalRuntime
+from iacctl.services import outbox
 from iacctl.store import repo
 from iacctl.store.db import Store, open_store
 from iacctl.store.models import Pod, Pool, Slot
@@ -25,13 +27,25 @@ class App:
     def __init__(self, db: str | None = None) -> None:
         self.settings: Settings = load_settings(db)
         self._store: Store | None = None
+        self._deliverer: outbox.Deliverer | None = None
 
     @property
     def store(self) -> Store:
         if self._store is None:
+            budget = outbox.budget()
             self._store = open_store(self.settings)
             ensure_local_pool(self._store)
+            # F1: what this command's status changes write to the outbox, it delivers at once.
+            self._deliverer = outbox.Deliverer(self._store, budget)
+            self._store.on_outbox_written = self._deliverer.written
         return self._store
+
+    def finish_follow_ups(self) -> str | None:
+        """F1: wait at most the budget for this command's follow-ups; a line saying what is not
+        delivered yet, or None."""
+        if self._deliverer is None:
+            return None
+        return self._deliverer.finish()
 
     def runtime_for(self, pool: Pool) -> Runtime:
         if pool.backend == "local":
@@ -62,6 +76,8 @@ class App:
 
     def close(self) -> None:
         if self._store is not None:
+            with contextlib.suppress(Exception):
+                self.finish_follow_ups()
             self._store.dispose()
 
 

@@ -10,7 +10,7 @@ from iacctl.domain.lifecycle import Status, is_terminal
 from iacctl.errors import Refused, TaskFailed
 from iacctl.executor.progress import Reporter
 from iacctl.runtimes import local
-from iacctl.services import ending, queue
+from iacctl.services import ending, outbox, queue
 from iacctl.services.app import App, current_actor
 from iacctl.store import repo
 from iacctl.store.models import Task
@@ -19,6 +19,16 @@ CANCEL_WAIT_SECONDS = 600.0
 
 
 def cancel(app: App, task_id: int, *, wait: bool, reporter: Reporter, message: str | None = None) -> Task:
+    task = queue.get_task(app, task_id)
+    with app.store.read() as session:
+        ws = repo.workspace_by_id(session, task.workspace_id)
+    notice = outbox.dead_notice(app.store, ws.id or 0, ws.name)
+    if notice:
+        reporter.note(notice)  # F1: said until the dead follow-up is retried or dismissed
+    return _cancel(app, task_id, wait=wait, reporter=reporter, message=message)
+
+
+def _cancel(app: App, task_id: int, *, wait: bool, reporter: Reporter, message: str | None) -> Task:
     actor = current_actor(message)
     task = queue.get_task(app, task_id)
     status = Status(task.status)
@@ -27,7 +37,7 @@ def cancel(app: App, task_id: int, *, wait: bool, reporter: Reporter, message: s
     if status in (Status.PENDING, Status.APPLY_PENDING):
         outcome = ending.end_waiting(app, task_id, Status.CANCELLED, f"cancelled by {actor.said()}", by=actor)
         if outcome != Status.CANCELLED and not is_terminal(outcome):
-            return cancel(app, task_id, wait=wait, reporter=reporter, message=message)  # it started meanwhile
+            return _cancel(app, task_id, wait=wait, reporter=reporter, message=message)  # it started meanwhile
         queue.kick_queue(app)
         return queue.get_task(app, task_id)
     # Running: ask its process (it interrupts Terraform and goes through the termination path).

@@ -18,7 +18,7 @@ from iacctl.domain.slots import SlotState
 from iacctl.errors import Refused, Replanned, TransitionConflict
 from iacctl.executor.progress import Reporter
 from iacctl.runtimes import local
-from iacctl.services import ending, plan_context, queue
+from iacctl.services import ending, outbox, plan_context, queue
 from iacctl.services.app import App, current_actor
 from iacctl.store import repo
 from iacctl.store.models import Pool, Task
@@ -82,6 +82,7 @@ def _discard_if_expired(app: App, task_id: int) -> None:
 def confirm_apply(app: App, task_id: int, *, rebuild: bool, reporter: Reporter,
                   wait_timeout: float | None = None, message: str | None = None) -> Task:
     actor = current_actor(message)
+    _say_dead_follow_ups(app, task_id, reporter)
     _discard_if_expired(app, task_id)
     with app.store.read() as session:
         task = _confirmable(session, task_id)
@@ -177,3 +178,12 @@ def _replan(app: App, task_id: int, lost: str, reporter: Reporter, wait_timeout:
             f"task {task_id} was re-planned because {lost}; review it and run: iacctl confirm-apply {task_id}"
         )
     return task
+
+
+def _say_dead_follow_ups(app: App, task_id: int, reporter: Reporter) -> None:
+    """F1: a dead follow-up of the workspace is said until it is retried or dismissed."""
+    with app.store.read() as session:
+        ws = repo.workspace_by_id(session, repo.get_task(session, task_id).workspace_id)
+    notice = outbox.dead_notice(app.store, ws.id or 0, ws.name)
+    if notice:
+        reporter.note(notice)

@@ -10,7 +10,7 @@ from iacctl.errors import BackendError, UsageError
 from iacctl.executor import terraform as tf
 from iacctl.executor.progress import Reporter
 from iacctl.runtimes import local
-from iacctl.services import queue
+from iacctl.services import outbox, queue
 from iacctl.services.app import App, current_actor
 from iacctl.store import repo
 from iacctl.store.models import Task
@@ -31,6 +31,9 @@ def plan_workspace(
         raise UsageError(f"workspace {name}'s directory {source} does not exist; point the workspace at its "
                          f"configuration with: iacctl workspace set {name} --dir DIR")
     tf.find_binary(ws.terraform_bin, ws.terraform_version, reporter.note)
+    notice = outbox.dead_notice(app.store, ws.id or 0, ws.name)
+    if notice:
+        reporter.note(notice)  # F1: a dead follow-up is said until it is retried or dismissed
     _check_secrets(app, ws.id or 0)
     host, pid, start = local.this_process()
     kind = TaskKind.PLAN if plan_only else TaskKind.PLAN_AND_APPLY
@@ -44,6 +47,7 @@ def plan_workspace(
         session.flush()
         repo.add_event(session, task.id or 0, "status", None, Status.PENDING,
                        f"{kind} queued for workspace {name} by {actor.said()}")
+        repo.write_follow_ups(session, task.id or 0, None, Status.PENDING)  # F3: `created`
     task_id = task.id or 0
     reporter.note(f"task {task_id}: {kind} of workspace {name} queued")
     if not wait:

@@ -1,4 +1,4 @@
-"""The recovery sweep (SPEC S8, first part; E3, H1): `iacctl pods recover`.
+"""The recovery sweep (SPEC S8; E3, H1, F1): `iacctl pods recover`.
 
 Safe from cron beside other commands and idempotent: it touches only tasks whose process is
 gone, slots and locks whose task no longer holds them, and work directories of idle slots.
@@ -17,7 +17,7 @@ from iacctl.domain.admission import plan_expired
 from iacctl.domain.lifecycle import Status
 from iacctl.domain.slots import PodStatus, SlotPlace, SlotState
 from iacctl.errors import BackendError, TransitionConflict
-from iacctl.services import ending, plan_context, queue, scaling
+from iacctl.services import ending, outbox, plan_context, queue, scaling
 from iacctl.services.app import App
 from iacctl.services.runtasks import time_out_overdue
 from iacctl.store import repo
@@ -52,7 +52,18 @@ def recover(app: App) -> list[Action]:
     actions += _overdue_run_task_results(app)
     for task_id in queue.kick_queue(app):
         actions.append(Action("started", task=task_id, detail="queued task started in the background"))
+    actions += _follow_ups(app)
     return actions
+
+
+def _follow_ups(app: App) -> list[Action]:
+    """S8/F1: outbox entries that are due (new, their retry time come, or claimed by a process
+    that is gone) are delivered, at most 8 at a time and one at a time per destination."""
+    names = {"delivered": "notified", "retry": "notify_retry", "dead": "notify_dead", "dismissed": "notify_dismissed",
+             "late": "notify_late"}
+    return [Action(names.get(r.result, r.result), task=r.task_id,
+                   detail=f"{r.destination} ({r.event}, outbox entry {r.entry_id}): {r.detail}")
+            for r in outbox.deliver_due(app.store)]
 
 
 def _dead_runners(app: App) -> list[Action]:

@@ -17,7 +17,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from iacctl.errors import StoreError, UsageError
 from iacctl.filelock import exclusive
 
 BUSY_TIMEOUT_MS = int(DEFAULT_BUSY_TIMEOUT_S * 1000)
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # A new store file is empty only between its creation and the first pragma of the process
 # creating it (journal_mode = WAL writes the header at once): wait that long before calling
@@ -96,6 +96,8 @@ class Store:
         self._cipher: Cipher | None = None
         # Set once the store reported damage: nothing more is written to it by this process.
         self.damaged: str | None = None
+        # Told the ids of outbox entries a committed write transaction added (F1).
+        self.on_outbox_written: Callable[[list[int]], None] | None = None
 
     @property
     def cipher(self) -> Cipher:
@@ -123,6 +125,10 @@ class Store:
         with self.translate_errors(), Session(self.write_engine, expire_on_commit=False) as session:
             with session.begin():
                 yield session
+            written = session.info.pop("outbox_written", None)
+        if written and self.on_outbox_written is not None:
+            # F1: follow-ups are delivered at once, once the change that caused them is committed.
+            self.on_outbox_written(list(written))
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:

@@ -273,3 +273,75 @@ class RunTaskServer(SQLModel, table=True):
     pid: int
     started_at: float
     heartbeat_at: float
+
+
+class NotificationDestination(SQLModel, table=True):
+    """F3: where notifications of chosen events go: one workspace's, or every workspace's when
+    workspace_id is None. The token and a Slack URL are secrets (X1)."""
+
+    __tablename__ = "notification_destinations"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=90)
+    kind: str = Field(default="generic", max_length=20)  # generic | slack
+    url: str | None = None  # a generic destination's URL; a Slack URL is in url_secret only
+    url_secret: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    token_secret: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    events: str  # comma-separated event names (domain.notifications.Event)
+    workspace_id: int | None = Field(default=None, foreign_key="workspaces.id", index=True)
+    enabled: bool = True
+    verified_at: float | None = None
+    created_at: float
+    updated_at: float
+
+
+class OutboxEntry(SQLModel, table=True):
+    """F1: a follow-up of a task, written in the transaction of the status change that caused
+    it; `key` makes it unique, so it is never written twice. Delivered by a claim with a lease
+    (status delivering, claim_token), marked delivered at most once."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_status_due", "status", "next_attempt_at"),
+                      Index("ix_outbox_destination_status", "destination_id", "status"))
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True, max_length=200)
+    kind: str = Field(default="notification", max_length=20)
+    destination_id: int | None = None  # no foreign key: a deleted destination's entries stay readable
+    destination_name: str | None = Field(default=None, max_length=90)
+    task_id: int | None = Field(default=None, index=True)
+    workspace_id: int | None = None
+    event: str = Field(max_length=30)
+    facts_json: str
+    status: str = Field(default="pending", max_length=20)  # pending | delivering | delivered | dead | dismissed
+    attempts: int = 0
+    next_attempt_at: float
+    give_up_at: float  # F1: retried until then, then dead
+    claim_token: str | None = Field(default=None, max_length=40)
+    lease_until: float | None = None
+    claimed_by_host: str | None = None
+    claimed_by_pid: int | None = None
+    claimed_by_start: float | None = None
+    last_error: str | None = None
+    last_http_status: int | None = None
+    delivered_at: float | None = None
+    created_at: float
+    updated_at: float
+
+
+class Delivery(SQLModel, table=True):
+    """F3, seed 002 M4: every attempt to deliver (and every verification request), kept: time,
+    HTTP code, duration, error, the first 1 KB of the answer. Never a secret."""
+
+    __tablename__ = "deliveries"
+    id: int | None = Field(default=None, primary_key=True)
+    outbox_id: int | None = Field(default=None, index=True)
+    destination_id: int | None = Field(default=None, index=True)
+    destination_name: str = Field(max_length=90)
+    event: str = Field(max_length=30)
+    task_id: int | None = None
+    attempt: int
+    at: float
+    duration_ms: float
+    http_status: int | None = None
+    error: str | None = None
+    response_excerpt: str | None = None
+    result: str = Field(max_length=20)  # delivered | retry | rejected | dead | abandoned | verified

@@ -15,15 +15,20 @@ from sqlalchemy import delete, func, insert, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from iacctl.domain.actors import actor_view
 from iacctl.domain.admission import PLAN, AdmissionFacts, LiveTask, PoolFacts, SlotUse
 from iacctl.domain.freeze import active_window
 from iacctl.domain.lifecycle import Stage, Status, check_transition, is_terminal
 from iacctl.domain.names import did_you_mean
+from iacctl.domain.notifications import GIVE_UP_AFTER_S, Facts, event_of
 from iacctl.domain.slots import PodStatus, SlotPlace, SlotState
 from iacctl.errors import NotFound, TransitionConflict
 from iacctl.store.models import (
     ConfigSnapshot,
+    Delivery,
     FreezeWindow,
+    NotificationDestination,
+    OutboxEntry,
     PlanArtifact,
     Pod,
     Pool,
@@ -365,6 +370,8 @@ def transition(
     the same transaction everything it held: its slots are freed, its run-task tokens revoked
     (C5), and the workspace lock it holds released, unless `keep_lock` gives the reason it must
     stay (S5: a pod lost while applying; E8: applied but the state is not stored).
+
+    Every change writes its follow-ups (F1: notifications of the event it is) to the outbox.
     """
     check_transition(expected, target)
     t = now()
@@ -397,6 +404,8 @@ def transition(
         # E2/C5: whatever path ends a task, its run-task results still waiting are ended and
         # their tokens revoked in the same transaction.
         end_open_results(session, task_id, f"the task ended {target} before this result arrived")
+    # F1: the follow-ups of this change (notifications), in this same transaction.
+    write_follow_ups(session, task_id, expected, target)
     task = session.get(Task, task_id)
     if task is not None:
         session.refresh(task)
@@ -597,3 +606,224 @@ def fresh_runtask_server(session: Session, since: float) -> RunTaskServer | None
         select(RunTaskServer).where(col(RunTaskServer.heartbeat_at) >= since)
         .order_by(col(RunTaskServer.heartbeat_at).desc())
     ).first()
+
+
+# -- follow-ups: the outbox and notification destinations (F1, F3) ------------------------------
+
+OUTBOX_OPEN = ("pending", "delivering")
+
+
+def task_actor(task: Task) -> str:
+    """Who a task's notifications (HCP's run_created_by, run_updated_by) and run-task requests
+    say acts on it: the latest recorded actor (cancelled, confirmed, created by; issue 9), as
+    `tasks show` displays it."""
+    for stored in (task.cancelled_by, task.confirmed_by, task.created_by):
+        view = actor_view(stored)
+        if view is not None:
+            return str(view["display"])
+    return task.runner_host or task.creator_host or "iacctl"
+
+
+def destinations_for(session: Session, workspace_id: int, event: str) -> list[NotificationDestination]:
+    """The enabled destinations of the workspace and the global ones that chose the event."""
+    rows = session.exec(
+        select(NotificationDestination)
+        .where(col(NotificationDestination.enabled).is_(True),
+               (col(NotificationDestination.workspace_id) == workspace_id)
+               | col(NotificationDestination.workspace_id).is_(None))
+        .order_by(col(NotificationDestination.id))
+    ).all()
+    return [d for d in rows if event in d.events.split(",")]
+
+
+def write_follow_ups(session: Session, task_id: int, previous: Status | None, target: Status) -> list[int]:
+    """F1: the outbox entries a status change of the task causes, written in its transaction.
+    The key (destination, task, event, which time the task made this change) makes each unique:
+    the change happens once (transition()'s compare-and-set), so its entries are written once.
+    Their ids are noted on the session, for the store to hand to its deliverer after commit."""
+    event = event_of(previous, target)
+    if event is None:
+        return []
+    task = session.execute(
+        select(Task).where(col(Task.id) == task_id).execution_options(populate_existing=True)
+    ).scalar_one()
+    destinations = destinations_for(session, task.workspace_id, event)
+    if not destinations:
+        return []
+    occurrence = session.execute(
+        select(func.count()).select_from(TaskEvent)
+        .where(col(TaskEvent.task_id) == task_id, col(TaskEvent.kind) == "status",
+               col(TaskEvent.to_value) == target,
+               col(TaskEvent.from_value).is_(None) if previous is None else col(TaskEvent.from_value) == previous)
+    ).scalar() or 1
+    ws_name = session.execute(select(Workspace.name).where(col(Workspace.id) == task.workspace_id)).scalar()
+    changes = None
+    if task.has_changes is not None:
+        changes = {"add": task.add_count or 0, "change": task.change_count or 0, "destroy": task.destroy_count or 0,
+                   "replace": task.replace_count or 0, "outputs": task.output_count or 0}
+    t = now()
+    facts = Facts(event=event, task_id=task_id, task_kind=task.kind, status=str(target),
+                  workspace_id=task.workspace_id, workspace_name=str(ws_name), created_at=task.created_at,
+                  updated_at=t, actor=task_actor(task), plan_hash=task.plan_hash, changes=changes,
+                  error=task.error if target in (Status.FAILED, Status.CANCELLED, Status.APPLIED_STATE_ERROR)
+                  else None).as_json()
+    ids = []
+    for d in destinations:
+        key = f"notification:{d.id}:task-{task_id}:{event}:{occurrence}"
+        if session.execute(select(OutboxEntry.id).where(col(OutboxEntry.key) == key)).first() is not None:
+            continue
+        entry = OutboxEntry(key=key, kind="notification", destination_id=d.id, destination_name=d.name,
+                            task_id=task_id, workspace_id=task.workspace_id, event=event, facts_json=facts,
+                            status="pending", next_attempt_at=t, give_up_at=t + GIVE_UP_AFTER_S,
+                            created_at=t, updated_at=t)
+        session.add(entry)
+        session.flush()
+        ids.append(entry.id or 0)
+    session.info.setdefault("outbox_written", []).extend(ids)
+    return ids
+
+
+def get_destination(session: Session, name: str) -> NotificationDestination:
+    found = find_destination(session, name)
+    if found is None:
+        raise NotFound(f"unknown notification destination {name!r}")
+    return found
+
+
+def find_destination(session: Session, name: str) -> NotificationDestination | None:
+    return session.exec(select(NotificationDestination).where(NotificationDestination.name == name)).first()
+
+
+def destinations(session: Session) -> Sequence[NotificationDestination]:
+    return session.exec(select(NotificationDestination).order_by(col(NotificationDestination.name))).all()
+
+
+def count_destinations_of_workspace(session: Session, workspace_id: int) -> int:
+    return int(session.execute(
+        select(func.count()).select_from(NotificationDestination)
+        .where(col(NotificationDestination.workspace_id) == workspace_id)
+    ).scalar() or 0)
+
+
+def open_outbox_heads(session: Session) -> list[OutboxEntry]:
+    """The oldest open (pending or delivering) entry of each destination: F3, one at a time per
+    destination so that its events arrive in order; the others wait behind it."""
+    rows = session.exec(
+        select(OutboxEntry).where(col(OutboxEntry.status).in_(OUTBOX_OPEN)).order_by(col(OutboxEntry.id))
+    ).all()
+    heads: dict[int | None, OutboxEntry] = {}
+    for entry in rows:
+        heads.setdefault(entry.destination_id, entry)
+    return list(heads.values())
+
+
+def lock_destination(session: Session, destination_id: int) -> bool:
+    """PostgreSQL: take the destination's row lock, or False at once if another transaction has it
+    (FOR UPDATE SKIP LOCKED), so that two sweeps never claim two entries of one destination.
+    SQLite's BEGIN IMMEDIATE serializes the claims already."""
+    row = session.execute(
+        select(NotificationDestination.id).where(col(NotificationDestination.id) == destination_id)
+        .with_for_update(skip_locked=True)
+    ).first()
+    return row is not None
+
+
+def claim_outbox_entry(session: Session, entry: OutboxEntry, *, at: float, lease_s: float, token: str,
+                       host: str, pid: int, start: float | None) -> bool:
+    """F1: claim the entry as read (compare-and-set on its status and previous claim): of two
+    processes racing for it one gets it. The lease lets a later sweep take it over when the
+    claimer dies."""
+    cond = [col(OutboxEntry.id) == entry.id, col(OutboxEntry.status) == entry.status]
+    if entry.claim_token is None:
+        cond.append(col(OutboxEntry.claim_token).is_(None))
+    else:
+        cond.append(col(OutboxEntry.claim_token) == entry.claim_token)
+    result = session.execute(
+        update(OutboxEntry).where(*cond).values(
+            status="delivering", claim_token=token, lease_until=at + lease_s, claimed_by_host=host,
+            claimed_by_pid=pid, claimed_by_start=start, updated_at=at)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def settle_outbox_entry(session: Session, entry_id: int, token: str, **values: Any) -> bool:
+    """Record how a claimed entry's attempt ended, only if the claim is still ours: an entry is
+    marked delivered at most once, by the one claim that sent it."""
+    result = session.execute(
+        update(OutboxEntry)
+        .where(col(OutboxEntry.id) == entry_id, col(OutboxEntry.claim_token) == token,
+               col(OutboxEntry.status) == "delivering")
+        .values(claim_token=None, lease_until=None, updated_at=now(), **values)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def get_outbox_entry(session: Session, entry_id: int) -> OutboxEntry:
+    entry = session.get(OutboxEntry, entry_id)
+    if entry is None:
+        raise NotFound(f"unknown outbox entry {entry_id}")
+    return entry
+
+
+def outbox_entries(session: Session, *, statuses: Iterable[str] | None = None, ids: Iterable[int] | None = None,
+                   workspace_id: int | None = None, limit: int = 1000) -> Sequence[OutboxEntry]:
+    query = select(OutboxEntry)
+    if statuses is not None:
+        query = query.where(col(OutboxEntry.status).in_(list(statuses)))
+    if ids is not None:
+        query = query.where(col(OutboxEntry.id).in_(list(ids)))
+    if workspace_id is not None:
+        query = query.where(col(OutboxEntry.workspace_id) == workspace_id)
+    return session.exec(query.order_by(col(OutboxEntry.id).desc()).limit(limit)).all()
+
+
+def add_delivery(session: Session, delivery: Delivery) -> None:
+    session.add(delivery)
+
+
+def deliveries(session: Session, *, destination_id: int | None = None, failed_only: bool = False,
+               limit: int = 1000) -> Sequence[Delivery]:
+    query = select(Delivery)
+    if destination_id is not None:
+        query = query.where(col(Delivery.destination_id) == destination_id)
+    if failed_only:
+        query = query.where(col(Delivery.result).not_in(["delivered", "verified"]))
+    return session.exec(query.order_by(col(Delivery.id).desc()).limit(limit)).all()
+
+
+def dismiss_pending_entries(session: Session, destination_id: int, why: str) -> int:
+    """Entries of a destination that will not be sent (deleted or disabled) are dismissed, never
+    left waiting. One being sent right now finishes and is recorded as it ends."""
+    result = session.execute(
+        update(OutboxEntry)
+        .where(col(OutboxEntry.destination_id) == destination_id, col(OutboxEntry.status) == "pending")
+        .values(status="dismissed", last_error=why, updated_at=now())
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def forget_destination(session: Session, destination_id: int) -> None:
+    """A destination whose creation was refused leaves nothing behind (X4), not even its log."""
+    session.execute(delete(Delivery).where(col(Delivery.destination_id) == destination_id))
+    destination = session.get(NotificationDestination, destination_id)
+    if destination is not None:
+        session.delete(destination)
+
+
+def requeue_outbox_entry(session: Session, entry: OutboxEntry, at: float) -> None:
+    """`outbox retry`: the entry is due now, with a new day of retries, and is handed to this
+    command's deliverer like an entry it wrote."""
+    entry.status, entry.next_attempt_at, entry.give_up_at, entry.updated_at = "pending", at, at + GIVE_UP_AFTER_S, at
+    session.add(entry)
+    session.flush()
+    session.info.setdefault("outbox_written", []).append(entry.id)
+
+
+def outbox_work_waiting(session: Session, at: float) -> int:
+    """How many entries a sweep may have to send: pending ones due now, and ones being delivered
+    (their claimer may be gone)."""
+    return int(session.execute(
+        select(func.count()).select_from(OutboxEntry)
+        .where(((col(OutboxEntry.status) == "pending") & (col(OutboxEntry.next_attempt_at) <= at))
+               | (col(OutboxEntry.status) == "delivering"))
+    ).scalar() or 0)

@@ -1,0 +1,348 @@
+"""Delivering the outbox (SPEC F1, F3, S8): claims with a lease, one attempt per claim, the
+delivery log, retries with backoff, `dead` entries, and the command's short wait at its end.
+
+Entries are written by `repo.transition()` in the transaction of the status change that causes
+them. Here they are sent: by the command that wrote them, at once, in background threads (at
+most 8 in flight, one at a time per destination, so its events arrive in order), waited for at
+most the budget when the command ends; and by the sweep (`pods recover`) when due.
+
+An entry is claimed with a compare-and-set (status, claim token) and a lease; it is marked
+delivered only by the claim that sent it, so at most once. A claimer that dies is noticed by
+its gone process (this machine) or its expired lease, and the entry is claimed again.
+
+Lowest of the services: it uses the store only, never the App.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+from iacctl.domain.notifications import Facts, Outcome, next_attempt_at, outcome_of, parse_retry_after
+from iacctl.errors import UsageError
+from iacctl.notify import payload, sender
+from iacctl.runtimes import local
+from iacctl.store import repo
+from iacctl.store.db import Store
+from iacctl.store.models import Delivery, NotificationDestination, OutboxEntry
+
+DEFAULT_BUDGET_S = 5.0
+MAX_IN_FLIGHT = 8
+# Longer than an attempt can take (15 s), so a live claimer never loses its claim.
+LEASE_S = 60.0
+
+
+def budget() -> float:
+    """IACCTL_FOLLOW_UP_BUDGET: the most seconds a command waits at its end for its follow-ups."""
+    raw = os.environ.get("IACCTL_FOLLOW_UP_BUDGET")
+    if raw is None or raw == "":
+        return DEFAULT_BUDGET_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 60:
+        raise UsageError(f"IACCTL_FOLLOW_UP_BUDGET must be a number of seconds between 0 and 60, not {raw!r}")
+    return value
+
+
+def public_url() -> str:
+    """Where people open iacctl's runs (run_url in payloads): IACCTL_PUBLIC_URL, else this host."""
+    return os.environ.get("IACCTL_PUBLIC_URL") or f"http://{local.hostname()}"
+
+
+@dataclass
+class Claim:
+    entry: OutboxEntry
+    token: str
+    destination: NotificationDestination | None
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one attempt did to an entry."""
+
+    entry_id: int
+    destination: str
+    event: str
+    task_id: int | None
+    result: str  # delivered | retry | dead | dismissed | abandoned | late
+    detail: str
+    next_attempt_at: float | None = None
+
+
+def _due(entry: OutboxEntry, at: float) -> bool:
+    if entry.status == "pending":
+        return entry.next_attempt_at <= at
+    # delivering: its claim's lease ran out, or its claimer is a process of this machine that is gone
+    if entry.lease_until is not None and entry.lease_until < at:
+        return True
+    return local.process_alive(entry.claimed_by_host, entry.claimed_by_pid, entry.claimed_by_start) is False
+
+
+def claim_next(store: Store, *, mine: set[int] | None = None, skip_destinations: set[int | None] | None = None,
+               exclude: set[int] | None = None) -> Claim | None:
+    """Claim the next due entry: the oldest open entry of a destination (one at a time per
+    destination), due now, not claimed by a live process. With `mine`, only destinations that
+    have one of those entries still open (a command sends what it wrote, and what is ahead of it)."""
+    host, pid, start = local.this_process()
+    with store.write() as session:
+        at = repo.now()
+        heads = repo.open_outbox_heads(session)
+        wanted: set[int | None] | None = None
+        if mine is not None:
+            wanted = {e.destination_id for e in repo.outbox_entries(session, statuses=repo.OUTBOX_OPEN, ids=mine)}
+        for head in heads:
+            if wanted is not None and head.destination_id not in wanted:
+                continue
+            if skip_destinations and head.destination_id in skip_destinations:
+                continue
+            if exclude and head.id in exclude:
+                continue
+            if not _due(head, at):
+                continue
+            if head.destination_id is not None and not repo.lock_destination(session, head.destination_id):
+                continue  # another process is claiming for this destination right now (PostgreSQL)
+            token = uuid.uuid4().hex
+            if repo.claim_outbox_entry(session, head, at=at, lease_s=LEASE_S, token=token, host=host, pid=pid,
+                                       start=start):
+                destination = session.get(NotificationDestination, head.destination_id) \
+                    if head.destination_id is not None else None
+                session.refresh(head)
+                return Claim(head, token, destination)
+    return None
+
+
+def _request(store: Store, destination: NotificationDestination, entry: OutboxEntry,
+             attempt: int) -> tuple[str, bytes, dict[str, str]]:
+    """The URL, exact body and headers of one attempt (secrets decrypted only here, X1)."""
+    facts = Facts.from_json(entry.facts_json)
+    cipher = store.cipher
+    if destination.kind == "slack":
+        url = cipher.decrypt_text(destination.url_secret) if destination.url_secret else ""
+        return url, payload.encode(payload.slack_message(facts, public_url())), {}
+    doc = payload.generic_payload(destination_id=destination.id or 0, facts=facts, public_url=public_url(),
+                                  event_id=entry.key, attempt=attempt)
+    body = payload.encode(doc)
+    headers = {}
+    if destination.token_secret:
+        headers[payload.SIGNATURE_HEADER] = payload.sign(body, cipher.decrypt(destination.token_secret))
+    return destination.url or "", body, headers
+
+
+def deliver(store: Store, claim: Claim) -> Result:
+    """One attempt of a claimed entry, recorded (entry and delivery log) in one transaction."""
+    entry, destination = claim.entry, claim.destination
+    name = entry.destination_name or "?"
+    attempt_no = entry.attempts + 1
+    if destination is None or not destination.enabled:
+        why = "its destination was deleted" if destination is None else "its destination is disabled"
+        with store.write() as session:
+            repo.settle_outbox_entry(session, entry.id or 0, claim.token, status="dismissed", last_error=why)
+        return Result(entry.id or 0, name, entry.event, entry.task_id, "dismissed", why)
+    url, body, headers = _request(store, destination, entry, attempt_no)
+    attempt = sender.post(url, body, headers)
+    at = repo.now()
+    outcome = outcome_of(attempt.http_status)
+    values: dict[str, object] = {"attempts": attempt_no, "last_http_status": attempt.http_status,
+                                 "last_error": attempt.error}
+    nxt: float | None = None
+    if outcome == Outcome.DELIVERED:
+        values.update(status="delivered", delivered_at=at, last_error=None)
+        result, detail = "delivered", f"HTTP {attempt.http_status}"
+    elif outcome == Outcome.REJECTED:
+        result = "dead"
+        detail = f"{attempt.error}: a permanent failure (not retried)"
+        values.update(status="dead", last_error=detail)
+    else:
+        nxt = next_attempt_at(attempt_no, at, random.uniform(-1.0, 1.0), parse_retry_after(attempt.retry_after, at))
+        if nxt > entry.give_up_at:
+            result, detail, nxt = "dead", f"{attempt.error}; gave up after {attempt_no} attempt(s)", None
+            values.update(status="dead", last_error=detail)
+        else:
+            result, detail = "retry", f"{attempt.error}; next attempt in {max(0, round(nxt - at))}s"
+            values.update(status="pending", next_attempt_at=nxt)
+    with store.write() as session:
+        if not repo.settle_outbox_entry(session, entry.id or 0, claim.token, **values):
+            # Our claim was taken over meanwhile (lease out, or given up at the command's end):
+            # the entry is not marked by this attempt; the log still keeps it.
+            result, detail = "late", f"{detail}; recorded after its claim had ended"
+        repo.add_delivery(session, Delivery(
+            outbox_id=entry.id, destination_id=destination.id, destination_name=destination.name, event=entry.event,
+            task_id=entry.task_id, attempt=attempt_no, at=at, duration_ms=round(attempt.duration_s * 1000, 1),
+            http_status=attempt.http_status, error=attempt.error, response_excerpt=attempt.excerpt, result=result))
+    return Result(entry.id or 0, destination.name, entry.event, entry.task_id, result, detail, nxt)
+
+
+def abandon(store: Store, claim: Claim, reason: str) -> Result | None:
+    """The command ends before the receiver answered: the attempt counts as failed, the claim is
+    released and the entry is due again after the backoff (the sweep sends it)."""
+    entry = claim.entry
+    attempt_no = entry.attempts + 1
+    at = repo.now()
+    nxt = next_attempt_at(attempt_no, at, random.uniform(-1.0, 1.0), None)
+    with store.write() as session:
+        if not repo.settle_outbox_entry(session, entry.id or 0, claim.token, status="pending", attempts=attempt_no,
+                                        next_attempt_at=nxt, last_error=reason, last_http_status=None):
+            return None  # the answer came in the meantime
+        repo.add_delivery(session, Delivery(
+            outbox_id=entry.id, destination_id=entry.destination_id, destination_name=entry.destination_name or "?",
+            event=entry.event, task_id=entry.task_id, attempt=attempt_no, at=at, duration_ms=0.0, error=reason,
+            result="abandoned"))
+    return Result(entry.id or 0, entry.destination_name or "?", entry.event, entry.task_id, "retry", reason, nxt)
+
+
+def deliver_due(store: Store, *, workers: int = MAX_IN_FLIGHT) -> list[Result]:
+    """S8: the sweep's part: every due entry is attempted once, at most `workers` in flight, one
+    at a time per destination. Returns what each attempt did."""
+    with store.read() as session:
+        waiting = repo.outbox_work_waiting(session, repo.now())
+    if waiting == 0:
+        return []  # the usual sweep: nothing to send, no threads, no write transactions
+    results: list[Result] = []
+    attempted: set[int] = set()
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                exclude = set(attempted)
+            claim = claim_next(store, exclude=exclude)
+            if claim is None:
+                return
+            with lock:
+                attempted.add(claim.entry.id or 0)
+            result = deliver(store, claim)
+            with lock:
+                results.append(result)
+
+    threads = [threading.Thread(target=work, name=f"iacctl-outbox-{i}", daemon=True)
+               for i in range(min(workers, waiting))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sorted(results, key=lambda r: r.entry_id)
+
+
+class Deliverer:
+    """A command's deliveries of the entries it wrote (F1): started after the commit that wrote
+    them, in background threads, and waited for at most the budget when the command ends."""
+
+    def __init__(self, store: Store, budget_s: float) -> None:
+        self.store = store
+        self.budget_s = budget_s
+        self._lock = threading.Lock()
+        self._mine: set[int] = set()
+        self._attempted: set[int] = set()
+        self._failed_destinations: set[int | None] = set()
+        self._in_flight: dict[int, Claim] = {}
+        self._results: list[Result] = []
+        self._workers: list[threading.Thread] = []
+        self._generation = 0
+        self._closing = False
+
+    def written(self, ids: list[int]) -> None:
+        with self._lock:
+            self._mine.update(ids)
+            self._generation += 1
+            self._spawn()
+
+    def _spawn(self) -> None:
+        self._workers = [w for w in self._workers if w.is_alive()]
+        if self._closing or len(self._workers) >= MAX_IN_FLIGHT:
+            return
+        worker = threading.Thread(target=self._work, name="iacctl-follow-ups", daemon=True)
+        self._workers.append(worker)
+        worker.start()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if self._closing:
+                    return
+                generation = self._generation
+                mine, exclude = set(self._mine), set(self._attempted)
+                # A destination that failed in this command is left to the sweep's backoff; one
+                # being sent to by another thread here waits its turn (order).
+                skip = self._failed_destinations | {c.entry.destination_id for c in self._in_flight.values()}
+            try:
+                claim = claim_next(self.store, mine=mine, skip_destinations=skip, exclude=exclude)
+            except Exception:
+                return  # the store is failing; the entries stay for the sweep
+            if claim is None:
+                with self._lock:
+                    if self._generation == generation or self._closing:
+                        return
+                continue
+            with self._lock:
+                self._in_flight[claim.entry.id or 0] = claim
+                self._attempted.add(claim.entry.id or 0)
+                self._spawn()  # there may be more destinations to send to at the same time
+            try:
+                result = deliver(self.store, claim)
+            except Exception as exc:
+                result = Result(claim.entry.id or 0, claim.entry.destination_name or "?", claim.entry.event,
+                                claim.entry.task_id, "retry", f"not sent: {exc}")
+            with self._lock:
+                self._in_flight.pop(claim.entry.id or 0, None)
+                self._results.append(result)
+                if result.result != "delivered":
+                    self._failed_destinations.add(claim.entry.destination_id)
+
+    def finish(self) -> str | None:
+        """Wait at most the budget for the deliveries under way; give up the rest (they are due
+        again after the backoff) and say in one line what is not delivered."""
+        with self._lock:
+            if not self._mine:
+                return None
+            workers = list(self._workers)
+        deadline = time.monotonic() + self.budget_s
+        for worker in workers:
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            self._closing = True
+            left = list(self._in_flight.values())
+        reason = f"no answer within the command's budget of {self.budget_s:g} s"
+        for claim in left:
+            try:
+                abandon(self.store, claim, reason)
+            except Exception:
+                pass  # the lease runs out and the sweep takes it over
+        return self.summary()
+
+    def summary(self) -> str | None:
+        with self.store.read() as session:
+            entries = repo.outbox_entries(session, ids=self._mine)
+        undelivered = [e for e in entries if e.status not in ("delivered", "dismissed")]
+        if not undelivered:
+            return None
+        parts = []
+        for e in sorted(undelivered, key=lambda e: e.id or 0):
+            why = e.last_error or "waits behind an earlier notification of its destination"
+            state = "dead" if e.status == "dead" else "pending"
+            parts.append(f"{e.destination_name} (task {e.task_id} {e.event}, entry {e.id}, {state}): {why}")
+        dead = any(e.status == "dead" for e in undelivered)
+        advice = "`iacctl pods recover` retries the pending ones"
+        if dead:
+            advice += "; retry a dead one with: iacctl outbox retry ID"
+        return f"{len(undelivered)} notification(s) not delivered yet: " + "; ".join(parts) + f"; {advice}"
+
+
+def dead_notice(store: Store, workspace_id: int, workspace_name: str) -> str | None:
+    """F1/F3: one line while the workspace has dead follow-ups, until retried or dismissed."""
+    with store.read() as session:
+        dead = repo.outbox_entries(session, statuses=["dead"], workspace_id=workspace_id, limit=100)
+    if not dead:
+        return None
+    e = dead[0]
+    if len(dead) == 1:
+        return (f"workspace {workspace_name} has a dead follow-up: outbox entry {e.id} (notification "
+                f"{e.destination_name}, task {e.task_id} {e.event}): {e.last_error}; retry it with: iacctl outbox "
+                f"retry {e.id}, or dismiss it with: iacctl outbox dismiss {e.id}")
+    return (f"workspace {workspace_name} has {len(dead)} dead follow-ups (latest: outbox entry {e.id}, notification "
+            f"{e.destination_name}, task {e.task_id} {e.event}: {e.last_error}); see: iacctl outbox list --status dead")
