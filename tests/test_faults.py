@@ -329,7 +329,9 @@ def test_full_work_disk_while_applying_keeps_the_state_terraform_printed_and_log
 
     r = env.run("confirm-apply", "1")
 
-    line = assert_one_clear_line(r)
+    # Issue 9: what it was about to apply, then one line saying why it failed.
+    restated, line = r.err.splitlines()
+    assert restated.startswith("iacctl: about to apply task 1 of workspace net") and "hunter2" not in r.err
     assert r.code == 1
     no_internal_error(r)
     assert "terraform apply failed" in line and "Unterminated" not in line, line

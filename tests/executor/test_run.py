@@ -19,10 +19,13 @@ def test_a_failed_apply_keeps_its_partial_state(any_env: Env) -> None:
     env.ok("plan", "app", code=2)
     r = env.run("confirm-apply", "1")
     assert r.code == 1
-    assert r.err.strip().splitlines() == [
-        "iacctl: task 1 failed at stage applying: terraform apply failed (exit 1); "
-        "partial state saved as state version 1"
-    ]
+    restated, failed = r.err.strip().splitlines()
+    assert restated.startswith("iacctl: about to apply task 1 of workspace app: plan ")
+    # Issue 9: Terraform's reason, then what iacctl kept, then where the whole log is.
+    assert failed == (
+        "iacctl: task 1 failed at stage applying: terraform apply failed (exit 1): Error: local-exec provisioner "
+        "error: Error running command 'echo failing on purpose; exit 3': exit status 3. Output: failing on purpose; "
+        "partial state saved as state version 1; full log: iacctl tasks logs 1")
     task = env.task(1)
     assert task["status"] == "failed" and task["stage"] == "applying"
     versions = env.ok("state", "versions", "app", "--json").json()
@@ -57,7 +60,10 @@ def test_a_broken_configuration_fails_at_init_and_leaves_nothing_held(env: Env) 
     env.workspace("bad", "broken")
     r = env.run("plan", "bad")
     assert r.code == 1
-    assert r.err.strip().splitlines() == ["iacctl: task 1 failed at stage init: terraform init failed (exit 1)"]
+    assert r.err.strip().splitlines() == [
+        "iacctl: task 1 failed at stage init: terraform init failed (exit 1): Error: Unclosed configuration block: "
+        "There is no closing brace for this block before the end of the file. This may be caused by incorrect brace "
+        "nesting elsewhere in this file.; full log: iacctl tasks logs 1"]
     assert "Unclosed configuration block" in r.out + env.ok("tasks", "logs", "1").out
     assert env.ok("workspace", "show", "bad", "--json").json()["lock"] is None
     assert _all_idle(env)

@@ -5,6 +5,7 @@ unlock frees the workspace for real, and waits are bounded and name their way ou
 from __future__ import annotations
 
 import getpass
+import socket
 import time
 
 import pytest
@@ -76,7 +77,8 @@ def test_force_unlock_cancels_a_plan_waiting_for_confirmation(env: Env) -> None:
     env.ok("workspace", "unlock", "net", "--force")
     task = env.task(1)
     assert task["status"] == "cancelled"
-    assert task["error"] == f"lock removed with --force by {getpass.getuser()}"
+    assert task["error"] == f"lock removed with --force by {getpass.getuser()}@{socket.gethostname()}"
+    assert task["cancelled_by"]["user"] == getpass.getuser()
     assert env.ok("workspace", "show", "net", "--json").json()["lock"] is None
     # Afterwards a plan on the workspace runs at once.
     r = env.run("plan", "net", "--quiet", "--wait-timeout", "30s")

@@ -84,7 +84,7 @@ def show(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=
     if view["stages"]:
         message("  stages:")
         for st in view["stages"]:
-            took = format_seconds(st["duration_s"]) + (" so far" if st["running"] else "")
+            took = "running" if st["running"] else format_seconds(st["duration_s"])
             message(f"    {st['stage']:<15} {st['started_at']}  {took}")
     if view["run_task_results"]:
         message("  run tasks:")

@@ -99,8 +99,10 @@ def confirm_apply(app: App, task_id: int, *, rebuild: bool, reporter: Reporter,
             lost = None
     if lost is not None:
         return _replan(app, task_id, lost, reporter, wait_timeout)
-    reporter.summary(_restatement(app, task))
     _start_apply(app, task_id, reporter, wait_timeout, actor)
+    # Issue 9: said once the confirmation is taken (a refused one applies nothing), before the
+    # apply starts.
+    reporter.summary(_restatement(app, task))
     reporter.note(f"task {task_id}: applying the saved plan {(task.plan_hash or '')[:16]} (confirmed by "
                   f"{actor.said()})")
     queue.execute(app, task_id, reporter, lambda run: run.apply(rebuild=rebuild))

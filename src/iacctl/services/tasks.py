@@ -125,8 +125,9 @@ def show(app: App, task_id: int) -> dict[str, Any]:
     view["confirmed_by"] = actor_view(task.confirmed_by)
     view["cancelled_by"] = actor_view(task.cancelled_by)
     view["stages"] = [
-        {"stage": st.stage, "started_at": iso(st.started_at), "duration_s": round(st.seconds, 2),
-         "running": st.running}
+        # A stage still going has no duration yet (the view stays the same between two looks).
+        {"stage": st.stage, "started_at": iso(st.started_at),
+         "duration_s": None if st.running else round(st.seconds, 2), "running": st.running}
         for st in stage_times([Event(e.at, e.kind, e.to_value) for e in events], now=repo.now(),
                               running=task.status == Status.RUNNING)
     ]
