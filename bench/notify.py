@@ -87,9 +87,11 @@ def section(results: dict[str, list[float]], rounds: int, argv: str) -> str:
         added = "-" if case == "none" else f"{m - base:+.3f} s"
         lines.append(f"| {case} | {m:.3f} s | {added} | {min(results[case]):.3f} - {max(results[case]):.3f} s |")
     lines += ["", "Reading it: deliveries run in background threads from the moment each status change is "
-              "committed, so a receiver that answers at once costs the apply little; a receiver that is down "
-              "fails in milliseconds (connection refused) and is left to the sweep; one that never answers "
-              "holds the command for the budget (`IACCTL_FOLLOW_UP_BUDGET`, 5 s) and no longer.", SECTION_END]
+              "committed; the `applied` notifications can only start after the apply's last commit, so the "
+              "command waits for them at its end (and imports httpx, about 0.07 s, only when it has something "
+              "to send). A receiver that is down fails at once (connection refused) and is left to the sweep; "
+              "one that never answers holds the command for the budget (`IACCTL_FOLLOW_UP_BUDGET`, 5 s) and "
+              "no longer.", SECTION_END]
     return "\n".join(lines)
 
 
