@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import shutil
 import sqlite3
 import statistics
@@ -62,7 +63,8 @@ def one_round() -> dict[str, Any]:
                 with con:
                     slots, busy = con.execute(
                         "SELECT COUNT(*), COALESCE(SUM(slots.state != 'idle'), 0) FROM slots JOIN pods ON "
-                        "pods.id = slots.pod_id WHERE pods.status = 'ready'").fetchone()
+                        "pods.id = slots.pod_id JOIN pools ON pools.id = pods.pool_id "
+                        "WHERE pods.status = 'ready' AND pools.name = ?", (POOL,)).fetchone()
                 samples.append((time.time(), slots, busy))
                 stop.wait(0.1)
             con.close()
@@ -107,13 +109,18 @@ def section(runs: list[dict[str, Any]], argv: str) -> str:
     def med(key: str) -> float:
         return statistics.median(r[key] for r in runs)
 
+    m = core_bench.machine()
+    load = os.getloadavg()[0]
+
     return "\n".join([
         START,
         "## A burst on an empty Kubernetes pool (issue 10)",
         "",
         f"Run with `{argv}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
-        f"Machine: {core_bench.machine()}. The fake Kubernetes API server (tests/fixtures/fake_kube) in a thread "
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}; {m['os']}; Python {m['python']}; "
+        f"{m['terraform']}; load average {load:.1f} when it ended. "
+        "The fake Kubernetes API server (tests/fixtures/fake_kube) in a thread "
         "of the benchmark process; its pods are Running as soon as they are created (a real cluster adds "
         "scheduling and the image pull).",
         "",
