@@ -76,3 +76,9 @@ class SecretKeyError(IacctlError):
 
 class BackendError(IacctlError):
     """The pool's backend (the Kubernetes API) failed or could not be reached."""
+
+
+class BackendRefused(BackendError):
+    """The cluster refuses what the pool needs (a namespace that does not exist, RBAC, a quota,
+    an admission rule, an image that cannot be pulled): waiting would not help, so nothing
+    waits for it (issue 10 item 6). The message names the cause and the fix."""

@@ -57,3 +57,17 @@ def test_freeze_window_times() -> None:
         parse_instant("next tuesday", "--from")
     assert active_window([(start, end)], start) == (start, end)
     assert active_window([(start, end)], end) is None
+
+
+def test_a_pod_is_idle_from_the_last_release_of_a_slot_never_from_an_earlier_look() -> None:
+    """Issue 10 item 3: any use of a slot (claimed or released at 100.0) moves the start of
+    the idle time on; a busy pod is not idle; a pod never used is idle since it was made."""
+    from iacctl.domain.scaling import idle_since
+
+    assert idle_since(False, [10.0, 100.0, 40.0], created_at=5.0) == 100.0
+    assert idle_since(True, [10.0, 100.0], created_at=5.0) is None
+    assert idle_since(False, [], created_at=5.0) == 5.0
+    # With a 6 s delay, a pod whose task ended 0.7 s ago is not scaled down.
+    pod = PodLoad("p", 0, idle_since(False, [99.3], created_at=0.0))
+    assert pods_to_delete([pod], desired=0, now=100.0, scale_down_delay_s=6.0) == []
+    assert pods_to_delete([pod], desired=0, now=105.4, scale_down_delay_s=6.0) == ["p"]

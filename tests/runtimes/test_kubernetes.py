@@ -4,9 +4,15 @@ the pool's spec, Terraform run in the slot's pod through exec, files over tar, t
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.background import (
     FIRST_CREATED,
@@ -210,3 +216,116 @@ def test_the_sweep_stops_a_plan_whose_runner_died_and_fails_it(
     pod_dir = str(fake_kube.pod_dir(NS, task["pod"]))
     assert not [p for p in Path("/proc").glob("[0-9]*") if _cwd_in(p, pod_dir) and "terraform" in _cmd(p)]
     assert env.ok("pods", "recover", "--json").json() == []
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 10: a cluster that behaves like a real one
+
+
+@pytest.fixture
+def runner_kube(tmp_path: Path) -> Iterator[Any]:
+    """The fake API server running pods' commands as the runner image's user (uid 10001), in a
+    directory that user can walk into."""
+    from tests.fixtures.fake_kube import FakeKube
+
+    root = Path(tempfile.mkdtemp(prefix="fake-kube-"))
+    root.chmod(0o755)
+    server = FakeKube(root, run_as=10001).start()
+    server.write_kubeconfig(tmp_path / "kubeconfig", context="fake", namespace=NS)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_cut_exec_at_the_start_of_the_apply_finds_terraform_again(
+    env: Env, runner_kube: Any, processes: list[Background]
+) -> None:
+    """Item 1: with 1 s of exec latency, the exec that starts `terraform apply` is cut after
+    Terraform started. iacctl finds it again from its files (pid, output) and follows it: the
+    task ends applied with the whole state, not failed with a mid-apply "partial" state while
+    Terraform goes on applying."""
+    fake_kube = runner_kube
+    kube_pool(env, fake_kube)
+    env.workspace("app", "slow_apply", "--pool", POOL)
+    env.ok("workspace", "var", "set", "app", "sleep", "3")
+    env.ok("plan", "app", code=2)
+    fake_kube.exec_latency = 1.0
+    fake_kube.cut_exec("terraform apply", after=0.5)
+    code, out, err = spawn(env, processes, "confirm-apply", "1").finish()
+    assert code == 0, out + err
+    task = env.task(1)
+    assert task["status"] == "applied" and task["error"] is None
+    versions = env.ok("state", "versions", "app", "--json").json()
+    assert [(v["task"], v["partial"]) for v in versions] == [(1, False)]
+    state = json.loads(env.ok("state", "pull", "app").out)
+    assert sorted(r["name"] for r in state["resources"]) == ["first", "slow"]
+    log = log_of(env, 1)
+    assert log.count(FIRST_CREATED) == 1 and log.count("Apply complete!") == 1
+    assert env.ok("workspace", "show", "app", "--json").json()["lock"] is None
+
+
+def test_a_command_whose_start_cannot_be_confirmed_keeps_the_task_running_and_locked(
+    env: Env, fake_kube: Any, processes: list[Background]
+) -> None:
+    """Item 1: the exec starting the apply is cut and the pod cannot be asked again (exec is
+    refused). Nothing is concluded: the task stays running, the workspace locked, the work
+    directory in place; once the pod answers, the sweep settles it from Terraform's files."""
+    kube_pool(env, fake_kube)
+    env.workspace("app", "slow_apply", "--pool", POOL)
+    env.ok("workspace", "var", "set", "app", "sleep", "3")
+    env.ok("plan", "app", code=2)
+    pod, slot = env.task(1)["pod"], env.task(1)["slot"]
+    slot_dir = fake_kube.container_path(NS, pod, f"/var/lib/iacctl/slots/{slot}")
+    fake_kube.cut_exec("terraform apply", after=0.5, then_forbid_exec=True)
+    code, out, err = spawn(env, processes, "confirm-apply", "1").finish(timeout=180)
+    assert code == 1, out + err
+    assert err.count("\n") == 1 and "task 1 stays running at stage applying" in err
+    assert env.task(1)["status"] == "running"
+    lock = env.ok("workspace", "show", "app", "--json").json()["lock"]
+    assert lock["task"] == 1 and "could not be confirmed" in lock["reason"]
+    assert slot_dir.is_dir()  # never removed under a Terraform that may be alive
+    fake_kube.allow_all()
+    deadline = time.monotonic() + 90
+    while (actions := env.ok("pods", "recover", "--json").json()) and actions[0]["action"] == "still_applying":
+        assert time.monotonic() < deadline, "the apply never ended"
+        time.sleep(1)
+    assert [(a["action"], a["task"]) for a in actions][:1] == [("applied", 1)]
+    versions = env.ok("state", "versions", "app", "--json").json()
+    assert [(v["task"], v["partial"]) for v in versions] == [(1, False)]
+    assert env.ok("workspace", "show", "app", "--json").json()["lock"] is None
+
+
+WRAPPER = """#!/bin/sh
+# A --terraform wrapper that cleans up when interrupted, as credential helpers and wrappers do.
+trap 'echo "tfwrap: interrupted, cleaning up"; kill -INT $child 2>/dev/null; wait $child; exit 130' INT
+terraform "$@" &
+child=$!
+wait $child
+"""
+
+
+def test_cancel_reaches_a_terraform_wrapper_in_the_pod(
+    env: Env, fake_kube: Any, processes: list[Background]
+) -> None:
+    """Item 5: commands start in the pod with default signal dispositions, so the SIGINT of a
+    cancel reaches the whole process group: a --terraform wrapper's trap runs (with SIGINT
+    ignored, as for a background job of a non-interactive sh, it never could)."""
+    bin_dir = env.root / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "tfwrap"
+    wrapper.write_text(WRAPPER)
+    wrapper.chmod(0o755)
+    fake_kube.pod_env["PATH"] = f"{bin_dir}:{os.environ['PATH']}"
+    kube_pool(env, fake_kube)
+    env.workspace("app", "slow_apply", "--pool", POOL, "--terraform", str(wrapper))
+    env.ok("workspace", "var", "set", "app", "sleep", "60")
+    env.ok("plan", "app", code=2)
+    apply = spawn(env, processes, "confirm-apply", "1")
+    wait_log(env, 1, SLOW_STARTED)
+    env.ok("cancel", "1")
+    assert apply.wait() == 3
+    task = env.task(1)
+    assert task["status"] == "cancelled" and "partial state saved" in task["error"]
+    assert "tfwrap: interrupted, cleaning up" in log_of(env, 1)

@@ -6,6 +6,7 @@ import typer
 
 from iacctl.cli.context import ID_MAX, ID_MIN, app_of
 from iacctl.cli.render import message, print_json, table
+from iacctl.errors import BackendRefused
 
 app = typer.Typer(help="Pods and their slots; the recovery sweep.", no_args_is_help=True)
 pool_app = typer.Typer(help="Pools: where tasks execute.", no_args_is_help=True)
@@ -39,12 +40,16 @@ def reconcile(ctx: typer.Context, pool: str = typer.Option(None, "--pool"),
     changes = pods.reconcile(app_of(ctx), pool)
     if as_json:
         print_json(changes)
-        return
-    for c in changes:
-        where = f"{c['pool']}/{c['pod']}" if c["pod"] else c["pool"]
-        message(f"{where}: {c['change']}: {c['detail']}")
-    if not changes:
-        message("nothing to change")
+    else:
+        for c in changes:
+            where = f"{c['pool']}/{c['pod']}" if c["pod"] else c["pool"]
+            message(f"{where}: {c['change']}: {c['detail']}")
+        if not changes:
+            message("nothing to change")
+    refused = next((c for c in changes if c["change"] == "refused"), None)
+    if refused is not None:
+        # Issue 10 item 6: a cluster that refuses the pool's pods is an error for cron too.
+        raise BackendRefused(f"pool {refused['pool']}: {refused['detail']}")
 
 
 @app.command("recover")
@@ -185,13 +190,16 @@ def pool_set(
     max_pods: int = typer.Option(None, "--max-pods", help="Kubernetes pools: the most pods it scales up to."),
     min_pods: int = typer.Option(None, "--min-pods", help="Kubernetes pools: the fewest pods it keeps."),
     context: str = typer.Option(None, "--context", help="Kubernetes pools: the kubeconfig context (checked)."),
+    image: str = typer.Option(None, "--image", help="Kubernetes pools: the runner image of new pods."),
+    namespace: str = typer.Option(None, "--namespace",
+                                  help="Kubernetes pools: the namespace of its pods (only while it has none)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Change a pool's settings (slots per pod, plan lifetime, min and max pods, kube context)."""
+    """Change a pool's settings (slots per pod, plan lifetime, min and max pods, context, image, namespace)."""
     from iacctl.services import pods
 
     view = pods.set_pool(app_of(ctx), name, slots_per_pod=slots_per_pod, plan_lifetime=plan_lifetime,
-                         max_pods=max_pods, min_pods=min_pods, context=context)
+                         max_pods=max_pods, min_pods=min_pods, context=context, image=image, namespace=namespace)
     if as_json:
         print_json(view)
     else:

@@ -95,6 +95,9 @@ def plan(
     task = planning.plan_workspace(app, workspace, plan_only=plan_only, wait=not no_wait, reporter=reporter,
                                    wait_timeout=limit, message=text)
     view = tasks.show(app, task.id or 0)
+    if no_wait and view["status"] == "failed":
+        # Issue 10 item 6: the pool cannot start it (the cluster refuses its pods).
+        raise typer.Exit(_finish(view, as_json))
     if no_wait:
         if as_json:
             print_json(view)

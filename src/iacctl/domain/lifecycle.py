@@ -51,6 +51,7 @@ ALLOWED: dict[Status, frozenset[Status]] = {
     # E3: a task can fail before it ever runs (workspace gone, no work directory).
     Status.PENDING: frozenset({Status.RUNNING, Status.CANCELLED, Status.FAILED}),
     Status.RUNNING: frozenset({
+        Status.PENDING,  # issue 10 item 2: its pod was gone before Terraform started; placed again
         Status.APPLY_PENDING, Status.PLANNED_AND_FINISHED, Status.APPLIED,
         Status.APPLIED_STATE_ERROR, Status.FAILED, Status.CANCELLED,
     }),

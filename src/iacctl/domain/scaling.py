@@ -20,6 +20,15 @@ class PodLoad:
     ready: bool = True  # False while being created
 
 
+def idle_since(busy: bool, slot_changes: list[float], created_at: float) -> float | None:
+    """When the pod became idle (issue 10 item 3): when its last slot became idle, which every
+    use of a slot moves on (a claim and a release stamp the slot), never an earlier look at
+    it; None while a slot is running or reserved. A pod never used is idle since it was made."""
+    if busy:
+        return None
+    return max([created_at, *slot_changes])
+
+
 def desired_pods(busy_slots: int, waiting_tasks: int, slots_per_pod: int, min_pods: int, max_pods: int,
                  *, frozen: bool = False) -> int:
     if frozen:

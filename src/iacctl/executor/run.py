@@ -21,14 +21,22 @@ from iacctl.domain.diagnostics import terraform_diagnostic
 from iacctl.domain.lifecycle import Stage, Status
 from iacctl.domain.plans import count_changes
 from iacctl.domain.slots import SlotState
-from iacctl.errors import IacctlError, TaskFailed, TerraformError
+from iacctl.errors import BackendError, IacctlError, TaskFailed, TerraformError
 from iacctl.executor import terraform as tf
 from iacctl.executor.progress import Reporter
 from iacctl.executor.snapshot import archive_directory
 from iacctl.executor.tasklog import TaskLog
 from iacctl.executor.termination import Cancelled, add_state_version, end_task, keep_applied_state
 from iacctl.executor.watch import CancelWatch
-from iacctl.runtimes.base import CommandResult, PodGone, Runtime, RuntimeError_, SlotPlace, disk_error
+from iacctl.runtimes.base import (
+    CommandInDoubt,
+    CommandResult,
+    PodGone,
+    Runtime,
+    RuntimeError_,
+    SlotPlace,
+    disk_error,
+)
 from iacctl.store import repo
 from iacctl.store.db import Store
 from iacctl.store.models import ConfigSnapshot, PlanArtifact, StateVersion, Task, Workspace
@@ -81,6 +89,9 @@ class TaskRun:
         self.log = TaskLog(store, task_id, reporter, secrets)
         self.watch.log = self.log
         self._binary: str | None = None
+        # Issue 10 item 2: until a Terraform command was asked to start, a gone pod costs the
+        # task nothing but its place: it is placed again instead of failed.
+        self._terraform_started = False
 
     # -- the two entry points ------------------------------------------------------------------
 
@@ -100,6 +111,8 @@ class TaskRun:
             return self._end(Status.CANCELLED, str(exc) or "cancelled")
         except PodGone as exc:
             return self._pod_lost(str(exc))
+        except CommandInDoubt as exc:
+            return self._in_doubt(str(exc))
         except IacctlError as exc:
             return self._end(Status.FAILED, str(exc))
         except OSError as exc:
@@ -113,8 +126,18 @@ class TaskRun:
                 self.log.flush(quiet=True)
 
     def _pod_lost(self, what: str) -> Status:
-        """S5: the task's pod disappeared while it ran. The task fails with a clear message; if
-        it was applying, the workspace stays locked with the reason, for an operator."""
+        """S5: the task's pod disappeared while it ran. It is marked lost at once, so that no
+        task is placed on it again (issue 10 item 2). Before any Terraform command started, the
+        task is placed again (a plan waits for another slot; a confirmed apply, whose plan
+        context went with the pod, is planned again). Otherwise it fails with a clear message;
+        if it was applying, the workspace stays locked with the reason, for an operator."""
+        if self.place is not None:
+            with contextlib.suppress(Exception), self.store.write() as session:
+                repo.mark_pod_lost(session, self.place.pool, self.place.pod)
+        if not self._terraform_started:
+            placed = self._place_again(what)
+            if placed is not None:
+                return placed
         message = f"{what} at stage {self.stage}; the work directory went with it"
         keep: str | None = None
         if self.stage in (Stage.APPLYING, Stage.SAVING_STATE, Stage.POST_APPLY):
@@ -124,6 +147,47 @@ class TaskRun:
             message += "; the workspace stays locked until an operator unlocks it"
         return end_task(self.store, self.runtime, self.task_id, Status.FAILED, message, log=self.log,
                         place=self.place, keep_lock_reason=keep)
+
+    def _place_again(self, what: str) -> Status | None:
+        """Back to pending, its slot freed (and the lock, which a re-plan takes again): nothing
+        of the task ran in the gone pod. None if the task changed meanwhile."""
+        replan = self.task.confirmed_at is not None
+        reason = (f"{what} before Terraform started (stage {self.stage}); "
+                  + ("the plan context went with it: planning again" if replan else "placed again on another slot"))
+        fields: dict[str, Any] = {}
+        if replan:
+            # S5: the apply never started; its plan went with the pod and needs a new confirmation.
+            # The confirming command waits for the new plan: it is the task's creator now, so the
+            # queue leaves the task to it.
+            fields = {"confirmed_at": None, "plan_hash": None, "planned_at": None, "plan_slot_id": None,
+                      "replans": self.task.replans + 1, "creator_host": self.task.runner_host,
+                      "creator_pid": self.task.runner_pid, "creator_start": self.task.runner_start,
+                      **repo.WARMUP_CLEARED}
+        with contextlib.suppress(Exception):
+            self.log.note(reason)
+            self.log.flush(quiet=True)
+        try:
+            with self.store.write() as session:
+                repo.transition(session, self.task_id, Status.RUNNING, Status.PENDING, reason,
+                                slot_id=None, pod_id=None, started_at=None, stage=None, error=None,
+                                runner_host=None, runner_pid=None, runner_start=None, child_pid=None, **fields)
+        except IacctlError:
+            return None
+        return Status.PENDING
+
+    def _in_doubt(self, what: str) -> Status:
+        """Issue 10 item 1: a command of the task may be running and nobody can tell. Nothing is
+        concluded: the task stays running, the workspace locked and the work directory where it
+        is; the sweep settles the task from the command's files once the pod answers."""
+        note = (f"{what}; task {self.task_id} stays running at stage {self.stage} and nothing is removed; "
+                "once the pod answers, `iacctl pods recover` settles it from the command's files")
+        with contextlib.suppress(Exception):
+            self.log.note(note)
+            self.log.flush(quiet=True)
+        with contextlib.suppress(Exception), self.store.write() as session:
+            repo.set_lock_reason(session, self.workspace.id or 0, self.task_id,
+                                 f"task {self.task_id}'s command in its pod could not be confirmed: {what}")
+        raise BackendError(f"task {self.task_id}: {note}")
 
     def _end(self, outcome: Status, error: str) -> Status:
         return end_task(
@@ -170,6 +234,10 @@ class TaskRun:
     def _prepare_work_dir(self, config_tar: bytes, base: StateVersion | None) -> None:
         place = self._place()
         try:
+            # S7, issue 10 item 2: a pod being deleted (Terminating) still runs commands for its
+            # grace period but is lost; a task is never prepared there.
+            if not self.runtime.pod_alive(place.pod):
+                raise PodGone(f"pod {place.pod} is gone (deleted, evicted or failed)")
             self.runtime.reset_work_dir(place)
             self.runtime.extract_archive(place, config_tar)
             self.runtime.write_file(place, tf.BACKEND_OVERRIDE_FILE, tf.BACKEND_OVERRIDE)
@@ -437,12 +505,14 @@ class TaskRun:
             with self.store.write() as session:
                 repo.update_task(session, self.task_id, child_pid=pid)
 
+        place = self._place()
+        self._terraform_started = True
         try:
             return self.runtime.run(
-                self._place(), argv, env, on_line,
+                place, argv, env, on_line,
                 self.watch.requested if stoppable else (lambda: False), started,
             )
-        except PodGone:
+        except (PodGone, CommandInDoubt):
             raise
         except RuntimeError_ as exc:
             raise TerraformError(str(exc)) from None

@@ -12,8 +12,8 @@ from typing import Protocol
 
 from iacctl.domain.slots import SlotPlace
 
-__all__ = ["CommandResult", "CommandState", "PodBackend", "PodGone", "PodInfo", "Runtime", "RuntimeError_",
-           "SlotPlace", "disk_error"]
+__all__ = ["ClusterRefused", "CommandInDoubt", "CommandResult", "CommandState", "PodBackend", "PodGone", "PodInfo",
+           "Runtime", "RuntimeError_", "SlotPlace", "disk_error"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,19 @@ class PodGone(RuntimeError_):
     """S5/S7: the pod is gone from the API, failed or being deleted; its slots' work is lost."""
 
 
+class ClusterRefused(RuntimeError_):
+    """The cluster refuses what the pool asks, and asking again will not help (issue 10 item
+    6): a namespace that does not exist, RBAC (403), a quota or an admission rule (403/422), an
+    image that cannot be pulled. The message names the cause and the fix."""
+
+
+class CommandInDoubt(RuntimeError_):
+    """Issue 10 item 1: a command was asked to start but neither its start nor its absence could
+    be confirmed (the pod could not be reached again). It may be running: nothing may be
+    concluded from it, the task stays running and the workspace locked; the sweep settles it
+    from the command's files once the pod answers."""
+
+
 @dataclass(frozen=True)
 class PodInfo:
     """A pod as the backend sees it."""
@@ -50,6 +63,9 @@ class PodInfo:
     phase: str
     deleting: bool
     alive: bool
+    # Issue 10 item 6: why a Pending pod's container cannot start and will not without a fix
+    # (ErrImagePull, ImagePullBackOff, ...), with the kubelet's message; None otherwise.
+    stuck: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,8 +86,9 @@ class PodBackend(Protocol):
 
     def create_pod(self, name: str) -> None: ...
 
-    def wait_running(self, names: Sequence[str]) -> dict[str, str]:
-        """The phase each pod reached (Running, or where it stopped)."""
+    def wait_running(self, names: Sequence[str]) -> dict[str, PodInfo]:
+        """Each pod as last seen: Running, lost, stuck (an image that cannot be pulled) or still
+        Pending at the timeout; phase "Gone" when it is not in the API."""
 
     def delete_pod(self, name: str) -> None: ...
 

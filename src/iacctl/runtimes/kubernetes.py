@@ -32,6 +32,8 @@ from typing import Any
 
 from iacctl.domain.environment import allowed as caller_allowed
 from iacctl.runtimes.base import (
+    ClusterRefused,
+    CommandInDoubt,
     CommandResult,
     CommandState,
     PodBackend,
@@ -51,6 +53,10 @@ _FOLLOW_POLL = "0.2"
 _REATTACH_TRIES = 40
 _REATTACH_PAUSE_S = 0.5
 _POD_START_TIMEOUT_S = 180.0
+_START_CONFIRM_S = 5.0  # how long a claimed start may take to write its files
+# Issue 10 item 6: a Pending container waiting for one of these will not start without a fix.
+_STUCK_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
+                            "CreateContainerConfigError"})
 # Terraform's own environment in the pod: only what iacctl adds or changes is sent, never the
 # rest of this machine's environment (the pod has its own PATH and HOME).
 _NOT_SENT = frozenset({"TF_PLUGIN_CACHE_DIR", "PATH", "HOME", "PWD", "SHLVL", "_"})
@@ -147,9 +153,7 @@ class KubernetesRuntime:
         try:
             return fn(*args, **kwargs)
         except ApiException as exc:
-            if exc.status == 404:
-                raise PodGone(f"{what}: not found") from None
-            raise RuntimeError_(f"{what}: Kubernetes API error {exc.status} {exc.reason}".strip()) from None
+            raise self._api_error(what, exc.status or 0, exc.reason or "", exc.body) from None
         except RuntimeError_:
             raise
         except Exception as exc:  # urllib3 connection errors and the like
@@ -179,14 +183,49 @@ class KubernetesRuntime:
             return response
 
         response = self._call(what, send)
-        if response.status == 404:
-            raise PodGone(f"{what}: not found")
         if not 200 <= response.status < 300:
-            raise RuntimeError_(f"{what}: Kubernetes API error {response.status} {response.reason}".strip())
+            raise self._api_error(what, response.status, response.reason or "", response.data)
         try:
             return json.loads(response.data)
         except ValueError:
             raise RuntimeError_(f"{what}: the Kubernetes API answered with something that is not JSON") from None
+
+    def _api_error(self, what: str, status: int, reason: str, body: Any) -> RuntimeError_:
+        """What an error answer of the API server means for the pool (issue 10 item 6). A refusal
+        that waiting does not cure (no namespace, RBAC, quota, admission) is ClusterRefused,
+        naming the cause and the fix; a pod not found is PodGone; anything else RuntimeError_."""
+        doc: dict[str, Any] = {}
+        with contextlib.suppress(ValueError, TypeError):
+            parsed = json.loads(body) if body else {}
+            doc = parsed if isinstance(parsed, dict) else {}
+        message = str(doc.get("message") or reason or "no message").strip()
+        kind = str((doc.get("details") or {}).get("kind") or "")
+        ns, pool = self.spec.namespace, self.pool
+        if status == 404 and kind == "namespaces":
+            return ClusterRefused(
+                f"{what}: namespace {ns} does not exist{self._in_context()}; create it (kubectl create namespace "
+                f"{ns}) and apply deploy/kubernetes/rbac.yaml in it, or move the pool to a namespace that exists "
+                f"(iacctl pool set {pool} --namespace NS)")
+        if status == 404:
+            return PodGone(f"{what}: not found")
+        if status == 403 and "exceeded quota" in message:
+            return ClusterRefused(
+                f"{what}: the quota of namespace {ns} refuses it ({message}); raise the namespace's ResourceQuota "
+                f"or lower the pool's pod count (iacctl pool set {pool} --max-pods N)")
+        if status == 403 and "admission webhook" in message:
+            return ClusterRefused(f"{what}: an admission webhook denies it ({message}); change the pod spec "
+                                  f"(iacctl pool show {pool}) or the webhook's policy for namespace {ns}")
+        if status == 403:
+            return ClusterRefused(
+                f"{what}: forbidden by the cluster's RBAC ({message}); grant the identity iacctl uses the Role in "
+                f"deploy/kubernetes/rbac.yaml (kubectl apply -n {ns} -f deploy/kubernetes/rbac.yaml)")
+        if status in (400, 422) and doc.get("reason") in ("Invalid", "BadRequest") and "pod" in what:
+            return ClusterRefused(f"{what}: the cluster rejects pool {pool}'s pod ({message}); change the pool's "
+                                  f"spec (iacctl pool show {pool}) or the admission policy of namespace {ns}")
+        return RuntimeError_(f"{what}: Kubernetes API error {status} {message}".strip())
+
+    def _in_context(self) -> str:
+        return f" in the cluster of context {self.spec.context}" if self.spec.context else " in the cluster"
 
     def list_pods(self) -> dict[str, PodInfo]:
         """One list call with the pool's label selector (cheap with thousands of pods)."""
@@ -198,7 +237,8 @@ class KubernetesRuntime:
         pods: dict[str, PodInfo] = {}
         for item in result.get("items") or []:
             name, phase, deleting = _pod_fields(item)
-            pods[name] = PodInfo(name, phase or "Pending", deleting, pod_phase_alive(phase, deleting))
+            pods[name] = PodInfo(name, phase or "Pending", deleting, pod_phase_alive(phase, deleting),
+                                 stuck=_stuck(item, self.pool) if phase == "Pending" else None)
         return pods
 
     def pod_manifest(self, name: str) -> dict[str, Any]:
@@ -230,15 +270,16 @@ class KubernetesRuntime:
         self._request(f"create pod {name}", "POST", "/api/v1/namespaces/{namespace}/pods",
                       body=self.pod_manifest(name))
 
-    def wait_running(self, names: Sequence[str], timeout: float = _POD_START_TIMEOUT_S) -> dict[str, str]:
-        """Wait until each pod is Running (or lost); returns name -> phase as last seen."""
+    def wait_running(self, names: Sequence[str], timeout: float = _POD_START_TIMEOUT_S) -> dict[str, PodInfo]:
+        """Wait until each pod is Running, lost or stuck (an image that cannot be pulled will not
+        be, however long one waits); returns each pod as last seen."""
         deadline = time.monotonic() + timeout
         while True:
             pods = self.list_pods()
-            phases = {n: (pods[n].phase if n in pods else "Gone") for n in names}
-            waiting = [n for n, ph in phases.items() if ph == "Pending" and pods[n].alive]
+            seen = {n: pods.get(n) or PodInfo(n, "Gone", False, False) for n in names}
+            waiting = [n for n, p in seen.items() if p.phase == "Pending" and p.alive and p.stuck is None]
             if not waiting or time.monotonic() > deadline:
-                return phases
+                return seen
             time.sleep(0.3)
 
     def delete_pod(self, name: str) -> None:
@@ -277,6 +318,9 @@ class KubernetesRuntime:
                         stdin=stdin is not None, stdout=True, stderr=True, tty=False,
                         _preload_content=False, binary=True)
         except ApiException as exc:
+            if "403" in f"{exc.status} {exc.reason}":
+                # The websocket handshake was refused: RBAC without pods/exec.
+                raise self._api_error(f"exec in pod {pod}", 403, str(exc.reason or ""), exc.body) from None
             if not self.pod_alive(pod):
                 raise PodGone(f"pod {pod} is gone") from None
             raise RuntimeError_(f"exec in pod {pod} failed: {exc.reason or exc.status}") from None
@@ -310,6 +354,25 @@ class KubernetesRuntime:
                 pass
         return _ExecResult(_exit_code(bytes(status)), bytes(out), bytes(err))
 
+    def _known_gone(self, pod: str) -> bool:
+        """True only when the API says the pod is gone; an API that cannot be asked proves nothing."""
+        try:
+            return not self.pod_alive(pod)
+        except RuntimeError_:
+            return False
+
+    def _exec_or_none(self, pod: str, script: str, *, on_stdout: Callable[[bytes], None] | None = None,
+                      tick: Callable[[], None] | None = None) -> _ExecResult:
+        """An exec whose failure to connect (an API error, a refused upgrade) counts as a
+        dropped connection: while a detached command may run, one failed call proves nothing
+        (item 1). PodGone still ends it."""
+        try:
+            return self._exec(pod, ["sh", "-c", script], on_stdout=on_stdout, tick=tick)
+        except PodGone:
+            raise
+        except RuntimeError_:
+            return _ExecResult(None, b"", b"")
+
     def _sh(self, pod: str, script: str, *, stdin: bytes | None = None) -> _ExecResult:
         result = self._exec(pod, ["sh", "-c", script], stdin=stdin)
         if result.code is None:
@@ -339,8 +402,10 @@ class KubernetesRuntime:
     def remove_work_dir(self, place: SlotPlace) -> None:
         try:
             self._sh(place.pod, f"rm -rf {shlex.quote(self.work_dir(place))}")
-        except PodGone:
-            pass  # the directory went with its pod
+        except RuntimeError_:
+            # Gone with its pod, or the pod cannot be reached now: the next task in the slot
+            # resets the directory before it uses it.
+            pass
 
     def _put_tar(self, place: SlotPlace, data: bytes, flags: str) -> None:
         d = shlex.quote(self.work_dir(place))
@@ -419,36 +484,99 @@ class KubernetesRuntime:
         should_stop: Callable[[], bool],
         on_start: Callable[[int], None],
     ) -> CommandResult:
-        d = self.work_dir(place)
         # Variables (sensitive ones too) go in a file only its owner can read, never on the
         # exec's command line (which the API server logs); the command removes it at once.
         env_lines = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(self._pod_env(env).items()))
         self.write_file(place, f"{CONTROL_DIR}/env", env_lines.encode())
         # The pod's own binary (the image's terraform or tofu), not this machine's path to it.
         command = " ".join(shlex.quote(a) for a in [PurePosixPath(argv[0]).name, *argv[1:]])
+        for _ in range(3):
+            token = secrets.token_hex(8)
+            if self._start(place, command, token):
+                return self._follow(place, on_line, should_stop)
+        raise RuntimeError_(f"cannot start {argv[0]} in pod {place.pod}: the exec connection kept dropping "
+                            "before it started")
+
+    def _start(self, place: SlotPlace, command: str, token: str) -> bool:
+        """Start the command detached, as the one command of `token`. True once it is known to
+        have started; False when it is known never to start (then it may be started again).
+
+        Issue 10 item 1: the exec that starts it can drop before its answer arrives, and the
+        command may or may not be running. The detached shell claims the token (`mkdir`, atomic)
+        before it does anything; after a dropped start, iacctl reattaches and either finds the
+        command's files under this token, or claims the token itself, which forbids a late start
+        for good. Nothing is concluded before one of the two."""
+        c = CONTROL_DIR
         inner = (
-            f"echo $$ > {CONTROL_DIR}/pid; trap : INT; . ./{CONTROL_DIR}/env; rm -f {CONTROL_DIR}/env; "
+            # The claim: only one of the detached shell and a later check gets it.
+            f"mkdir {c}/claim-{token} 2>/dev/null || exit 0; "
+            f"rm -f {c}/out {c}/exit {c}/exit.tmp {c}/pid {c}/id; : > {c}/out; echo $$ > {c}/pid; "
+            f"echo {token} > {c}/id; "
+            # This shell stays to write the exit status (a caught INT, so its children get the
+            # default disposition and SIGINT reaches the whole group, item 5).
+            f"trap : INT; . ./{c}/env; rm -f {c}/env; "
             # Providers are cached per pod, beside the slots (a path, so on the command line).
             f"export TF_PLUGIN_CACHE_DIR={shlex.quote(self.spec.work_root + '/plugin-cache')}; "
-            f"{command} > {CONTROL_DIR}/out 2>&1 </dev/null; "
+            f"{command} > {c}/out 2>&1 </dev/null; "
             # Issue 13 item 1: once the command has ended (even killed by the OOM killer), what
             # it started in this session's group ends too, before the exit status is written
             # and iacctl removes the directory; this shell ignores the signal it sends.
             f"code=$?; trap '' TERM; kill -TERM -$$ 2>/dev/null; "
-            f"echo $code > {CONTROL_DIR}/exit.tmp; mv {CONTROL_DIR}/exit.tmp {CONTROL_DIR}/exit"
+            f"echo $code > {c}/exit.tmp; mv {c}/exit.tmp {c}/exit"
         )
         start = (
-            f"cd {shlex.quote(d)} || exit 3; mkdir -p {shlex.quote(self.spec.work_root)}/plugin-cache; "
-            f"rm -f {CONTROL_DIR}/out {CONTROL_DIR}/exit {CONTROL_DIR}/exit.tmp {CONTROL_DIR}/pid; "
-            f": > {CONTROL_DIR}/out; "
-            f"(setsid sh -c {shlex.quote(inner)} </dev/null >/dev/null 2>&1 &); "
-            f"i=0; while [ ! -s {CONTROL_DIR}/pid ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; "
-            f"cat {CONTROL_DIR}/pid"
+            f"cd {shlex.quote(self.work_dir(place))} || exit 3; mkdir -p {c} "
+            f"{shlex.quote(self.spec.work_root)}/plugin-cache; "
+            # Item 5: `setsid -f` forks in the foreground of this shell. A background job (`&`)
+            # of a non-interactive sh starts with SIGINT and SIGQUIT ignored, and so would
+            # everything it starts (a --terraform wrapper, a provisioner's commands): a cancel's
+            # SIGINT would not reach them.
+            f"setsid -f sh -c {shlex.quote(inner)} </dev/null >/dev/null 2>&1; "
+            f"i=0; while [ \"$(cat {c}/id 2>/dev/null)\" != {token} ] && [ $i -lt 100 ]; do "
+            "sleep 0.05; i=$((i+1)); done; "
+            f"cat {c}/pid"
         )
-        result = self._sh(place.pod, start)
+        result = self._exec(place.pod, ["sh", "-c", start])
+        if result.code is None:
+            return self._confirm_start(place, token)
         if result.code != 0 or not result.stdout.strip().isdigit():
-            raise RuntimeError_(f"cannot start {argv[0]} in pod {place.pod}: {_text(result.stderr)}")
-        return self._follow(place, on_line, should_stop)
+            raise RuntimeError_(f"cannot start {command.split()[0]} in pod {place.pod}: {_text(result.stderr)}")
+        return True
+
+    def _confirm_start(self, place: SlotPlace, token: str) -> bool:
+        """After a dropped start: True if the command of `token` runs (or ran), False if it never
+        will. CommandInDoubt when the pod cannot be asked; PodGone when it is gone."""
+        c = CONTROL_DIR
+        check = (
+            f"cd {shlex.quote(self.work_dir(place))} 2>/dev/null || exit 3; "
+            f"if [ \"$(cat {c}/id 2>/dev/null)\" = {token} ]; then echo started; "
+            f"elif mkdir {c}/claim-{token} 2>/dev/null; then echo never; "
+            "else echo starting; fi"
+        )
+        claimed_at: float | None = None
+        for _ in range(_REATTACH_TRIES):
+            result = self._exec_or_none(place.pod, check)
+            answer = result.stdout.decode(errors="replace").strip() if result.code == 0 else ""
+            if answer == "started":
+                return True
+            if answer == "never":
+                return False
+            if result.code == 3:
+                if not self.pod_alive(place.pod):
+                    raise PodGone(f"pod {place.pod} is gone (deleted, evicted or failed)")
+                raise RuntimeError_(f"the work directory of {place} is gone from pod {place.pod}")
+            if answer == "starting":
+                # Claimed by the detached shell, which writes its files at once.
+                claimed_at = claimed_at or time.monotonic()
+                if time.monotonic() - claimed_at > _START_CONFIRM_S:
+                    break
+                time.sleep(0.2)
+                continue
+            if self._known_gone(place.pod):
+                raise PodGone(f"pod {place.pod} is gone (deleted, evicted or failed)")
+            time.sleep(_REATTACH_PAUSE_S)
+        raise CommandInDoubt(f"the exec that started a command in pod {place.pod} dropped and the pod could not "
+                             f"confirm whether it runs ({place})")
 
     def _follow(self, place: SlotPlace, on_line: Callable[[str], None],
                 should_stop: Callable[[], bool]) -> CommandResult:
@@ -473,8 +601,8 @@ class KubernetesRuntime:
         tries = 0
         try:
             while True:
-                result = self._exec(place.pod, ["sh", "-c", self._follow_script(place, offset)],
-                                    on_stdout=received, tick=tick)
+                result = self._exec_or_none(place.pod, self._follow_script(place, offset), on_stdout=received,
+                                            tick=tick)
                 if result.code is not None and _EXIT_MARK in result.stderr:
                     code = result.stderr.split(_EXIT_MARK, 1)[1].split()[0].decode()
                     if code == "lost":
@@ -483,11 +611,13 @@ class KubernetesRuntime:
                 if result.code == 3:
                     raise RuntimeError_(f"the work directory of {place} is gone from pod {place.pod}")
                 # The connection dropped (or the follower died): the command runs on, detached.
-                if not self.pod_alive(place.pod):
+                if self._known_gone(place.pod):
                     raise PodGone(f"pod {place.pod} is gone (deleted, evicted or failed)")
                 tries += 1
                 if tries > _REATTACH_TRIES:
-                    raise RuntimeError_(f"lost the exec connection to pod {place.pod} {tries} times")
+                    # Item 1: the command may still run; nothing may be concluded from it.
+                    raise CommandInDoubt(f"lost the exec connection to pod {place.pod} {tries} times while "
+                                         f"following the command in {place}")
                 time.sleep(_REATTACH_PAUSE_S)
                 tick()
         finally:
@@ -557,6 +687,21 @@ def _pod_fields(item: Any) -> tuple[str, str | None, bool]:
     meta = item["metadata"]
     phase = (item.get("status") or {}).get("phase")
     return str(meta.get("name") or ""), phase, meta.get("deletionTimestamp") is not None
+
+
+def _stuck(item: dict[str, Any], pool: str) -> str | None:
+    """Why a Pending pod's container will not start without a fix, as one line with the fix."""
+    for status in (item.get("status") or {}).get("containerStatuses") or []:
+        waiting = ((status or {}).get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        if reason in _STUCK_REASONS:
+            image = status.get("image") or "?"
+            detail = f"{reason}: {waiting.get('message') or 'no message'}"
+            if reason == "CreateContainerConfigError":
+                return f"its container cannot be configured ({detail}); fix the pool's spec (iacctl pool show {pool})"
+            return (f"image {image} cannot be pulled ({detail}); push the image or give the pool one that "
+                    f"exists (iacctl pool set {pool} --image IMAGE), and check the registry's credentials")
+    return None
 
 
 def new_pod_name(pool: str) -> str:

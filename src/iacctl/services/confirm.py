@@ -105,8 +105,15 @@ def confirm_apply(app: App, task_id: int, *, rebuild: bool, reporter: Reporter,
     reporter.summary(_restatement(app, task))
     reporter.note(f"task {task_id}: applying the saved plan {(task.plan_hash or '')[:16]} (confirmed by "
                   f"{actor.said()})")
+    with app.store.read() as session:
+        place = repo.slot_place(session, repo.get_task(session, task_id).slot_id)
     queue.execute(app, task_id, reporter, lambda run: run.apply(rebuild=rebuild))
-    return queue.get_task(app, task_id)
+    done = queue.get_task(app, task_id)
+    if done.status == Status.PENDING:
+        # Issue 10 item 2, S5: the pod went before the apply started, with the plan's work
+        # directory; the task was put back to be planned again, never applied elsewhere.
+        return _plan_again(app, task_id, f"pod {place.pod if place else '?'} is gone", reporter, wait_timeout)
+    return done
 
 
 def _restatement(app: App, task: Task) -> str:
@@ -174,6 +181,13 @@ def _replan(app: App, task_id: int, lost: str, reporter: Reporter, wait_timeout:
         plan_context.reset_to_pending(session, task, f"plan context lost: {lost}")
         repo.update_task(session, task_id, creator_host=host, creator_pid=pid, creator_start=start)
     reporter.note(f"task {task_id}: the plan context is lost ({lost}); planning again")
+    return _plan_again(app, task_id, lost, reporter, wait_timeout)
+
+
+def _plan_again(app: App, task_id: int, lost: str, reporter: Reporter, wait_timeout: float | None) -> Task:
+    host, pid, start = local.this_process()
+    with app.store.write() as session:
+        repo.update_task(session, task_id, creator_host=host, creator_pid=pid, creator_start=start)
     task = queue.run_when_turn(app, task_id, reporter, wait_timeout=wait_timeout)
     if task.status == Status.APPLY_PENDING:
         raise Replanned(

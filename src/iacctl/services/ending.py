@@ -130,6 +130,9 @@ def _settle_in_pod(app: App, runtime: Runtime, pods: PodBackend, task: Task, pla
     still applies in the pod (a later sweep settles it)."""
     task_id = task.id or 0
     state = pods.command_state(place) if place is not None else CommandState(pod_gone=True)
+    if state.pod_gone and place is not None:
+        with app.store.write() as session:
+            repo.mark_pod_lost(session, place.pool, place.pod)  # issue 10 item 2: at once
     if state.pod_gone:
         keep = None
         message = f"{reason}; its pod is gone"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from iacctl.domain.lifecycle import Status, TaskKind
-from iacctl.errors import BackendError, UsageError
+from iacctl.errors import UsageError
 from iacctl.executor import terraform as tf
 from iacctl.executor.progress import Reporter
 from iacctl.runtimes import local
@@ -51,12 +51,8 @@ def plan_workspace(
     task_id = task.id or 0
     reporter.note(f"task {task_id}: {kind} of workspace {name} queued")
     if not wait:
-        if queue.admission_of(app, task_id).can_scale:
-            try:
-                queue.scale_for(app, task_id, reporter)  # S3: a queued task gets a pod too
-            except BackendError as exc:
-                reporter.note(str(exc))
-        queue.kick_queue(app)
+        # S3, issue 10 item 4: the pool scales to every queued task, this one included.
+        queue.kick_queue(app, reporter)
         return queue.get_task(app, task_id)
     return queue.run_when_turn(app, task_id, reporter, wait_timeout=wait_timeout)
 

@@ -53,7 +53,7 @@ def lost(app: App, task: Task) -> str | None:
     except RuntimeError_ as exc:
         raise BackendError(f"cannot check pod {pod.name}: {exc}") from None
     if not alive:
-        scaling.mark_pod_lost(app, pod.id or 0)
+        scaling.mark_pod_lost(app, pool.name, pod.name)
         return f"pod {pod.name} is gone"
     try:
         exists = runtime.work_dir_exists(SlotPlace(pool.name, pod.name, slot.slot_index))

@@ -8,11 +8,11 @@ from typing import Any
 from sqlmodel import col, select
 
 from iacctl.domain.durations import parse_duration
-from iacctl.domain.slots import SlotState
-from iacctl.errors import UsageError
+from iacctl.domain.slots import PodStatus, SlotState
+from iacctl.errors import Refused, UsageError
 from iacctl.services import queue, scaling
 from iacctl.services.app import App
-from iacctl.services.pools import check_context, show_pool
+from iacctl.services.pools import KUBE_NAME, check_context, show_pool
 from iacctl.services.views import iso
 from iacctl.store import repo
 from iacctl.store.models import Pod, Pool, Slot
@@ -42,7 +42,12 @@ def list_pods(app: App, pool: str | None = None) -> list[dict[str, Any]]:
 
 
 def set_pool(app: App, name: str, *, slots_per_pod: int | None, plan_lifetime: str | None,
-             max_pods: int | None = None, min_pods: int | None = None, context: str | None = None) -> dict[str, Any]:
+             max_pods: int | None = None, min_pods: int | None = None, context: str | None = None,
+             image: str | None = None, namespace: str | None = None) -> dict[str, Any]:
+    if image is not None and (not image or any(c.isspace() for c in image)):
+        raise UsageError("--image must be an image reference (the runner image: terraform, sh and tar in it)")
+    if namespace is not None and not KUBE_NAME.match(namespace):
+        raise UsageError(f"invalid --namespace {namespace!r}: a Kubernetes namespace name (lowercase)")
     if slots_per_pod is not None and not 1 <= slots_per_pod <= 64:
         raise UsageError("--slots-per-pod must be between 1 and 64")
     if max_pods is not None and not 1 <= max_pods <= 10000:
@@ -72,6 +77,18 @@ def set_pool(app: App, name: str, *, slots_per_pod: int | None, plan_lifetime: s
             if max_pods < (min_pods if min_pods is not None else pool.min_pods):
                 raise UsageError(f"--max-pods must be at least the pool's min pods ({pool.min_pods})")
             pool.max_pods = max_pods
+        if image is not None or namespace is not None:
+            # Issue 10 item 6: the fix for an image that cannot be pulled or a namespace that
+            # does not exist. New pods get it; pods already running keep theirs.
+            if pool.backend == "local":
+                raise UsageError("the local pool is this machine: it has no image or namespace")
+            spec = json.loads(pool.spec_json or "{}")
+            if namespace is not None and namespace != spec.get("namespace") and any(
+                    p.status in (PodStatus.READY, PodStatus.CREATING) for p in repo.pods_of(session, pool.id or 0)):
+                raise Refused(f"pool {name} has pods in namespace {spec.get('namespace')}; move it once it has "
+                              f"none (iacctl pool set {name} --max-pods 1, then wait for its tasks to end)")
+            spec.update({k: v for k, v in (("image", image), ("namespace", namespace)) if v is not None})
+            pool.spec_json = json.dumps(spec, sort_keys=True)
         if slots_per_pod is not None:
             pool.slots_per_pod = slots_per_pod
         if lifetime is not None:

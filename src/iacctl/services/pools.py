@@ -19,7 +19,7 @@ from iacctl.store.models import FreezeWindow, Pod, Pool, Workspace
 
 # Pool names of Kubernetes pools end up in pod names and label values (DNS-1123 labels).
 _KUBE_POOL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
-_KUBE_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+KUBE_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
 ON_LOST_CONTEXT = ("replan", "warmup")
 
@@ -39,11 +39,11 @@ def create_pool(
     if not _KUBE_POOL.match(name):
         raise UsageError(f"invalid pool name {name!r} for a kubernetes pool: lowercase letters, digits and "
                          "'-', at most 40, starting and ending with a letter or digit")
-    if not namespace or not _KUBE_NAME.match(namespace):
+    if not namespace or not KUBE_NAME.match(namespace):
         raise UsageError("--namespace is required: a Kubernetes namespace name (lowercase)")
     if not image or any(c.isspace() for c in image):
         raise UsageError("--image is required: the runner image (terraform, sh and tar in it)")
-    if service_account is not None and not _KUBE_NAME.match(service_account):
+    if service_account is not None and not KUBE_NAME.match(service_account):
         raise UsageError(f"invalid --service-account {service_account!r}")
     if not 1 <= slots_per_pod <= 64:
         raise UsageError("--slots-per-pod must be between 1 and 64")

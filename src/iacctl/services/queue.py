@@ -17,10 +17,12 @@ from dataclasses import dataclass
 
 from sqlmodel import select
 
-from iacctl.domain.admission import Admission, Blocker, PoolFacts, admit
+from iacctl.domain.admission import Admission, AdmissionFacts, Blocker, PoolFacts, admit
 from iacctl.domain.durations import format_duration
 from iacctl.domain.lifecycle import Status
-from iacctl.errors import BackendError, Refused, TaskCancelled
+from iacctl.domain.scaling import desired_pods
+from iacctl.domain.slots import PodStatus
+from iacctl.errors import BackendError, BackendRefused, Refused, TaskCancelled
 from iacctl.executor.progress import Reporter, SilentReporter
 from iacctl.executor.run import TaskRun
 from iacctl.executor.termination import end_task
@@ -33,6 +35,9 @@ from iacctl.store.models import Pool, Task, Workspace
 
 WAIT_POLL_SECONDS = 0.5
 SCALE_RETRY_SECONDS = 5.0
+# A task placed on pods that keep vanishing before Terraform starts is placed again this often
+# by the command waiting for it; after that it fails rather than chase pods forever.
+MAX_PLACEMENTS = 5
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,8 @@ def admission_of(app: App, task_id: int) -> Admission:
     return admit(facts, repo.now())
 
 
-def run_when_turn(app: App, task_id: int, reporter: Reporter, *, wait_timeout: float | None = None) -> Task:
+def run_when_turn(app: App, task_id: int, reporter: Reporter, *, wait_timeout: float | None = None,
+                  placements: int = 0) -> Task:
     """Wait for the task's turn (saying what it waits for and the way out), run its plan here,
     return it. With `wait_timeout`, a task still waiting when it elapses is cancelled (it never
     stays queued behind) and Refused is raised (exit 5)."""
@@ -122,7 +128,16 @@ def run_when_turn(app: App, task_id: int, reporter: Reporter, *, wait_timeout: f
                      result.waiting_for)
         time.sleep(WAIT_POLL_SECONDS)
     execute(app, task_id, reporter, lambda run: run.plan())
-    return get_task(app, task_id)
+    task = get_task(app, task_id)
+    if task.status == Status.PENDING:
+        # Issue 10 item 2: its pod was gone before Terraform started; it waits for a new place.
+        if placements < MAX_PLACEMENTS:
+            return run_when_turn(app, task_id, reporter, wait_timeout=wait_timeout, placements=placements + 1)
+        ending.end_waiting(app, task_id, Status.FAILED, f"its pod was gone before Terraform started, "
+                                                        f"{MAX_PLACEMENTS + 1} times; check the pool's pods "
+                                                        "(iacctl pods list) and plan again")
+        return get_task(app, task_id)
+    return task
 
 
 def _give_up(app: App, task_id: int, why: str, waiting_for: str | None) -> None:
@@ -138,7 +153,9 @@ def _give_up(app: App, task_id: int, why: str, waiting_for: str | None) -> None:
 
 def scale_for(app: App, task_id: int, reporter: Reporter) -> bool:
     """Reconcile the task's Kubernetes pool (creating pods for every waiting task, S3); True if
-    a pod was created."""
+    a pod was created. When the cluster refuses the pool's pods and the pool has no pod left to
+    free a slot, the task fails with the cause and the fix (issue 10 item 6): it never waits for
+    a pod that cannot come."""
     with app.store.read() as session:
         task = repo.get_task(session, task_id)
         pool = session.get(Pool, task.pool_id) if task.pool_id else None
@@ -146,13 +163,74 @@ def scale_for(app: App, task_id: int, reporter: Reporter) -> bool:
         return False
     try:
         changes = scaling.reconcile_pool(app, pool.name)
+    except BackendRefused as exc:
+        _refused(app, [task_id], str(exc))
+        raise BackendRefused(f"task {task_id} failed: {exc}") from None
     except BackendError as exc:
         # Not waited out in silence: the task stays queued and the user hears why.
         raise BackendError(f"task {task_id} stays queued: {exc}; it starts once pool {pool.name} has a "
                            "free slot (iacctl pods recover)") from None
     for c in changes:
         reporter.note(f"pool {c['pool']}: pod {c['pod'] or ''} {c['change']}: {c['detail']}")
+    why = scaling.refusal(changes)
+    if why is not None and _no_live_pod(app, pool):
+        if _refused(app, [task_id], why):
+            raise BackendRefused(f"task {task_id} failed: pool {pool.name}: {why}")
     return any(c["change"] == "created" for c in changes)
+
+
+def _no_live_pod(app: App, pool: Pool) -> bool:
+    with app.store.read() as session:
+        return not any(p.status in (PodStatus.READY, PodStatus.CREATING) for p in repo.pods_of(session, pool.id or 0))
+
+
+def _refused(app: App, task_ids: list[int], why: str) -> bool:
+    """Issue 10 item 6: queued tasks that only a new pod could start fail with the cluster's
+    refusal (its cause and fix). True if any did."""
+    failed = False
+    for task_id in task_ids:
+        failed |= ending.end_waiting(app, task_id, Status.FAILED, f"no pod can be started for it: {why}") \
+            == Status.FAILED
+    return failed
+
+
+def _scale_to_queue(app: App, pending: list[Task], facts: dict[int, AdmissionFacts],
+                    reporter: Reporter | None) -> None:
+    """S3, issue 10 item 4: whatever queues or frees work scales each Kubernetes pool to the
+    demand of every waiting task, not only the one it handles. One reconcile per pool that
+    needs more pods than it has (ready or being created)."""
+    now = repo.now()
+    demand: dict[str, list[int]] = {}
+    pools: dict[str, PoolFacts] = {}
+    for task in pending:
+        f = facts.get(task.id or 0)
+        if f is None or not f.pool.reserved_holds_capacity:
+            continue
+        if admit(f, now).blocker in scaling.WANTS_A_SLOT:
+            demand.setdefault(f.pool.name, []).append(task.id or 0)
+            pools[f.pool.name] = f.pool
+    for name, ids in demand.items():
+        pool = pools[name]
+        if desired_pods(len(pool.uses), len(ids), pool.slots_per_pod, 0, pool.max_pods) <= pool.live_pods:
+            continue
+        try:
+            changes = scaling.reconcile_pool(app, name)
+        except BackendRefused as exc:
+            changes = [{"pool": name, "pod": None, "change": scaling.REFUSED, "detail": str(exc)}]
+        except BackendError as exc:
+            if reporter is not None:
+                reporter.note(f"pool {name}: {exc}; queued tasks start once it has a free slot (iacctl pods recover)")
+            continue
+        for c in changes:
+            if reporter is not None:
+                reporter.note(f"pool {c['pool']}: pod {c['pod'] or ''} {c['change']}: {c['detail']}")
+        why = scaling.refusal(changes)
+        with app.store.read() as session:
+            row = repo.find_pool(session, name)
+        if why is not None and row is not None and _no_live_pod(app, row):
+            # Nobody waits for these (a waiting command fails its own task): they fail here.
+            nobody = [t.id or 0 for t in pending if t.id in ids and t.creator_pid is None]
+            _refused(app, nobody, why)
 
 
 def execute(app: App, task_id: int, reporter: Reporter, body: Callable[[TaskRun], Status],
@@ -222,7 +300,7 @@ def _places(pool: PoolFacts) -> int:
     return pool.idle_slots
 
 
-def kick_queue(app: App) -> list[int]:
+def kick_queue(app: App, reporter: Reporter | None = None) -> list[int]:
     """Start, as detached runners, the queued tasks that admission lets start now and that nobody
     waits for. Returns their ids. Safe to call from anywhere, any number of times: runners race
     through try_start's compare-and-set and only one wins a task.
@@ -232,8 +310,13 @@ def kick_queue(app: App) -> list[int]:
     processes that mostly lost the race."""
     started: list[int] = []
     with app.store.read() as session:
-        pending = repo.pending_tasks(session)
+        pending = list(repo.pending_tasks(session))
         facts = repo.admission_facts(session, pending)
+    if any(f.pool.reserved_holds_capacity for f in facts.values()):
+        _scale_to_queue(app, pending, facts, reporter)
+        with app.store.read() as session:
+            pending = list(repo.pending_tasks(session))
+            facts = repo.admission_facts(session, pending)
     now = repo.now()
     handed: dict[str, int] = {}
     for task in pending:

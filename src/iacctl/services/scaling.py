@@ -19,17 +19,19 @@ from sqlmodel import Session, col, select
 from iacctl.domain.admission import Blocker, admit
 from iacctl.domain.freeze import format_instant
 from iacctl.domain.lifecycle import Status
-from iacctl.domain.scaling import PodLoad, desired_pods, pods_to_create, pods_to_delete, warmup_expired
+from iacctl.domain.scaling import PodLoad, desired_pods, idle_since, pods_to_create, pods_to_delete, warmup_expired
 from iacctl.domain.slots import PodStatus, SlotState
-from iacctl.errors import BackendError
-from iacctl.runtimes.base import PodBackend, RuntimeError_
+from iacctl.errors import BackendError, BackendRefused
+from iacctl.runtimes.base import ClusterRefused, PodBackend, PodInfo, RuntimeError_
 from iacctl.services.app import App
 from iacctl.store import repo
 from iacctl.store.models import Pod, Pool, Slot, Task
 
 CREATING = PodStatus.CREATING
+# A change that says the cluster refuses the pool's pods and will go on refusing (issue 10 item 6).
+REFUSED = "refused"
 # Blockers that more slots would lift: such a task is demand for a pod (S3).
-_WANTS_A_SLOT = (None, Blocker.NO_CAPACITY, Blocker.RESERVED_CAPACITY, Blocker.PLAN_EXPIRED)
+WANTS_A_SLOT = (None, Blocker.NO_CAPACITY, Blocker.RESERVED_CAPACITY, Blocker.PLAN_EXPIRED)
 # A pod row still `creating` this long after it was written belongs to a process that died.
 START_TIMEOUT_S = 300.0
 
@@ -47,6 +49,8 @@ def reconcile_pool(app: App, name: str) -> list[dict[str, Any]]:
     listed_at = repo.now()
     try:
         api_pods = runtime.list_pods()
+    except ClusterRefused as exc:
+        raise BackendRefused(f"pool {name}: {exc}") from None
     except RuntimeError_ as exc:
         raise BackendError(f"pool {name}: {exc}") from None
     changes: list[dict[str, Any]] = []
@@ -72,6 +76,10 @@ def reconcile_pool(app: App, name: str) -> list[dict[str, Any]]:
                     changes.append(_change(name, pod.name, "lost", f"pod is {why}"))
                     if info is not None:
                         delete_in_api.append(pod.name)
+            elif pod.status == PodStatus.LOST and info is not None and not info.deleting:
+                # Marked lost where it was found (a failed exec, a task's runner): a failed or
+                # evicted pod still in the API is deleted, so its pod count is right (S3).
+                delete_in_api.append(pod.name)
             if window is not None and pod.status in (PodStatus.READY, CREATING):
                 # S4: entering a freeze window deletes every pod, reserved ones too.
                 pod.status = PodStatus.LOST
@@ -109,12 +117,13 @@ def reconcile_pool(app: App, name: str) -> list[dict[str, Any]]:
         loads = []
         busy_total = 0
         for pod in live:
-            busy = sum(1 for s in slots.get(pod.id or 0, []) if s.state != SlotState.IDLE)
+            pod_slots = slots.get(pod.id or 0, [])
+            busy = sum(1 for s in pod_slots if s.state != SlotState.IDLE)
             busy_total += busy
             if pod.status == PodStatus.READY:
-                idle_since = None if busy else (pod.idle_since or now)
-                if idle_since != pod.idle_since:
-                    pod.idle_since = idle_since
+                since = idle_since(busy > 0, [s.updated_at for s in pod_slots], pod.created_at)
+                if since != pod.idle_since:
+                    pod.idle_since = since
                     session.add(pod)
             loads.append(PodLoad(pod.name, busy, pod.idle_since, ready=pod.status == PodStatus.READY))
         waiting = 0 if window else waiting_tasks(session, pool)
@@ -160,7 +169,7 @@ def waiting_tasks(session: Session, pool: Pool) -> int:
     pending = session.exec(select(Task).where(Task.pool_id == pool.id, Task.status == Status.PENDING)).all()
     facts = repo.admission_facts(session, pending)
     now = repo.now()
-    count = sum(1 for f in facts.values() if admit(f, now).blocker in _WANTS_A_SLOT)
+    count = sum(1 for f in facts.values() if admit(f, now).blocker in WANTS_A_SLOT)
     if pool.on_lost_context == "warmup":
         count += needs_warmup_slot(session, pool)
     return count
@@ -203,14 +212,19 @@ def _start_pods(app: App, name: str, runtime: PodBackend, names: list[str]) -> l
         try:
             runtime.create_pod(pod_name)
             started.append(pod_name)
+        except ClusterRefused as exc:
+            # Issue 10 item 6: the next pod would be refused the same way; say it once.
+            changes.append(_change(name, pod_name, REFUSED, str(exc)))
+            break
         except RuntimeError_ as exc:
             changes.append(_change(name, pod_name, "error", f"cannot create: {exc}"))
-    phases: dict[str, str] = {}
+    seen: dict[str, PodInfo] = {}
     if started:
         try:
-            phases = runtime.wait_running(started)
+            seen = runtime.wait_running(started)
         except RuntimeError_ as exc:
             changes.append(_change(name, None, "error", f"cannot watch the new pods: {exc}"))
+    phases = {n: p.phase for n, p in seen.items()}
     failed: list[str] = []
     with app.store.write() as session:
         pool = repo.get_pool(session, name)
@@ -231,8 +245,12 @@ def _start_pods(app: App, name: str, runtime: PodBackend, names: list[str]) -> l
             elif row.status == CREATING:
                 session.delete(row)
                 failed.append(pod_name)
-                changes.append(_change(name, pod_name, "failed_to_start",
-                                       f"pod is {phases.get(pod_name, 'not created')}"))
+                info = seen.get(pod_name)
+                if info is not None and info.stuck is not None:
+                    changes.append(_change(name, pod_name, REFUSED, f"pod {pod_name} cannot start: {info.stuck}"))
+                elif pod_name in started:  # the others were refused or failed: said above
+                    changes.append(_change(name, pod_name, "failed_to_start",
+                                           f"pod is {phases.get(pod_name, 'not created')}"))
     for pod_name in failed:
         try:
             runtime.delete_pod(pod_name)
@@ -241,13 +259,15 @@ def _start_pods(app: App, name: str, runtime: PodBackend, names: list[str]) -> l
     return changes
 
 
-def mark_pod_lost(app: App, pod_id: int) -> None:
-    """S5: a pod found gone outside a reconcile (at confirm-apply) takes no new task."""
+def mark_pod_lost(app: App, pool: str, pod: str) -> None:
+    """S5, issue 10 item 2: a pod found gone outside a reconcile takes no new task."""
     with app.store.write() as session:
-        pod = session.get(Pod, pod_id)
-        if pod is not None and pod.status == PodStatus.READY:
-            pod.status = PodStatus.LOST
-            session.add(pod)
+        repo.mark_pod_lost(session, pool, pod)
+
+
+def refusal(changes: list[dict[str, Any]]) -> str | None:
+    """The first refusal among a reconcile's changes (issue 10 item 6), or None."""
+    return next((c["detail"] for c in changes if c["change"] == REFUSED), None)
 
 
 def pool_of_task(app: App, task: Task) -> Pool | None:

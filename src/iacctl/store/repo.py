@@ -72,6 +72,21 @@ def slots_of_pod(session: Session, pod_id: int) -> Sequence[Slot]:
     return session.exec(select(Slot).where(Slot.pod_id == pod_id).order_by(col(Slot.slot_index))).all()
 
 
+def mark_pod_lost(session: Session, pool: str, pod: str) -> bool:
+    """S7, issue 10 item 2: a pod found gone, wherever it is found, takes no task from now on
+    (claim_idle_slot hands out slots of ready pods only). True if it was ready or creating."""
+    pool_id = session.execute(select(Pool.id).where(Pool.name == pool)).scalar()
+    if pool_id is None:
+        return False
+    result = session.execute(
+        update(Pod)
+        .where(col(Pod.pool_id) == pool_id, col(Pod.name) == pod,
+               col(Pod.status).in_([PodStatus.READY, PodStatus.CREATING]))
+        .values(status=PodStatus.LOST, idle_since=None)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
 def claim_idle_slot(session: Session, pool_id: int, task_id: int) -> Slot | None:
     """S2: take an idle slot of the pool for the task, or None. The compare-and-set on the
     slot's state makes two processes racing for it get different slots (or one gets none)."""
@@ -81,7 +96,7 @@ def claim_idle_slot(session: Session, pool_id: int, task_id: int) -> Slot | None
     candidates = session.exec(
         select(Slot)
         .join(Pod, col(Pod.id) == col(Slot.pod_id))
-        .where(Pod.pool_id == pool_id, Pod.status == "ready", Slot.state == SlotState.IDLE)
+        .where(Pod.pool_id == pool_id, Pod.status == PodStatus.READY, Slot.state == SlotState.IDLE)
         .order_by(col(Slot.pod_id), col(Slot.slot_index))
         .with_for_update(skip_locked=True, of=Slot)
     ).all()
