@@ -118,7 +118,7 @@ def test_hcp_receiver_checks_the_signature_and_gets_every_field(any_env: Env) ->
         assert needs["iacctl"]["plan_hash"] == env.task(1)["plan_hash"]
         assert needs["iacctl"]["next_command"] == "iacctl confirm-apply 1"
         assert "canceled" == got[8].payload["notifications"][0]["run_status"]
-        assert "cancelled by user" in got[8].payload["iacctl"]["error"]
+        assert re.search(r"cancelled by \S+@\S+", got[8].payload["iacctl"]["error"])  # the recorded actor (issue 9)
         assert "terraform apply failed" in last["iacctl"]["error"]
 
         # --workspace boom: that destination hears of boom's failure only.
