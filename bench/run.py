@@ -136,6 +136,7 @@ def main() -> int:
         base = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
         base["TF_CLI_CONFIG_FILE"] = str(paths["cli_config"])
         base["CHECKPOINT_DISABLE"] = "1"
+        (root / "store").mkdir(exist_ok=True)  # iacctl makes the store file, not its directory
         iac_env = {**base, "IACCTL_DB": str(root / "store" / "iacctl.db"),
                    "IACCTL_CONFIG_DIR": str(root / "store" / "config")}
         config = paths["config"]
@@ -159,6 +160,7 @@ def main() -> int:
                 shutil.rmtree(root / f"hand-{i}-rebuilt", ignore_errors=True)
 
         # (c) start-up and a big listing, on a store of its own.
+        (root / "c").mkdir(exist_ok=True)
         c_env = {**base, "IACCTL_DB": str(root / "c" / "iacctl.db"), "IACCTL_CONFIG_DIR": str(root / "c" / "cfg")}
         iacctl = iacctl_cmd()
         help_times = [timed([*iacctl, "--help"], None, c_env)[0] for _ in range(21)][1:]
