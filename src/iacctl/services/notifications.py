@@ -9,9 +9,7 @@ are stored encrypted and never shown.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
@@ -21,12 +19,12 @@ from iacctl.domain.notifications import Event, parse_events
 from iacctl.errors import IacctlError, Refused, UsageError
 from iacctl.notify import payload, sender
 from iacctl.services.app import App
+from iacctl.services.inputs import check_url, read_secret_file
 from iacctl.services.views import iso
 from iacctl.store import repo
 from iacctl.store.models import Delivery, NotificationDestination, OutboxEntry, Workspace
 
 KINDS = ("generic", "slack")
-MAX_TOKEN_BYTES = 4096
 # HCP Terraform allows 20 notification configurations per workspace; so does iacctl.
 MAX_PER_WORKSPACE = 20
 MASK = "********"
@@ -34,29 +32,6 @@ MASK = "********"
 
 class VerificationFailed(IacctlError):
     """F3: the destination did not answer the verification request with a 2xx."""
-
-
-def _check_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"invalid destination URL {url!r}: use an absolute http:// or https:// URL")
-    return url
-
-
-def _read_token(path: str) -> bytes:
-    p = Path(path).expanduser()
-    try:
-        if p.stat().st_size > MAX_TOKEN_BYTES:
-            raise UsageError(f"token file {path} is over {MAX_TOKEN_BYTES} bytes")
-        data = p.read_bytes()
-    except IsADirectoryError:
-        raise UsageError(f"cannot read token file {path}: it is a directory") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read token file {path}: {exc.strerror}") from None
-    token = data.strip()
-    if not token:
-        raise UsageError(f"token file {path} is empty")
-    return token
 
 
 def _masked_url(destination: NotificationDestination) -> str:
@@ -111,14 +86,14 @@ def create(app: App, name: str, *, url: str, kind: str, token_file: str | None, 
     check_name("notification destination", name)
     if kind not in KINDS:
         raise UsageError(f"invalid --type {kind!r}: use generic or slack")
-    _check_url(url)
+    check_url(url, "destination URL")
     try:
         chosen = parse_events(events)
     except ValueError as exc:
         raise UsageError(f"--events: {exc}") from None
     if kind == "slack" and token_file:
         raise UsageError("a Slack destination takes no --token-file: Slack does not check signatures")
-    token = _read_token(token_file) if token_file else None
+    token = read_secret_file(token_file, "token") if token_file else None
     with app.store.read() as session:
         ws = repo.get_workspace(session, workspace) if workspace else None
         if repo.find_destination(session, name) is not None:

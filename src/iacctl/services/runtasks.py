@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy.exc import IntegrityError
 
@@ -21,12 +19,12 @@ from iacctl.executor.termination import Cancelled
 from iacctl.runtasks import client, protocol
 from iacctl.runtasks.stage import Stopped, describe, run_stage
 from iacctl.services.app import App
+from iacctl.services.inputs import check_url, read_secret_file
 from iacctl.services.views import iso
 from iacctl.store import repo
 from iacctl.store.models import RunTask, TaskResult, WorkspaceRunTask
 
 MAX_TIMEOUT_S = 7 * 86400.0
-MAX_KEY_BYTES = 4096
 
 
 class VerificationFailed(IacctlError):
@@ -34,29 +32,6 @@ class VerificationFailed(IacctlError):
 
 
 # -- run tasks ------------------------------------------------------------------------------------
-
-
-def _check_url(url: str, what: str = "run task URL") -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"invalid {what} {url!r}: use an absolute http:// or https:// URL")
-    return url
-
-
-def _read_key(path: str) -> bytes:
-    p = Path(path).expanduser()
-    try:
-        if p.stat().st_size > MAX_KEY_BYTES:
-            raise UsageError(f"HMAC key file {path} is over {MAX_KEY_BYTES} bytes")
-        data = p.read_bytes()
-    except IsADirectoryError:
-        raise UsageError(f"cannot read HMAC key file {path}: it is a directory") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read HMAC key file {path}: {exc.strerror}") from None
-    key = data.strip()
-    if not key:
-        raise UsageError(f"HMAC key file {path} is empty")
-    return key
 
 
 def _timeout(text: str | None) -> float | None:
@@ -94,8 +69,8 @@ def run_task_view(run_task: RunTask, attached: list[dict[str, Any]] | None = Non
 def create(app: App, name: str, url: str, *, key_file: str | None, description: str | None,
            timeout: str | None) -> dict[str, Any]:
     check_name("run task", name)
-    _check_url(url)
-    key = _read_key(key_file) if key_file else None
+    check_url(url, "run task URL")
+    key = read_secret_file(key_file, "HMAC key") if key_file else None
     seconds = _timeout(timeout) or 600.0
     with app.store.read() as session:
         if repo.find_run_task(session, name) is not None:
@@ -117,8 +92,8 @@ def update(app: App, name: str, *, url: str | None, key_file: str | None, no_key
     if key_file and no_key:
         raise UsageError("give --hmac-key-file or --no-hmac-key, not both")
     if url is not None:
-        _check_url(url)
-    new_key = _read_key(key_file) if key_file else None
+        check_url(url, "run task URL")
+    new_key = read_secret_file(key_file, "HMAC key") if key_file else None
     seconds = _timeout(timeout)
     cipher = app.store.cipher
     with app.store.read() as session:
@@ -280,7 +255,7 @@ def serve(app: App, listen: str, public_url: str | None, ready: Callable[[str, s
     from iacctl.runtasks import server
 
     if public_url is not None:
-        _check_url(public_url, "--public-url")
+        check_url(public_url, "--public-url")
     try:
         running = server.start(app.store, listen)
     except ValueError as exc:
