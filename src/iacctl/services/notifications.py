@@ -270,7 +270,8 @@ def outbox_retry(app: App, entry_id: int) -> dict[str, Any]:
             raise Refused(f"outbox entry {entry_id} was delivered already")
         if e.status == "delivering":
             raise Refused(f"outbox entry {entry_id} is being delivered right now")
-        if e.destination_id is None or session.get(NotificationDestination, e.destination_id) is None:
+        if e.kind == "notification" and (e.destination_id is None
+                                         or session.get(NotificationDestination, e.destination_id) is None):
             raise Refused(f"outbox entry {entry_id}'s destination {e.destination_name} was deleted")
         repo.requeue_outbox_entry(session, e, repo.now())  # sent by this command, at once
     return outbox_show(app, entry_id)
@@ -294,3 +295,13 @@ def outbox_show(app: App, entry_id: int) -> dict[str, Any]:
 
 def known_events() -> list[str]:
     return [e.value for e in Event]
+
+
+def checked_url(url: str) -> str:
+    """An absolute http(s) URL, or UsageError (also for the inventory URL, F2)."""
+    return _check_url(url)
+
+
+def read_key_file(path: str) -> bytes:
+    """A token or HMAC key from a file (never from the command line, where `ps` shows it)."""
+    return _read_token(path)
