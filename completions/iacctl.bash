@@ -99,7 +99,7 @@ _iacctl() {
         ['iacctl notify verify']='--json -h --help'
         ['iacctl notify deliveries']='--failed --json -h --help'
         ['iacctl outbox']='-h --help'
-        ['iacctl outbox list']='--status --json -h --help'
+        ['iacctl outbox list']='--status --kind --json -h --help'
         ['iacctl outbox retry']='--json -h --help'
         ['iacctl outbox dismiss']='--json -h --help'
         ['iacctl inventory']='-h --help'
@@ -132,7 +132,7 @@ _iacctl() {
         ['iacctl runtask attach']='--stage --enforcement'
         ['iacctl runtask serve']='--listen --public-url'
         ['iacctl notify create']='--url --type --token-file --events --workspace'
-        ['iacctl outbox list']='--status'
+        ['iacctl outbox list']='--status --kind'
         ['iacctl inventory list']='--type'
         ['iacctl inventory endpoint set']='--hmac-key-file'
     )

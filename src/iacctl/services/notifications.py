@@ -233,6 +233,7 @@ def delivery_log(app: App, name: str | None, *, failed_only: bool) -> list[dict[
 # -- the outbox -----------------------------------------------------------------------------------
 
 OUTBOX_STATUSES = ("pending", "delivering", "delivered", "dead", "dismissed")
+OUTBOX_KINDS = ("notification", *repo.LOCAL_KINDS)
 
 
 def entry_view(e: OutboxEntry) -> dict[str, Any]:
@@ -254,11 +255,13 @@ def entry_view(e: OutboxEntry) -> dict[str, Any]:
     }
 
 
-def outbox_list(app: App, status: str | None) -> list[dict[str, Any]]:
+def outbox_list(app: App, status: str | None, kind: str | None = None) -> list[dict[str, Any]]:
     if status is not None and status not in OUTBOX_STATUSES:
         raise UsageError(f"invalid --status {status!r}: use one of {', '.join(OUTBOX_STATUSES)}")
+    if kind is not None and kind not in OUTBOX_KINDS:
+        raise UsageError(f"invalid --kind {kind!r}: use one of {', '.join(OUTBOX_KINDS)}")
     with app.store.read() as session:
-        rows = repo.outbox_entries(session, statuses=[status] if status else None, limit=200)
+        rows = repo.outbox_entries(session, statuses=[status] if status else None, kind=kind, limit=200)
     return [entry_view(e) for e in reversed(rows)]
 
 

@@ -400,8 +400,12 @@ def dead_notice(store: Store, workspace_id: int, workspace_name: str) -> str | N
         return None
     e = dead[0]
     if len(dead) == 1:
-        return (f"workspace {workspace_name} has a dead follow-up: outbox entry {e.id} (notification "
-                f"{e.destination_name}, task {e.task_id} {e.event}): {e.last_error}; retry it with: iacctl outbox "
+        return (f"workspace {workspace_name} has a dead follow-up: outbox entry {e.id} ({_what(e)}, "
+                f"task {e.task_id} {e.event}): {e.last_error}; retry it with: iacctl outbox "
                 f"retry {e.id}, or dismiss it with: iacctl outbox dismiss {e.id}")
-    return (f"workspace {workspace_name} has {len(dead)} dead follow-ups (latest: outbox entry {e.id}, notification "
-            f"{e.destination_name}, task {e.task_id} {e.event}: {e.last_error}); see: iacctl outbox list --status dead")
+    return (f"workspace {workspace_name} has {len(dead)} dead follow-ups (latest: outbox entry {e.id}, {_what(e)}, "
+            f"task {e.task_id} {e.event}: {e.last_error}); see: iacctl outbox list --status dead")
+
+
+def _what(e: OutboxEntry) -> str:
+    return f"notification {e.destination_name}" if e.kind == "notification" else (e.destination_name or e.kind)

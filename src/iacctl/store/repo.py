@@ -928,8 +928,11 @@ def get_outbox_entry(session: Session, entry_id: int) -> OutboxEntry:
 
 
 def outbox_entries(session: Session, *, statuses: Iterable[str] | None = None, ids: Iterable[int] | None = None,
-                   workspace_id: int | None = None, limit: int = 1000) -> Sequence[OutboxEntry]:
+                   workspace_id: int | None = None, kind: str | None = None,
+                   limit: int = 1000) -> Sequence[OutboxEntry]:
     query = select(OutboxEntry)
+    if kind is not None:
+        query = query.where(col(OutboxEntry.kind) == kind)
     if statuses is not None:
         query = query.where(col(OutboxEntry.status).in_(list(statuses)))
     if ids is not None:
