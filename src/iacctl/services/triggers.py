@@ -2,9 +2,9 @@
 
 Adding checks everything before writing (X4): both workspaces exist, it is not the workspace
 itself, at most 20 sources, and no loop of any length (domain.triggers). The check and the
-insert are one write transaction (SQLite's BEGIN IMMEDIATE serializes writers; on PostgreSQL
-the follower's row is locked and the edges are read after), so two adds racing cannot close a
-loop between them.
+insert are one write transaction (SQLite's BEGIN IMMEDIATE serializes writers; on PostgreSQL an
+advisory lock is taken before the edges are read), so two adds racing cannot close a loop
+between them.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def add(app: App, name: str, source: str, *, only_if_changed: bool) -> dict[str,
     with app.store.write() as session:
         ws = repo.get_workspace(session, name)
         src = repo.get_workspace(session, source)
-        repo.lock_workspace_row(session, ws.id or 0)
+        repo.lock_trigger_graph(session)
         existing = repo.find_trigger(session, ws.id or 0, src.id or 0)
         if existing is not None:
             # Idempotent, so a script can run it again; the flag is what it says now.

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, insert, update
+from sqlalchemy import delete, func, insert, text, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -773,6 +773,19 @@ def trigger_edges(session: Session) -> list[tuple[str, str]]:
         .join(Workspace, col(Workspace.id) == col(RunTrigger.workspace_id))
     ).all()
     return [(str(a), str(b)) for a, b in rows]
+
+
+# Any constant of our own: the transaction-level advisory lock that serializes changes to the
+# trigger graph on PostgreSQL.
+_TRIGGER_GRAPH_LOCK = 0x1ACC7121
+
+
+def lock_trigger_graph(session: Session) -> None:
+    """F4: adding a trigger reads the whole graph and must not race another add (two edges added
+    at once could close a loop neither saw). PostgreSQL: a transaction-level advisory lock;
+    SQLite's BEGIN IMMEDIATE already serializes writers."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _TRIGGER_GRAPH_LOCK})
 
 
 def sources_of(session: Session, workspace_id: int) -> list[tuple[RunTrigger, str]]:
