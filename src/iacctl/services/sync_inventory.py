@@ -130,8 +130,19 @@ def handle(store: Store, entry: OutboxEntry, token: str) -> Handled:
     except ClaimLost:
         return Handled("late", "its claim ended before it was handled; the next claimer handles it")
 
-    state = json.loads(store.cipher.decrypt(blob))
-    in_state = resources_of_state(state)
+    try:
+        state = json.loads(store.cipher.decrypt(blob))
+        in_state = resources_of_state(state)
+    except Exception as exc:
+        # A state that cannot be read will not be readable later either: said, never retried.
+        why = f"state serial {serial} of workspace {name} cannot be read: {type(exc).__name__}"
+        try:
+            with store.write() as session:
+                _release(session, ws_id, mine, last_error=why)
+                _settle(session, entry, token, status="dead", last_error=why)
+        except ClaimLost:
+            return Handled("late", why)
+        return Handled("dead", why)
     change = diff(present, in_state)
     if endpoint is not None:
         failure = _post(store, endpoint, records(name, ws_id, entry.task_id, serial, state.get("lineage"), in_state,
