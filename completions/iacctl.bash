@@ -18,9 +18,10 @@ _iacctl_values() {
 
 _iacctl() {
     local -A subs=(
-        ['iacctl']='plan confirm-apply cancel workspace tasks state pods pool runtask store notify outbox'
-        ['iacctl workspace']='create set list show delete lock unlock var'
+        ['iacctl']='plan confirm-apply cancel workspace tasks state pods pool runtask store notify outbox inventory'
+        ['iacctl workspace']='create set list show delete lock unlock var trigger'
         ['iacctl workspace var']='set unset list'
+        ['iacctl workspace trigger']='add list remove'
         ['iacctl tasks']='list show logs plan'
         ['iacctl state']='versions pull save-applied save-partial'
         ['iacctl pods']='list reconcile recover'
@@ -29,6 +30,8 @@ _iacctl() {
         ['iacctl store']='check backup'
         ['iacctl notify']='create list show delete enable disable verify deliveries'
         ['iacctl outbox']='list retry dismiss'
+        ['iacctl inventory']='list status endpoint'
+        ['iacctl inventory endpoint']='set show remove'
     )
     local -A opts=(
         ['iacctl']='--db --verbose --version -h --help'
@@ -47,6 +50,10 @@ _iacctl() {
         ['iacctl workspace var set']='--sensitive --env --hcl --json -h --help'
         ['iacctl workspace var unset']='--env -h --help'
         ['iacctl workspace var list']='--json -h --help'
+        ['iacctl workspace trigger']='-h --help'
+        ['iacctl workspace trigger add']='--source --only-if-changed --json -h --help'
+        ['iacctl workspace trigger list']='--json -h --help'
+        ['iacctl workspace trigger remove']='--source --json -h --help'
         ['iacctl tasks']='-h --help'
         ['iacctl tasks list']='--workspace -w --status --limit --json -h --help'
         ['iacctl tasks show']='--json -h --help'
@@ -92,9 +99,16 @@ _iacctl() {
         ['iacctl notify verify']='--json -h --help'
         ['iacctl notify deliveries']='--failed --json -h --help'
         ['iacctl outbox']='-h --help'
-        ['iacctl outbox list']='--status --json -h --help'
+        ['iacctl outbox list']='--status --kind --json -h --help'
         ['iacctl outbox retry']='--json -h --help'
         ['iacctl outbox dismiss']='--json -h --help'
+        ['iacctl inventory']='-h --help'
+        ['iacctl inventory list']='--type --removed --json -h --help'
+        ['iacctl inventory status']='--json -h --help'
+        ['iacctl inventory endpoint']='-h --help'
+        ['iacctl inventory endpoint set']='--hmac-key-file --json -h --help'
+        ['iacctl inventory endpoint show']='--json -h --help'
+        ['iacctl inventory endpoint remove']='-h --help'
     )
     local -A vals=(
         ['iacctl']='--db'
@@ -103,6 +117,8 @@ _iacctl() {
         ['iacctl workspace create']='--dir --pool --terraform --terraform-version --plan-lifetime'
         ['iacctl workspace set']='--dir --terraform --terraform-version --plan-lifetime'
         ['iacctl workspace lock']='--reason'
+        ['iacctl workspace trigger add']='--source'
+        ['iacctl workspace trigger remove']='--source'
         ['iacctl tasks list']='--workspace -w --status --limit'
         ['iacctl state pull']='--version --output -o'
         ['iacctl pods list']='--pool'
@@ -116,7 +132,9 @@ _iacctl() {
         ['iacctl runtask attach']='--stage --enforcement'
         ['iacctl runtask serve']='--listen --public-url'
         ['iacctl notify create']='--url --type --token-file --events --workspace'
-        ['iacctl outbox list']='--status'
+        ['iacctl outbox list']='--status --kind'
+        ['iacctl inventory list']='--type'
+        ['iacctl inventory endpoint set']='--hmac-key-file'
     )
     local -A args=(
         ['iacctl plan']='workspace'
@@ -130,6 +148,9 @@ _iacctl() {
         ['iacctl workspace var set']='workspace - -'
         ['iacctl workspace var unset']='workspace -'
         ['iacctl workspace var list']='workspace'
+        ['iacctl workspace trigger add']='workspace'
+        ['iacctl workspace trigger list']='workspace'
+        ['iacctl workspace trigger remove']='workspace'
         ['iacctl tasks show']='task'
         ['iacctl tasks logs']='task'
         ['iacctl tasks plan']='task'
@@ -140,6 +161,8 @@ _iacctl() {
         ['iacctl runtask attach']='- workspace'
         ['iacctl runtask detach']='- workspace'
         ['iacctl runtask results']='task'
+        ['iacctl inventory list']='workspace'
+        ['iacctl inventory status']='workspace'
     )
     local -A kinds=(
         ['iacctl tasks list --workspace']='workspace'

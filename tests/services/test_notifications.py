@@ -38,7 +38,8 @@ def _create(env: Env, receiver: Receiver, name: str = "ops", *extra: str, events
 
 
 def _outbox(env: Env) -> list[dict[str, Any]]:
-    return env.ok("outbox", "list", "--json").json()  # type: ignore[no-any-return]
+    # The notifications' entries (an apply also writes its inventory sync, F2).
+    return env.ok("outbox", "list", "--kind", "notification", "--json").json()  # type: ignore[no-any-return]
 
 
 def _deliveries(env: Env, *args: str) -> list[dict[str, Any]]:

@@ -69,10 +69,14 @@ def app_of(ctx: typer.Context) -> App:
 def finish_follow_ups() -> str | None:
     """F1: when a command ends, its follow-ups get at most the budget to be delivered; what is
     not delivered yet is said in one line. Never changes the command's exit code."""
+    if not _APPS:
+        return None  # no store was opened (--help): nothing heavy is imported
+    from iacctl.services import queue
+
     lines = []
     for app in _APPS:
         try:
-            line = app.finish_follow_ups()
+            line = queue.finish_follow_ups(app)
         except Exception as exc:
             line = f"follow-ups not delivered now ({exc}); `iacctl pods recover` delivers them"
         if line:

@@ -145,12 +145,14 @@ def outbox_list(
     ctx: typer.Context,
     status: str = typer.Option(None, "--status", help="Only entries with this status: pending, delivering, "
                                                       "delivered, dead or dismissed."),
+    kind: str = typer.Option(None, "--kind", help="Only entries of this kind: notification, trigger (run "
+                                                  "triggers) or inventory (inventory syncs)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """List outbox entries (the latest 200): status, attempts, next attempt, last error."""
     from iacctl.services import notifications
 
-    views = notifications.outbox_list(app_of(ctx), status)
+    views = notifications.outbox_list(app_of(ctx), status, kind)
     if as_json:
         print_json(views)
         return

@@ -81,6 +81,10 @@ def show(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=
         if actor is not None:
             said = f': "{actor["message"]}"' if actor["message"] else ""
             message(f"  {role}: {actor['display']}{said}")
+    if view["triggered_by"]:
+        message("  triggered by: " + ", ".join(f"workspace {s['workspace']} (task {s['task']})"
+                                               for s in view["triggered_by"])
+                + f"  (hop {view['trigger_hops']})")
     if view["stages"]:
         message("  stages:")
         for st in view["stages"]:

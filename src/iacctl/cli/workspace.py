@@ -16,6 +16,9 @@ app = typer.Typer(help="Workspaces: a named Terraform configuration with variabl
                   no_args_is_help=True)
 var_app = typer.Typer(help="Workspace variables (Terraform and environment).", no_args_is_help=True)
 app.add_typer(var_app, name="var")
+trigger_app = typer.Typer(help="Run triggers: an apply of a source workspace queues a plan of this one.",
+                          no_args_is_help=True)
+app.add_typer(trigger_app, name="trigger")
 
 JSON = typer.Option(False, "--json", help="Print JSON.")
 
@@ -227,3 +230,57 @@ def var_list(ctx: typer.Context, workspace: str = typer.Argument(...), as_json: 
     table(["key", "category", "value"],
           [[v["key"], v["category"], "(sensitive)" if v["sensitive"] else v["value"]] for v in views],
           empty=f"workspace {workspace} has no variables")
+
+
+@trigger_app.command("add")
+def trigger_add(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="The workspace that follows."),
+    source: str = typer.Option(..., "--source", help="The workspace whose applies queue a plan of NAME."),
+    only_if_changed: bool = typer.Option(False, "--only-if-changed", help="Only after an apply that changed "
+                                         "resources or outputs."),
+    as_json: bool = JSON,
+) -> None:
+    """Make NAME follow SOURCE: each apply of SOURCE queues a plan of NAME, which waits for
+    confirm-apply. At most 20 sources; a trigger that would close a loop is refused (exit 5)."""
+    from iacctl.services import triggers
+
+    view = triggers.add(app_of(ctx), name, source, only_if_changed=only_if_changed)
+    if as_json:
+        print_json(view)
+        return
+    when = " that change resources or outputs" if view["only_if_changed"] else ""
+    message(f"workspace {name} follows {source}: its applies{when} queue a plan of {name}"
+            + ("" if view["added"] else " (it already did)"))
+
+
+@trigger_app.command("list")
+def trigger_list(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = JSON) -> None:
+    """The workspaces NAME follows."""
+    from iacctl.services import triggers
+
+    views = triggers.list_sources(app_of(ctx), name)
+    if as_json:
+        print_json(views)
+        return
+    table(["source", "only if changed", "created", "by"],
+          [[v["source"], "yes" if v["only_if_changed"] else "no", v["created_at"], v["created_by"] or ""]
+           for v in views],
+          empty=f"workspace {name} follows no workspace: iacctl workspace trigger add {name} --source WORKSPACE")
+
+
+@trigger_app.command("remove")
+def trigger_remove(
+    ctx: typer.Context,
+    name: str = typer.Argument(...),
+    source: str = typer.Option(..., "--source", help="The workspace it is to stop following."),
+    as_json: bool = JSON,
+) -> None:
+    """Make NAME stop following SOURCE."""
+    from iacctl.services import triggers
+
+    view = triggers.remove(app_of(ctx), name, source)
+    if as_json:
+        print_json(view)
+    else:
+        message(f"workspace {name} no longer follows {source}")

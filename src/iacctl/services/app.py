@@ -47,6 +47,10 @@ class App:
             return None
         return self._deliverer.finish()
 
+    def queued_by_follow_ups(self) -> list[int]:
+        """F4: the plans this command's run triggers queued (started by services.queue)."""
+        return self._deliverer.queued_tasks() if self._deliverer is not None else []
+
     def runtime_for(self, pool: Pool) -> Runtime:
         if pool.backend == "local":
             from pathlib import Path

@@ -208,6 +208,7 @@ def delivery_log(app: App, name: str | None, *, failed_only: bool) -> list[dict[
 # -- the outbox -----------------------------------------------------------------------------------
 
 OUTBOX_STATUSES = ("pending", "delivering", "delivered", "dead", "dismissed")
+OUTBOX_KINDS = ("notification", *repo.LOCAL_KINDS)
 
 
 def entry_view(e: OutboxEntry) -> dict[str, Any]:
@@ -229,11 +230,13 @@ def entry_view(e: OutboxEntry) -> dict[str, Any]:
     }
 
 
-def outbox_list(app: App, status: str | None) -> list[dict[str, Any]]:
+def outbox_list(app: App, status: str | None, kind: str | None = None) -> list[dict[str, Any]]:
     if status is not None and status not in OUTBOX_STATUSES:
         raise UsageError(f"invalid --status {status!r}: use one of {', '.join(OUTBOX_STATUSES)}")
+    if kind is not None and kind not in OUTBOX_KINDS:
+        raise UsageError(f"invalid --kind {kind!r}: use one of {', '.join(OUTBOX_KINDS)}")
     with app.store.read() as session:
-        rows = repo.outbox_entries(session, statuses=[status] if status else None, limit=200)
+        rows = repo.outbox_entries(session, statuses=[status] if status else None, kind=kind, limit=200)
     return [entry_view(e) for e in reversed(rows)]
 
 
@@ -245,7 +248,8 @@ def outbox_retry(app: App, entry_id: int) -> dict[str, Any]:
             raise Refused(f"outbox entry {entry_id} was delivered already")
         if e.status == "delivering":
             raise Refused(f"outbox entry {entry_id} is being delivered right now")
-        if e.destination_id is None or session.get(NotificationDestination, e.destination_id) is None:
+        if e.kind == "notification" and (e.destination_id is None
+                                         or session.get(NotificationDestination, e.destination_id) is None):
             raise Refused(f"outbox entry {entry_id}'s destination {e.destination_name} was deleted")
         repo.requeue_outbox_entry(session, e, repo.now())  # sent by this command, at once
     return outbox_show(app, entry_id)
@@ -269,3 +273,13 @@ def outbox_show(app: App, entry_id: int) -> dict[str, Any]:
 
 def known_events() -> list[str]:
     return [e.value for e in Event]
+
+
+def checked_url(url: str) -> str:
+    """An absolute http(s) URL, or UsageError (also for the inventory URL, F2)."""
+    return _check_url(url)
+
+
+def read_key_file(path: str) -> bytes:
+    """A token or HMAC key from a file (never from the command line, where `ps` shows it)."""
+    return _read_token(path)

@@ -26,6 +26,8 @@ from iacctl.domain.notifications import Facts, Outcome, next_attempt_at, outcome
 from iacctl.errors import UsageError
 from iacctl.notify import payload, sender
 from iacctl.runtimes import local
+from iacctl.services import follow_triggers, sync_inventory
+from iacctl.services.follow_ups import Handled
 from iacctl.store import repo
 from iacctl.store.db import Store
 from iacctl.store.models import Delivery, NotificationDestination, OutboxEntry
@@ -73,6 +75,8 @@ class Result:
     result: str  # delivered | retry | dead | dismissed | abandoned | late
     detail: str
     next_attempt_at: float | None = None
+    kind: str = "notification"
+    queued: tuple[int, ...] = ()  # F4: tasks a run trigger queued (whoever handled it starts them)
 
 
 def _due(entry: OutboxEntry, at: float) -> bool:
@@ -84,22 +88,26 @@ def _due(entry: OutboxEntry, at: float) -> bool:
     return local.process_alive(entry.claimed_by_host, entry.claimed_by_pid, entry.claimed_by_start) is False
 
 
-def claim_next(store: Store, *, mine: set[int] | None = None, skip_destinations: set[int | None] | None = None,
-               exclude: set[int] | None = None) -> Claim | None:
-    """Claim the next due entry: the oldest open entry of a destination (one at a time per
-    destination), due now, not claimed by a live process. With `mine`, only destinations that
-    have one of those entries still open (a command sends what it wrote, and what is ahead of it)."""
+def claim_next(store: Store, *, mine: set[int] | None = None, skip_lanes: set[repo.Lane] | None = None,
+               exclude: set[int] | None = None, kinds: tuple[str, ...] | None = None) -> Claim | None:
+    """Claim the next due entry: the oldest open entry of a lane (repo.outbox_lane: one at a time
+    per destination), due now, not claimed by a live process. With `mine`, only lanes that have
+    one of those entries still open (a command sends what it wrote, and what is ahead of it);
+    with `kinds`, only entries of those kinds."""
     host, pid, start = local.this_process()
     with store.write() as session:
         at = repo.now()
         heads = repo.open_outbox_heads(session)
-        wanted: set[int | None] | None = None
+        wanted: set[repo.Lane] | None = None
         if mine is not None:
-            wanted = {e.destination_id for e in repo.outbox_entries(session, statuses=repo.OUTBOX_OPEN, ids=mine)}
+            wanted = {repo.outbox_lane(e) for e in repo.outbox_entries(session, statuses=repo.OUTBOX_OPEN, ids=mine)}
         for head in heads:
-            if wanted is not None and head.destination_id not in wanted:
+            lane = repo.outbox_lane(head)
+            if wanted is not None and lane not in wanted:
                 continue
-            if skip_destinations and head.destination_id in skip_destinations:
+            if kinds is not None and head.kind not in kinds:
+                continue
+            if skip_lanes and lane in skip_lanes:
                 continue
             if exclude and head.id in exclude:
                 continue
@@ -135,7 +143,12 @@ def _request(store: Store, destination: NotificationDestination, entry: OutboxEn
 
 
 def deliver(store: Store, claim: Claim) -> Result:
-    """One attempt of a claimed entry, recorded (entry and delivery log) in one transaction."""
+    """One attempt of a claimed entry: a run trigger or an inventory sync is handled in the store
+    (F4, F2); a notification is sent, recorded (entry and delivery log) in one transaction."""
+    if claim.entry.kind == "trigger":
+        return _local_result(claim, follow_triggers.handle(store, claim.entry, claim.token))
+    if claim.entry.kind == "inventory":
+        return _local_result(claim, sync_inventory.handle(store, claim.entry, claim.token))
     entry, destination = claim.entry, claim.destination
     name = entry.destination_name or "?"
     attempt_no = entry.attempts + 1
@@ -176,6 +189,12 @@ def deliver(store: Store, claim: Claim) -> Result:
             task_id=entry.task_id, attempt=attempt_no, at=at, duration_ms=round(attempt.duration_s * 1000, 1),
             http_status=attempt.http_status, error=attempt.error, response_excerpt=attempt.excerpt, result=result))
     return Result(entry.id or 0, destination.name, entry.event, entry.task_id, result, detail, nxt)
+
+
+def _local_result(claim: Claim, outcome: Handled) -> Result:
+    entry = claim.entry
+    return Result(entry.id or 0, entry.destination_name or entry.kind, entry.event, entry.task_id, outcome.result,
+                  outcome.detail, outcome.next_attempt_at, kind=entry.kind, queued=outcome.queued)
 
 
 def abandon(store: Store, claim: Claim, reason: str) -> Result | None:
@@ -239,7 +258,7 @@ class Deliverer:
         self._lock = threading.Lock()
         self._mine: set[int] = set()
         self._attempted: set[int] = set()
-        self._failed_destinations: set[int | None] = set()
+        self._failed_lanes: set[repo.Lane] = set()
         self._in_flight: dict[int, Claim] = {}
         self._results: list[Result] = []
         self._workers: list[threading.Thread] = []
@@ -269,9 +288,9 @@ class Deliverer:
                 mine, exclude = set(self._mine), set(self._attempted)
                 # A destination that failed in this command is left to the sweep's backoff; one
                 # being sent to by another thread here waits its turn (order).
-                skip = self._failed_destinations | {c.entry.destination_id for c in self._in_flight.values()}
+                skip = self._failed_lanes | {repo.outbox_lane(c.entry) for c in self._in_flight.values()}
             try:
-                claim = claim_next(self.store, mine=mine, skip_destinations=skip, exclude=exclude)
+                claim = claim_next(self.store, mine=mine, skip_lanes=skip, exclude=exclude, kinds=("notification",))
             except Exception:
                 return  # the store is failing; the entries stay for the sweep
             if claim is None:
@@ -292,11 +311,12 @@ class Deliverer:
                 self._in_flight.pop(claim.entry.id or 0, None)
                 self._results.append(result)
                 if result.result != "delivered":
-                    self._failed_destinations.add(claim.entry.destination_id)
+                    self._failed_lanes.add(repo.outbox_lane(claim.entry))
 
     def finish(self) -> str | None:
         """Wait at most the budget for the deliveries under way; give up the rest (they are due
-        again after the backoff) and say in one line what is not delivered."""
+        again after the backoff); then handle this command's run triggers and inventory syncs
+        (F4, F2) here; say in one line what is not done."""
         with self._lock:
             if not self._mine:
                 return None
@@ -313,14 +333,45 @@ class Deliverer:
                 abandon(self.store, claim, reason)
             except Exception:
                 pass  # the lease runs out and the sweep takes it over
+        self._handle_local()
         return self.summary()
+
+    def _handle_local(self) -> None:
+        """F4, F2: the run triggers and inventory syncs this command wrote, handled in this
+        thread at its end: the notifications have been under way since the commit, and the
+        plans a trigger queues are started by the caller once it is alone (a runner is forked
+        only from a process with one thread). Triggers first: they start work; a sync may wait
+        on its URL."""
+        attempted: set[int] = set()
+        for kinds in (("trigger",), ("inventory",)):
+            while True:
+                try:
+                    claim = claim_next(self.store, mine=set(self._mine), exclude=attempted, kinds=kinds)
+                except Exception:
+                    return  # the store is failing; the entries stay for the sweep
+                if claim is None:
+                    break
+                attempted.add(claim.entry.id or 0)
+                try:
+                    result = deliver(self.store, claim)
+                except Exception as exc:
+                    result = Result(claim.entry.id or 0, claim.entry.kind, claim.entry.event, claim.entry.task_id,
+                                    "retry", f"not done: {exc}", kind=claim.entry.kind)
+                self._results.append(result)
+
+    def queued_tasks(self) -> list[int]:
+        """F4: the tasks this command's run triggers queued (the caller kicks the queue)."""
+        return [t for r in self._results for t in r.queued]
 
     def summary(self) -> str | None:
         with self.store.read() as session:
             entries = repo.outbox_entries(session, ids=self._mine)
         undelivered = [e for e in entries if e.status not in ("delivered", "dismissed")]
+        local = [e for e in undelivered if e.kind != "notification"]
+        undelivered = [e for e in undelivered if e.kind == "notification"]
+        lines = [_local_summary(local)] if local else []
         if not undelivered:
-            return None
+            return "; ".join(lines) or None
         parts = []
         for e in sorted(undelivered, key=lambda e: e.id or 0):
             why = e.last_error or "waits behind an earlier notification of its destination"
@@ -330,7 +381,15 @@ class Deliverer:
         advice = "`iacctl pods recover` retries the pending ones"
         if dead:
             advice += "; retry a dead one with: iacctl outbox retry ID"
-        return f"{len(undelivered)} notification(s) not delivered yet: " + "; ".join(parts) + f"; {advice}"
+        lines.insert(0, f"{len(undelivered)} notification(s) not delivered yet: " + "; ".join(parts) + f"; {advice}")
+        return "; ".join(lines)
+
+
+def _local_summary(entries: list[OutboxEntry]) -> str:
+    parts = [f"{e.kind} of task {e.task_id} (entry {e.id}, {e.status}): {e.last_error or 'not done yet'}"
+             for e in sorted(entries, key=lambda e: e.id or 0)]
+    return (f"{len(entries)} follow-up(s) not done yet: " + "; ".join(parts)
+            + "; `iacctl pods recover` does them")
 
 
 def dead_notice(store: Store, workspace_id: int, workspace_name: str) -> str | None:
@@ -341,8 +400,12 @@ def dead_notice(store: Store, workspace_id: int, workspace_name: str) -> str | N
         return None
     e = dead[0]
     if len(dead) == 1:
-        return (f"workspace {workspace_name} has a dead follow-up: outbox entry {e.id} (notification "
-                f"{e.destination_name}, task {e.task_id} {e.event}): {e.last_error}; retry it with: iacctl outbox "
+        return (f"workspace {workspace_name} has a dead follow-up: outbox entry {e.id} ({_what(e)}, "
+                f"task {e.task_id} {e.event}): {e.last_error}; retry it with: iacctl outbox "
                 f"retry {e.id}, or dismiss it with: iacctl outbox dismiss {e.id}")
-    return (f"workspace {workspace_name} has {len(dead)} dead follow-ups (latest: outbox entry {e.id}, notification "
-            f"{e.destination_name}, task {e.task_id} {e.event}: {e.last_error}); see: iacctl outbox list --status dead")
+    return (f"workspace {workspace_name} has {len(dead)} dead follow-ups (latest: outbox entry {e.id}, {_what(e)}, "
+            f"task {e.task_id} {e.event}: {e.last_error}); see: iacctl outbox list --status dead")
+
+
+def _what(e: OutboxEntry) -> str:
+    return f"notification {e.destination_name}" if e.kind == "notification" else (e.destination_name or e.kind)

@@ -334,6 +334,16 @@ def kick_queue(app: App, reporter: Reporter | None = None) -> list[int]:
     return started
 
 
+def finish_follow_ups(app: App) -> str | None:
+    """F1, F4: at a command's end, its follow-ups get at most the budget; then the plans its run
+    triggers queued are started (nobody waits for them: they run in the background and wait
+    for confirmation, never blocking the command that applied their source)."""
+    line = app.finish_follow_ups()
+    if app.queued_by_follow_ups():
+        kick_queue(app)
+    return line
+
+
 def take_next(app: App) -> int | None:
     """Start here the oldest queued task that nobody waits for and that can start now; its id,
     or None when there is none (a runner going on with the next task)."""

@@ -17,11 +17,11 @@ from iacctl.domain.admission import plan_expired
 from iacctl.domain.lifecycle import Status
 from iacctl.domain.slots import PodStatus, SlotPlace, SlotState
 from iacctl.errors import BackendError, TransitionConflict
-from iacctl.services import ending, outbox, plan_context, queue, scaling
+from iacctl.services import ending, outbox, plan_context, queue, scaling, sync_inventory
 from iacctl.services.app import App
 from iacctl.services.runtasks import time_out_overdue
 from iacctl.store import repo
-from iacctl.store.models import Pod, Pool, Slot, Task, Workspace
+from iacctl.store.models import InventorySync, Pod, Pool, Slot, Task, Workspace
 
 
 @dataclass
@@ -52,18 +52,57 @@ def recover(app: App) -> list[Action]:
     actions += _overdue_run_task_results(app)
     for task_id in queue.kick_queue(app):
         actions.append(Action("started", task=task_id, detail="queued task started in the background"))
-    actions += _follow_ups(app)
+    actions += _stuck_inventory_syncs(app)
+    follow_ups, queued = _follow_ups(app)
+    actions += follow_ups
+    if queued:
+        # F4: the plans run triggers just queued start now, in the background.
+        for task_id in queue.kick_queue(app):
+            actions.append(Action("started", task=task_id, detail="queued task started in the background"))
     return actions
 
 
-def _follow_ups(app: App) -> list[Action]:
+_FOLLOW_UP_ACTIONS = {
+    "notification": {"delivered": "notified", "retry": "notify_retry", "dead": "notify_dead",
+                     "dismissed": "notify_dismissed", "late": "notify_late"},
+    "trigger": {"delivered": "triggered", "retry": "trigger_retry", "dead": "trigger_dead",
+                "dismissed": "trigger_dismissed", "late": "trigger_late"},
+    "inventory": {"delivered": "inventory_synced", "retry": "inventory_retry", "dead": "inventory_dead",
+                  "dismissed": "inventory_skipped", "late": "inventory_late"},
+}
+
+
+def _follow_ups(app: App) -> tuple[list[Action], list[int]]:
     """S8/F1: outbox entries that are due (new, their retry time come, or claimed by a process
-    that is gone) are delivered, at most 8 at a time and one at a time per destination."""
-    names = {"delivered": "notified", "retry": "notify_retry", "dead": "notify_dead", "dismissed": "notify_dismissed",
-             "late": "notify_late"}
-    return [Action(names.get(r.result, r.result), task=r.task_id,
-                   detail=f"{r.destination} ({r.event}, outbox entry {r.entry_id}): {r.detail}")
-            for r in outbox.deliver_due(app.store)]
+    that is gone) are delivered or handled, at most 8 at a time and one at a time per lane.
+    Also the tasks run triggers queued."""
+    results = outbox.deliver_due(app.store)
+    actions = []
+    for r in results:
+        name = _FOLLOW_UP_ACTIONS.get(r.kind, {}).get(r.result, r.result)
+        actions.append(Action(name, task=r.task_id, detail=f"{r.destination} ({r.event}, outbox entry {r.entry_id}): "
+                                                           f"{r.detail}"))
+    return actions, [t for r in results for t in r.queued]
+
+
+def _stuck_inventory_syncs(app: App) -> list[Action]:
+    """S8, F2, seed 002 H6: an inventory sync left `syncing` (its process killed, or past the
+    timeout) is reset to idle, so that its entry, due again, syncs anew."""
+    actions = []
+    with app.store.write() as session:
+        at = repo.now()
+        for row, ws in session.exec(
+            select(InventorySync, Workspace).join(Workspace, col(Workspace.id) == col(InventorySync.workspace_id))
+            .where(col(InventorySync.status) == "syncing")
+        ).all():
+            why = sync_inventory.stuck(row, at)
+            if why is None:
+                continue
+            row.status, row.last_error, row.updated_at = "idle", f"sync of serial {row.syncing_serial} reset: {why}", at
+            row.syncing_serial = row.sync_started_at = row.sync_host = row.sync_pid = row.sync_start = None
+            session.add(row)
+            actions.append(Action("inventory_reset", workspace=ws.name, detail=row.last_error))
+    return actions
 
 
 def _dead_runners(app: App) -> list[Action]:

@@ -124,6 +124,9 @@ def show(app: App, task_id: int) -> dict[str, Any]:
     view["created_by"] = actor_view(task.created_by)
     view["confirmed_by"] = actor_view(task.confirmed_by)
     view["cancelled_by"] = actor_view(task.cancelled_by)
+    # F4: the applies a triggered task follows (None: queued by hand), and its place in the chain.
+    view["triggered_by"] = json.loads(task.trigger_sources) if task.trigger_sources else None
+    view["trigger_hops"] = task.trigger_hops
     view["stages"] = [
         # A stage still going has no duration yet (the view stays the same between two looks).
         {"stage": st.stage, "started_at": iso(st.started_at),

@@ -148,6 +148,10 @@ class Task(SQLModel, table=True):
     warmup_expires_at: float | None = None
     warmup_attempts: int = 0
     warmup_error: str | None = None
+    # F4: the applies a triggered task follows (JSON list of domain.triggers.Source), and how far
+    # down a chain of triggers it is (None: queued by hand).
+    trigger_sources: str | None = None
+    trigger_hops: int | None = None
 
 
 class TaskEvent(SQLModel, table=True):
@@ -345,3 +349,71 @@ class Delivery(SQLModel, table=True):
     error: str | None = None
     response_excerpt: str | None = None
     result: str = Field(max_length=20)  # delivered | retry | rejected | dead | abandoned | verified
+
+
+class RunTrigger(SQLModel, table=True):
+    """F4: an apply of the source workspace queues a plan of the follower."""
+
+    __tablename__ = "run_triggers"
+    __table_args__ = (UniqueConstraint("workspace_id", "source_workspace_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: int = Field(foreign_key="workspaces.id", index=True)  # the follower
+    source_workspace_id: int = Field(foreign_key="workspaces.id", index=True)
+    only_if_changed: bool = False
+    created_at: float
+    created_by: str | None = None  # domain.actors.Actor JSON
+
+
+class InventoryResource(SQLModel, table=True):
+    """F2: one resource instance a workspace's state held, from when it was first seen until it
+    was removed. Its `id` attribute is the only attribute value kept (X2)."""
+
+    __tablename__ = "inventory_resources"
+    __table_args__ = (UniqueConstraint("workspace_id", "address"), Index("ix_inventory_type", "type"))
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: int = Field(foreign_key="workspaces.id", index=True)
+    address: str
+    module: str | None = None
+    mode: str = Field(max_length=10)
+    type: str
+    name: str
+    index_key: str | None = None
+    provider: str | None = None
+    resource_id: str | None = None
+    serial: int
+    first_seen: float
+    last_seen: float
+    removed_at: float | None = None
+
+
+class InventorySync(SQLModel, table=True):
+    """F2, seed 002 H6: the inventory sync of a workspace. `syncing` is taken with a compare-and-set
+    and records who took it and when, so that a sync left `syncing` by a killed process is reset
+    by the sweep (its process is gone, or it is past the timeout) instead of blocking every
+    later sync."""
+
+    __tablename__ = "inventory_syncs"
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: int = Field(foreign_key="workspaces.id", unique=True)
+    status: str = Field(default="idle", max_length=20)  # idle | syncing
+    synced_serial: int | None = None
+    synced_at: float | None = None
+    syncing_serial: int | None = None
+    sync_started_at: float | None = None
+    sync_host: str | None = None
+    sync_pid: int | None = None
+    sync_start: float | None = None
+    last_error: str | None = None
+    updated_at: float
+
+
+class InventoryEndpoint(SQLModel, table=True):
+    """F2: where each sync's records are also POSTed, signed as notifications are (F3). One row
+    at most. The HMAC key is a secret (X1)."""
+
+    __tablename__ = "inventory_endpoints"
+    id: int | None = Field(default=None, primary_key=True)
+    url: str
+    hmac_key_secret: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    created_at: float
+    updated_at: float

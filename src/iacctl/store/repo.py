@@ -7,11 +7,12 @@ caller's transaction.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, insert, update
+from sqlalchemy import delete, func, insert, text, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -22,11 +23,14 @@ from iacctl.domain.lifecycle import Stage, Status, check_transition, is_terminal
 from iacctl.domain.names import did_you_mean
 from iacctl.domain.notifications import GIVE_UP_AFTER_S, Facts, event_of
 from iacctl.domain.slots import PodStatus, SlotPlace, SlotState
+from iacctl.domain.triggers import apply_changed
 from iacctl.errors import NotFound, TransitionConflict
 from iacctl.store.models import (
     ConfigSnapshot,
     Delivery,
     FreezeWindow,
+    InventoryResource,
+    InventorySync,
     NotificationDestination,
     OutboxEntry,
     PlanArtifact,
@@ -34,6 +38,7 @@ from iacctl.store.models import (
     Pool,
     RunTask,
     RunTaskServer,
+    RunTrigger,
     Slot,
     StateVersion,
     Task,
@@ -321,6 +326,12 @@ def delete_workspace(session: Session, workspace_id: int) -> list[int]:
     session.execute(delete(ConfigSnapshot).where(col(ConfigSnapshot.workspace_id) == workspace_id))
     session.execute(delete(Variable).where(col(Variable.workspace_id) == workspace_id))
     session.execute(delete(WorkspaceRunTask).where(col(WorkspaceRunTask.workspace_id) == workspace_id))
+    # F4/F2: its triggers, both ways, and its inventory go with it (a trigger entry already
+    # written for it finds the workspace gone and says so).
+    session.execute(delete(RunTrigger).where((col(RunTrigger.workspace_id) == workspace_id)
+                                             | (col(RunTrigger.source_workspace_id) == workspace_id)))
+    session.execute(delete(InventoryResource).where(col(InventoryResource.workspace_id) == workspace_id))
+    session.execute(delete(InventorySync).where(col(InventorySync.workspace_id) == workspace_id))
     session.execute(delete(Workspace).where(col(Workspace.id) == workspace_id))
     return task_ids
 
@@ -421,6 +432,10 @@ def transition(
         end_open_results(session, task_id, f"the task ended {target} before this result arrived")
     # F1: the follow-ups of this change (notifications), in this same transaction.
     write_follow_ups(session, task_id, expected, target)
+    if target == Status.APPLIED:
+        # F1, F2, F4: an apply's run triggers and inventory sync, in this same transaction, so
+        # a crash right after the apply loses neither.
+        write_apply_follow_ups(session, task_id)
     task = session.get(Task, task_id)
     if task is not None:
         session.refresh(task)
@@ -698,6 +713,134 @@ def write_follow_ups(session: Session, task_id: int, previous: Status | None, ta
     return ids
 
 
+def _local_entry(session: Session, *, key: str, kind: str, label: str, task: Task, facts: dict[str, Any],
+                 t: float) -> int | None:
+    if session.execute(select(OutboxEntry.id).where(col(OutboxEntry.key) == key)).first() is not None:
+        return None
+    entry = OutboxEntry(key=key, kind=kind, destination_id=None, destination_name=label, task_id=task.id,
+                        workspace_id=task.workspace_id, event="applied",
+                        facts_json=json.dumps(facts, separators=(",", ":")), status="pending", next_attempt_at=t,
+                        give_up_at=t + GIVE_UP_AFTER_S, created_at=t, updated_at=t)
+    session.add(entry)
+    session.flush()
+    return entry.id
+
+
+def write_apply_follow_ups(session: Session, task_id: int) -> list[int]:
+    """F4, F2: an applied task's run triggers (when workspaces follow its workspace) and inventory
+    sync. Keyed by the task: an apply happens once, so they are written once. The followers are
+    taken now, as they are at the apply (one deleted before its plan is queued is said so)."""
+    task = session.execute(
+        select(Task).where(col(Task.id) == task_id).execution_options(populate_existing=True)
+    ).scalar_one()
+    ws_name = str(session.execute(select(Workspace.name).where(col(Workspace.id) == task.workspace_id)).scalar())
+    t = now()
+    ids: list[int] = []
+    followers = session.execute(
+        sa_select(RunTrigger.workspace_id, Workspace.name, RunTrigger.only_if_changed)  # type: ignore[call-overload]
+        .join(Workspace, col(Workspace.id) == col(RunTrigger.workspace_id))
+        .where(col(RunTrigger.source_workspace_id) == task.workspace_id).order_by(col(Workspace.name))
+    ).all()
+    if followers:
+        counts = {"add": task.add_count, "change": task.change_count, "destroy": task.destroy_count,
+                  "replace": task.replace_count, "outputs": task.output_count}
+        facts = {"source_task": task_id, "source_workspace": ws_name, "hops": task.trigger_hops,
+                 "changed": apply_changed(counts),
+                 "followers": [{"workspace_id": w, "workspace": n, "only_if_changed": bool(o)}
+                               for w, n, o in followers]}
+        got = _local_entry(session, key=f"trigger:task-{task_id}", kind="trigger", label="run triggers", task=task,
+                           facts=facts, t=t)
+        if got is not None:
+            ids.append(got)
+    got = _local_entry(session, key=f"inventory:task-{task_id}", kind="inventory", label="inventory", task=task,
+                       facts={"workspace": ws_name, "state_version_id": task.state_version_id}, t=t)
+    if got is not None:
+        ids.append(got)
+    session.info.setdefault("outbox_written", []).extend(ids)
+    return ids
+
+
+# -- run triggers (F4) and the inventory (F2) -----------------------------------------------------
+
+
+def trigger_edges(session: Session) -> list[tuple[str, str]]:
+    """Every trigger as (source workspace, follower) names."""
+    source = Workspace.__table__.alias("source")  # type: ignore[attr-defined]
+    rows = session.execute(
+        sa_select(source.c.name, Workspace.name)  # type: ignore[call-overload]
+        .select_from(RunTrigger)
+        .join(source, source.c.id == col(RunTrigger.source_workspace_id))
+        .join(Workspace, col(Workspace.id) == col(RunTrigger.workspace_id))
+    ).all()
+    return [(str(a), str(b)) for a, b in rows]
+
+
+# Any constant of our own: the transaction-level advisory lock that serializes changes to the
+# trigger graph on PostgreSQL.
+_TRIGGER_GRAPH_LOCK = 0x1ACC7121
+
+
+def lock_trigger_graph(session: Session) -> None:
+    """F4: adding a trigger reads the whole graph and must not race another add (two edges added
+    at once could close a loop neither saw). PostgreSQL: a transaction-level advisory lock;
+    SQLite's BEGIN IMMEDIATE already serializes writers."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _TRIGGER_GRAPH_LOCK})
+
+
+def sources_of(session: Session, workspace_id: int) -> list[tuple[RunTrigger, str]]:
+    """The triggers the workspace follows, with their source's name."""
+    rows = session.exec(
+        select(RunTrigger, Workspace).join(Workspace, col(Workspace.id) == col(RunTrigger.source_workspace_id))
+        .where(col(RunTrigger.workspace_id) == workspace_id).order_by(col(Workspace.name))
+    ).all()
+    return [(r, w.name) for r, w in rows]
+
+
+def find_trigger(session: Session, workspace_id: int, source_id: int) -> RunTrigger | None:
+    return session.exec(select(RunTrigger).where(RunTrigger.workspace_id == workspace_id,
+                                                 RunTrigger.source_workspace_id == source_id)).first()
+
+
+def waiting_triggered_task(session: Session, workspace_id: int) -> Task | None:
+    """F4: the workspace's triggered plan that has not started yet, if any (a second source's
+    apply joins it instead of queuing another)."""
+    return session.exec(
+        select(Task).where(Task.workspace_id == workspace_id, Task.status == Status.PENDING,
+                           Task.kind == "plan_and_apply", col(Task.trigger_sources).is_not(None))
+        .order_by(col(Task.id))
+    ).first()
+
+
+def lock_workspace_row(session: Session, workspace_id: int) -> Workspace | None:
+    """The workspace, its row locked on PostgreSQL (FOR UPDATE) until the transaction ends, so
+    that two trigger entries reaching it decide one after the other; None if it was deleted."""
+    return session.exec(select(Workspace).where(Workspace.id == workspace_id).with_for_update()).first()
+
+
+def inventory_sync_row(session: Session, workspace_id: int) -> InventorySync:
+    row = session.exec(select(InventorySync).where(InventorySync.workspace_id == workspace_id)).first()
+    if row is None:
+        row = InventorySync(workspace_id=workspace_id, status="idle", updated_at=now())
+        session.add(row)
+        session.flush()
+    return row
+
+
+def inventory_rows(session: Session, *, workspace_id: int | None = None, rtype: str | None = None,
+                   include_removed: bool = True) -> Sequence[tuple[InventoryResource, str]]:
+    query = select(InventoryResource, Workspace).join(Workspace,
+                                                      col(Workspace.id) == col(InventoryResource.workspace_id))
+    if workspace_id is not None:
+        query = query.where(col(InventoryResource.workspace_id) == workspace_id)
+    if rtype is not None:
+        query = query.where(col(InventoryResource.type) == rtype)
+    if not include_removed:
+        query = query.where(col(InventoryResource.removed_at).is_(None))
+    rows = session.exec(query.order_by(col(Workspace.name), col(InventoryResource.address))).all()
+    return [(r, w.name) for r, w in rows]
+
+
 def get_destination(session: Session, name: str) -> NotificationDestination:
     found = find_destination(session, name)
     if found is None:
@@ -720,15 +863,32 @@ def count_destinations_of_workspace(session: Session, workspace_id: int) -> int:
     ).scalar() or 0)
 
 
+Lane = tuple[str, int | None]
+LOCAL_KINDS = ("trigger", "inventory")  # handled in the store by iacctl itself, no destination
+
+
+def outbox_lane(entry: OutboxEntry) -> Lane:
+    """Entries of one lane are handled one at a time, in order. A notification's lane is its
+    destination (F3: its events arrive in order); a run trigger's is its source workspace (its
+    applies queue plans in order); each inventory sync is a lane of its own (a sync applies only
+    a newer state serial, so order does not matter, and one that waits to be sent to the
+    inventory URL holds up no other)."""
+    if entry.kind == "trigger":
+        return ("trigger", entry.workspace_id)
+    if entry.kind == "inventory":
+        return ("inventory", entry.id)
+    return ("notification", entry.destination_id)
+
+
 def open_outbox_heads(session: Session) -> list[OutboxEntry]:
-    """The oldest open (pending or delivering) entry of each destination: F3, one at a time per
-    destination so that its events arrive in order; the others wait behind it."""
+    """The oldest open (pending or delivering) entry of each lane (outbox_lane): the others wait
+    behind it."""
     rows = session.exec(
         select(OutboxEntry).where(col(OutboxEntry.status).in_(OUTBOX_OPEN)).order_by(col(OutboxEntry.id))
     ).all()
-    heads: dict[int | None, OutboxEntry] = {}
+    heads: dict[Lane, OutboxEntry] = {}
     for entry in rows:
-        heads.setdefault(entry.destination_id, entry)
+        heads.setdefault(outbox_lane(entry), entry)
     return list(heads.values())
 
 
@@ -781,8 +941,11 @@ def get_outbox_entry(session: Session, entry_id: int) -> OutboxEntry:
 
 
 def outbox_entries(session: Session, *, statuses: Iterable[str] | None = None, ids: Iterable[int] | None = None,
-                   workspace_id: int | None = None, limit: int = 1000) -> Sequence[OutboxEntry]:
+                   workspace_id: int | None = None, kind: str | None = None,
+                   limit: int = 1000) -> Sequence[OutboxEntry]:
     query = select(OutboxEntry)
+    if kind is not None:
+        query = query.where(col(OutboxEntry.kind) == kind)
     if statuses is not None:
         query = query.where(col(OutboxEntry.status).in_(list(statuses)))
     if ids is not None:
