@@ -10,7 +10,7 @@ from sqlmodel import col, select
 
 from iacctl.errors import NotFound
 from iacctl.services.app import App
-from iacctl.services.notifications import checked_url, read_key_file
+from iacctl.services.inputs import check_url, read_secret_file
 from iacctl.services.views import iso
 from iacctl.store import repo
 from iacctl.store.models import InventoryEndpoint, InventoryResource, InventorySync
@@ -50,8 +50,8 @@ def _endpoint_view(e: InventoryEndpoint | None) -> dict[str, Any] | None:
 
 
 def set_endpoint(app: App, url: str, key_file: str | None) -> dict[str, Any] | None:
-    checked = checked_url(url)
-    key = read_key_file(key_file) if key_file else None
+    checked = check_url(url, "inventory URL")
+    key = read_secret_file(key_file, "HMAC key") if key_file else None
     with app.store.write() as session:
         t = repo.now()
         row = session.exec(select(InventoryEndpoint).order_by(col(InventoryEndpoint.id))).first()

@@ -273,13 +273,3 @@ def outbox_show(app: App, entry_id: int) -> dict[str, Any]:
 
 def known_events() -> list[str]:
     return [e.value for e in Event]
-
-
-def checked_url(url: str) -> str:
-    """An absolute http(s) URL, or UsageError (also for the inventory URL, F2)."""
-    return _check_url(url)
-
-
-def read_key_file(path: str) -> bytes:
-    """A token or HMAC key from a file (never from the command line, where `ps` shows it)."""
-    return _read_token(path)
