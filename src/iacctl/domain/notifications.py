@@ -9,6 +9,7 @@ import email.utils
 import json
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from iacctl.domain.lifecycle import Status
 
@@ -26,7 +27,7 @@ class Event(StrEnum):
     PLANNED = "planned"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    # Reserved for drift detection (SPEC F5): accepted by `notify create`, sent once drift checks exist.
+    # F5: a drift check found a drifted set that is new or changed since the last check.
     DRIFT_DETECTED = "drift_detected"
 
 
@@ -69,6 +70,8 @@ class Facts:
     plan_hash: str | None = None
     changes: dict[str, int] | None = None
     error: str | None = None
+    # F5: a drift_detected event's drifted resources (address, change, attribute names; no values).
+    drift: list[dict[str, Any]] | None = None
 
     def as_json(self) -> str:
         return json.dumps({**self.__dict__, "event": self.event.value}, separators=(",", ":"))

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from iacctl.domain.diagnostics import terraform_diagnostic
-from iacctl.domain.lifecycle import Stage, Status
+from iacctl.domain.drift import DriftedResource, parse_resource_drift
+from iacctl.domain.lifecycle import SPECULATIVE, Stage, Status, TaskKind
 from iacctl.domain.plans import count_changes
 from iacctl.domain.slots import SlotState
 from iacctl.errors import BackendError, IacctlError, TaskFailed, TerraformError
@@ -72,6 +73,7 @@ class TaskRun:
         self.watch = CancelWatch(store, task_id)
         self.stage: Stage | None = None
         self._state_error = ""
+        self.drifted: list[DriftedResource] = []  # F5: what the plan's refresh found changed outside
         with store.read() as session:
             self.task: Task = repo.get_task(session, task_id)
             self.workspace: Workspace = repo.workspace_by_id(session, self.task.workspace_id)
@@ -205,7 +207,9 @@ class TaskRun:
         self._run_hooks(Stage.PRE_PLAN)
         self._checkpoint()
         self._enter(Stage.PLANNING)
-        result = self._terraform(tf.plan_args(self.binary, color=self._color), "terraform plan", ok_codes=(0, 2))
+        drift_check = self.task.kind == TaskKind.DRIFT_CHECK
+        result = self._terraform(tf.plan_args(self.binary, color=self._color, refresh_only=drift_check),
+                                 "terraform plan -refresh-only" if drift_check else "terraform plan", ok_codes=(0, 2))
         self._checkpoint()
         with self._critical(Stage.SAVING_PLAN):
             has_changes = self._save_plan(result.exit_code == 2)
@@ -264,6 +268,7 @@ class TaskRun:
             raise TerraformError(f"terraform show -json failed (exit {shown.exit_code})")
         plan_json = _parse_json_output(lines)
         counts = count_changes(plan_json)
+        self.drifted = parse_resource_drift(plan_json)
         has_changes = exit_says_changes
         cipher = self.store.cipher
         with self.store.write() as session:
@@ -284,13 +289,20 @@ class TaskRun:
         return has_changes
 
     def _finish_plan(self, has_changes: bool) -> Status:
-        speculative = self.task.kind == "plan"
+        speculative = self.task.kind in SPECULATIVE
         if speculative or not has_changes:
+            drift_check = self.task.kind == TaskKind.DRIFT_CHECK
             with self.store.write() as session:
                 repo.transition(
                     session, self.task_id, Status.RUNNING, Status.PLANNED_AND_FINISHED,
-                    "speculative plan finished" if speculative else "no changes",
+                    (f"drift check finished: {len(self.drifted)} drifted resource(s)" if drift_check
+                     else "speculative plan finished" if speculative else "no changes"),
                 )
+                if drift_check:
+                    # F1, F5: the drift record and its notification in the task's final transaction.
+                    repo.record_drift(session, self.workspace.id or 0, self.task_id, self.drifted, repo.now())
+            if self.task.kind == TaskKind.DRIFT_CHECK:
+                self.log.note("drift: " + ("; ".join(r.said() for r in self.drifted) or "none"))
             self.runtime.remove_work_dir(self._place())
             self.log.flush()
             return Status.PLANNED_AND_FINISHED

@@ -14,7 +14,14 @@ from sqlmodel import col
 
 from iacctl.domain.actors import actor_view
 from iacctl.domain.lifecycle import Status, is_terminal
-from iacctl.domain.plans import ChangeCounts, redact_plan, relation_to_terraform, resource_changes, terraform_plan_line
+from iacctl.domain.plans import (
+    ChangeCounts,
+    redact_plan,
+    relation_to_terraform,
+    resource_changes,
+    resource_drift,
+    terraform_plan_line,
+)
 from iacctl.domain.timeline import Event, stage_times
 from iacctl.errors import EXIT_CHANGES, EXIT_FAILED, EXIT_OK, Refused, TaskCancelled, TaskFailed, UsageError
 from iacctl.services.app import App
@@ -214,6 +221,9 @@ def plan_review(app: App, task_id: int) -> dict[str, Any]:
         "task": task.id, "workspace": workspace, "status": task.status, "plan_hash": task.plan_hash,
         "planned_at": iso(task.planned_at),
         "resource_changes": [{"address": c.address, "action": c.action, "changes": list(c.changes)} for c in changes],
+        # F5: a drift check's refresh-only plan changes nothing; what it found is its drift.
+        "resource_drift": [{"address": c.address, "action": c.action, "changes": list(c.changes)}
+                           for c in resource_drift(doc)],
         "changes": counts.as_dict(),
         "reads": sum(1 for c in changes if c.action == "read"),
         "summary": counts.summary(),
