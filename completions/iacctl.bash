@@ -18,7 +18,7 @@ _iacctl_values() {
 
 _iacctl() {
     local -A subs=(
-        ['iacctl']='plan confirm-apply cancel workspace tasks state pods pool runtask store notify outbox'
+        ['iacctl']='plan confirm-apply cancel workspace tasks state pods pool runtask store notify outbox drift'
         ['iacctl workspace']='create set list show delete lock unlock var'
         ['iacctl workspace var']='set unset list'
         ['iacctl tasks']='list show logs plan'
@@ -29,6 +29,7 @@ _iacctl() {
         ['iacctl store']='check backup'
         ['iacctl notify']='create list show delete enable disable verify deliveries'
         ['iacctl outbox']='list retry dismiss'
+        ['iacctl drift']='check show'
     )
     local -A opts=(
         ['iacctl']='--db --verbose --version -h --help'
@@ -95,6 +96,9 @@ _iacctl() {
         ['iacctl outbox list']='--status --json -h --help'
         ['iacctl outbox retry']='--json -h --help'
         ['iacctl outbox dismiss']='--json -h --help'
+        ['iacctl drift']='-h --help'
+        ['iacctl drift check']='--all --quiet -q --json -h --help'
+        ['iacctl drift show']='--json -h --help'
     )
     local -A vals=(
         ['iacctl']='--db'
@@ -140,6 +144,8 @@ _iacctl() {
         ['iacctl runtask attach']='- workspace'
         ['iacctl runtask detach']='- workspace'
         ['iacctl runtask results']='task'
+        ['iacctl drift check']='workspace'
+        ['iacctl drift show']='workspace'
     )
     local -A kinds=(
         ['iacctl tasks list --workspace']='workspace'

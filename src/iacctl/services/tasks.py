@@ -210,8 +210,13 @@ def plan_json(app: App, task_id: int) -> dict[str, Any]:
 def plan_review(app: App, task_id: int) -> dict[str, Any]:
     """Issue 9: what the stored plan changes, resource by resource, and the counts; read from
     the store, so it works after the work directory is gone."""
-    task, doc, secrets = _stored_plan(app, task_id)
-    doc = redact_plan(doc, secrets)
+    task, raw, secrets = _stored_plan(app, task_id)
+    doc = redact_plan(raw, secrets)
+    # F5: drift is read from the plan as stored (a masked value compares equal to another masked
+    # one, which would hide a changed sensitive attribute); its texts mask what Terraform marks
+    # sensitive, and the workspace's sensitive values are masked after.
+    drift = redact_plan({"drift": [{"address": c.address, "action": c.action, "changes": list(c.changes)}
+                                   for c in resource_drift(raw)]}, secrets)["drift"]
     with app.store.read() as session:
         workspace = repo.workspace_by_id(session, task.workspace_id).name
     counts = ChangeCounts(task.add_count or 0, task.change_count or 0, task.destroy_count or 0,
@@ -222,8 +227,7 @@ def plan_review(app: App, task_id: int) -> dict[str, Any]:
         "planned_at": iso(task.planned_at),
         "resource_changes": [{"address": c.address, "action": c.action, "changes": list(c.changes)} for c in changes],
         # F5: a drift check's refresh-only plan changes nothing; what it found is its drift.
-        "resource_drift": [{"address": c.address, "action": c.action, "changes": list(c.changes)}
-                           for c in resource_drift(doc)],
+        "resource_drift": drift,
         "changes": counts.as_dict(),
         "reads": sum(1 for c in changes if c.action == "read"),
         "summary": counts.summary(),
