@@ -16,6 +16,7 @@ from iacctl.domain.drift import (
     parse_resource_drift,
     skip_reason,
 )
+from iacctl.domain.notifications import Event, sent_for
 from iacctl.domain.plans import redact_plan, resource_drift
 
 
@@ -100,3 +101,8 @@ def test_drift_in_the_plan_json_and_review_is_masked_where_terraform_marks_it_se
     (change,) = resource_drift(plan)  # tasks plan
     assert change.address == "x.a" and change.action == "update"
     assert change.changes == ("n: 1 -> 2", "password: (sensitive value) changed")
+
+
+def test_a_drift_check_sends_only_what_it_found_and_its_failure() -> None:
+    assert [e for e in Event if sent_for("drift_check", e)] == [Event.FAILED, Event.DRIFT_DETECTED]
+    assert all(sent_for("plan", e) and sent_for("plan_and_apply", e) for e in Event)

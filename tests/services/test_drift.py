@@ -98,7 +98,8 @@ def test_a_drift_notification_only_when_the_drifted_set_is_new_or_changed(drift_
     data = _workspace(env, "net")
     with running_receiver("ok", token) as receiver:
         (env.root / "tok").write_bytes(token)
-        env.ok("notify", "create", "ops", "--url", receiver.url, "--events", "drift_detected",
+        # A check is no run a person started: of the run events it sends none but `failed`.
+        env.ok("notify", "create", "ops", "--url", receiver.url, "--events", "created,planning,planned,drift_detected",
                "--token-file", str(env.root / "tok"))
         _check(env, "net", code=0)
         (data / "a.txt").write_text("s3cr3t-value")
@@ -122,6 +123,7 @@ def test_a_drift_notification_only_when_the_drifted_set_is_new_or_changed(drift_
         (changed,) = _check(env, "net", code=2)
         assert changed["notified"] is True
         notes = receiver.wait_for(2)
+        assert [n.trigger for n in notes] == ["assessment:drifted", "assessment:drifted"]
         assert [n.payload["iacctl"]["task_id"] for n in notes] == [first["task"], changed["task"]]
         assert [d["address"] for d in notes[1].payload["iacctl"]["drift"]] == ["filedrift_file.a",
                                                                              "filedrift_file.b"]

@@ -101,6 +101,16 @@ def event_of(previous: Status | None, target: Status) -> Event | None:
     }.get(target)
 
 
+def sent_for(task_kind: str, event: Event) -> bool:
+    """Whether a task of this kind sends this event. A drift check (F5) is no run a person
+    started: it says only what it found (drift_detected, written when it records the drift) and
+    that it failed; a nightly `drift check --all` never sends created/planning/planned for every
+    workspace."""
+    if task_kind == "drift_check":
+        return event in (Event.DRIFT_DETECTED, Event.FAILED)
+    return True
+
+
 def parse_events(text: str) -> list[Event]:
     """`--events a,b,c`: known names, no duplicates, at least one. ValueError says which is wrong."""
     names = [n.strip() for n in text.split(",") if n.strip()]

@@ -21,7 +21,7 @@ from iacctl.domain.drift import DriftedResource, TaskFacts, fingerprint, notify_
 from iacctl.domain.freeze import active_window
 from iacctl.domain.lifecycle import Stage, Status, check_transition, is_terminal
 from iacctl.domain.names import did_you_mean
-from iacctl.domain.notifications import GIVE_UP_AFTER_S, Event, Facts, event_of
+from iacctl.domain.notifications import GIVE_UP_AFTER_S, Event, Facts, event_of, sent_for
 from iacctl.domain.slots import PodStatus, SlotPlace, SlotState
 from iacctl.errors import NotFound, TransitionConflict
 from iacctl.store.models import (
@@ -668,6 +668,8 @@ def write_follow_ups(session: Session, task_id: int, previous: Status | None, ta
     task = session.execute(
         select(Task).where(col(Task.id) == task_id).execution_options(populate_existing=True)
     ).scalar_one()
+    if not sent_for(task.kind, event):
+        return []
     destinations = destinations_for(session, task.workspace_id, event)
     if not destinations:
         return []
