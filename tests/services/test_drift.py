@@ -90,6 +90,9 @@ def test_no_drift_then_drift_found_shown_and_cleared_by_the_next_apply(drift_env
     assert "cleared by the apply of task 4" in env.ok("workspace", "show", "net").out
     (result,) = _check(env, "net", code=0)
     assert result["outcome"] == "no_drift"
+    # A deleted workspace takes its drift record with it.
+    env.ok("workspace", "delete", "net", "--force")
+    assert rows(env.db_path, "SELECT * FROM workspace_drift") == []
 
 
 def test_a_drift_notification_only_when_the_drifted_set_is_new_or_changed(drift_env: Env) -> None:

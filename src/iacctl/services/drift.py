@@ -23,7 +23,7 @@ from sqlmodel import col, select
 
 from iacctl.domain.drift import DriftedResource, skip_reason
 from iacctl.domain.lifecycle import Status, TaskKind
-from iacctl.errors import IacctlError, UsageError
+from iacctl.errors import IacctlError, TaskCancelled, UsageError
 from iacctl.executor import terraform as tf
 from iacctl.executor.progress import Reporter
 from iacctl.executor.watch import interrupted
@@ -83,8 +83,14 @@ def check(app: App, names: Sequence[str] | None, reporter_for: Callable[[str], R
 
     def one(ws: Workspace) -> None:
         try:
-            _check_runnable(ws)
-            result = _check_one(app, ws, reporter_for(ws.name), wait_timeout, polite=True)
+            if interrupted.is_set():
+                # Ctrl-C / SIGTERM: the checks not started yet are not queued at all.
+                result = CheckResult(ws.name, CANCELLED, reason="interrupted before its check was queued")
+            else:
+                _check_runnable(ws)
+                result = _check_one(app, ws, reporter_for(ws.name), wait_timeout, polite=True)
+        except TaskCancelled as exc:
+            result = CheckResult(ws.name, CANCELLED, reason=str(exc))
         except IacctlError as exc:
             result = CheckResult(ws.name, FAILED, reason=str(exc))
         with lock:
