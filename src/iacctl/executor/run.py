@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from iacctl.executor.snapshot import archive_directory
 from iacctl.executor.tasklog import TaskLog
 from iacctl.executor.termination import Cancelled, add_state_version, end_task, keep_applied_state
 from iacctl.executor.watch import CancelWatch
+from iacctl.filelock import exclusive
 from iacctl.runtimes.base import (
     CommandInDoubt,
     CommandResult,
@@ -38,6 +40,7 @@ from iacctl.runtimes.base import (
     SlotPlace,
     disk_error,
 )
+from iacctl.runtimes.local import LocalRuntime
 from iacctl.store import repo
 from iacctl.store.db import Store
 from iacctl.store.models import ConfigSnapshot, PlanArtifact, StateVersion, Task, Workspace
@@ -203,7 +206,7 @@ class TaskRun:
         self._fetch()
         self._checkpoint()
         self._enter(Stage.INIT)
-        self._terraform(tf.init_args(self.binary, color=self._color), "terraform init")
+        self._init()
         self._run_hooks(Stage.PRE_PLAN)
         self._checkpoint()
         self._enter(Stage.PLANNING)
@@ -424,7 +427,7 @@ class TaskRun:
             raise TaskFailed("the plan's config snapshot or plan file is missing from the store")
         self._enter(Stage.INIT)
         self._prepare_work_dir(cipher.decrypt(snapshot.data_secret), base)
-        self._terraform(tf.init_args(self.binary, color=self._color), "terraform init")
+        self._init()
         self._checkpoint()
         self._enter(Stage.RESTORING_PLAN)
         plan_bytes = cipher.decrypt(artifact.plan_secret)
@@ -530,6 +533,30 @@ class TaskRun:
             raise TerraformError(str(exc)) from None
         finally:
             self.log.end_output()
+
+    def _init(self) -> None:
+        """`terraform init`, one at a time per plugin cache on this machine: Terraform's plugin
+        cache is not safe for concurrent inits (two installing the same provider at once fail with
+        "failed to create directory ... plugin-cache/..."), and `drift check --all` runs several
+        inits side by side (issue 12). Init is short; waiting for another's costs little."""
+        cache = self._local_plugin_cache()
+        if cache is None:
+            self._terraform(tf.init_args(self.binary, color=self._color), "terraform init")
+            return
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            cache = None
+        with exclusive(cache / ".iacctl-init.lock") if cache is not None else contextlib.nullcontext():
+            self._terraform(tf.init_args(self.binary, color=self._color), "terraform init")
+
+    def _local_plugin_cache(self) -> Path | None:
+        """The plugin cache Terraform uses for this task on this machine (the local runtime);
+        None where Terraform runs elsewhere (a Kubernetes pod has its own)."""
+        if not isinstance(self.runtime, LocalRuntime):
+            return None
+        chosen = self.env_vars.get("TF_PLUGIN_CACHE_DIR") or os.environ.get("TF_PLUGIN_CACHE_DIR")
+        return Path(chosen) if chosen else self.store.settings.work_root / "plugin-cache"
 
     def _terraform(self, argv: list[str], what: str, ok_codes: tuple[int, ...] = (0,)) -> CommandResult:
         result = self._run(argv, self.log.terraform_line, stoppable=True)
