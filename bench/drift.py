@@ -44,7 +44,8 @@ def iacctl(argv: list[str], env: dict[str, str], cwd: Path, expect: tuple[int, .
                           capture_output=True, text=True, timeout=1800)
     took = time.perf_counter() - start
     if proc.returncode not in expect:
-        raise SystemExit(f"iacctl {' '.join(argv)} exited {proc.returncode}, expected {expect}\n{proc.stderr}")
+        raise SystemExit(f"iacctl {' '.join(argv)} exited {proc.returncode}, expected {expect}\n{proc.stdout}\n"
+                         f"{proc.stderr}")
     return took
 
 

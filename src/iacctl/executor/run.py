@@ -511,9 +511,7 @@ class TaskRun:
                 self.log.note(f"warning at {stage}: {exc}")
 
     def _run(self, argv: list[str], on_line: Callable[[str], None], *, stoppable: bool) -> CommandResult:
-        env = tf.environment(
-            self.terraform_vars, self.env_vars, self.store.settings.work_root / "plugin-cache"
-        )
+        env = tf.environment(self.terraform_vars, self.env_vars, self._plugin_cache())
         self.log.recent.clear()
 
         def started(pid: int) -> None:
@@ -536,9 +534,9 @@ class TaskRun:
 
     def _init(self) -> None:
         """`terraform init`, one at a time per plugin cache on this machine: Terraform's plugin
-        cache is not safe for concurrent inits (two installing the same provider at once fail with
-        "failed to create directory ... plugin-cache/..."), and `drift check --all` runs several
-        inits side by side (issue 12). Init is short; waiting for another's costs little."""
+        cache is not safe for concurrent use (two inits installing the same provider at once fail
+        with "failed to create directory ... plugin-cache/..."). iacctl's own cache is per slot
+        (see _plugin_cache), so this only matters for a TF_PLUGIN_CACHE_DIR the user shares."""
         cache = self._local_plugin_cache()
         if cache is None:
             self._terraform(tf.init_args(self.binary, color=self._color), "terraform init")
@@ -556,7 +554,18 @@ class TaskRun:
         if not isinstance(self.runtime, LocalRuntime):
             return None
         chosen = self.env_vars.get("TF_PLUGIN_CACHE_DIR") or os.environ.get("TF_PLUGIN_CACHE_DIR")
-        return Path(chosen) if chosen else self.store.settings.work_root / "plugin-cache"
+        return Path(chosen) if chosen else self._plugin_cache()
+
+    def _plugin_cache(self) -> Path:
+        """iacctl's plugin cache for this task: one per local slot. An init without a dependency
+        lock file installs the provider into the cache again, replacing the directory that a
+        plan running in another slot reads at that moment ("could not read package directory",
+        seen with `drift check --all`, issue 12); a slot runs one task at a time, so its cache is
+        never used by two Terraform processes at once."""
+        root = self.store.settings.work_root / "plugin-cache"
+        if self.place is None or not isinstance(self.runtime, LocalRuntime):
+            return root
+        return root / self.place.pool / self.place.pod / f"slot-{self.place.slot_index}"
 
     def _terraform(self, argv: list[str], what: str, ok_codes: tuple[int, ...] = (0,)) -> CommandResult:
         result = self._run(argv, self.log.terraform_line, stoppable=True)

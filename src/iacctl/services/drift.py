@@ -71,8 +71,8 @@ def check(app: App, names: Sequence[str] | None, reporter_for: Callable[[str], R
         else:
             rows = [repo.get_workspace(session, n) for n in dict.fromkeys(names)]
         pools = {p.id: p for p in session.exec(select(Pool)).all()}
-    if len(rows) == 1:
-        # One workspace: the same refusals as `plan` (X4), before anything is written.
+    if names is not None and len(rows) == 1:
+        # One named workspace: the same refusals as `plan` (X4), before anything is written.
         _check_runnable(rows[0])
         result = _check_one(app, rows[0], reporter_for(rows[0].name), wait_timeout)
         on_result(result)
