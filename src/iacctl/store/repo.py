@@ -7,6 +7,7 @@ caller's transaction.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -881,8 +882,6 @@ def record_drift(session: Session, workspace_id: int, task_id: int, resources: S
     """F5: the check's result replaces the workspace's drift record; its drift notifications are
     written in the same transaction when the drifted set is new or changed compared with the
     last recorded check. True if they were."""
-    import json
-
     row = drift_of(session, workspace_id)
     previous = None if row is None or row.cleared_at is not None else row.fingerprint
     current = fingerprint(resources)
