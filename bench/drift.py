@@ -89,7 +89,8 @@ def by_hand(workspaces: list[tuple[str, Path, Path]], env: dict[str, str]) -> fl
     return time.perf_counter() - start
 
 
-def section(results: dict[str, list[float]], count: int, rounds: int, argv: str) -> str:
+def section(results: dict[str, list[float]], count: int, rounds: int, argv: str,
+            load: tuple[float, float] = (0.0, 0.0)) -> str:
     hand = statistics.median(results["hand"])
     tool = statistics.median(results["iacctl"])
     lines = [SECTION_START, "## Drift checks: `drift check --all` against refresh-only plans by hand (issue 12)", "",
@@ -98,7 +99,9 @@ def section(results: dict[str, list[float]], count: int, rounds: int, argv: str)
              f"{count} workspaces of `tests/fixtures/terraform/drift` (two files managed by the Python test "
              f"provider, installed from a local filesystem mirror), every fifth drifted; medians over {rounds} "
              "rounds, the two sides in alternating order in one run. The machine has 2 cores and may have "
-             "been loaded by other test runs at the same time: read the ratio, not the seconds.", "",
+             "been loaded by other test runs at the same time (1-minute load average "
+             f"{load[0]:.1f} when the run started, {load[1]:.1f} when it ended): read the ratio, not the "
+             "seconds.", "",
              "| side | median | per workspace | min - max |", "| --- | --- | --- | --- |",
              f"| by hand, one after another: init + plan -refresh-only -out + show -json | {hand:.1f} s | "
              f"{hand / count:.2f} s | {min(results['hand']):.1f} - {max(results['hand']):.1f} s |",
@@ -140,6 +143,7 @@ def main() -> int:
         base["TF_CLI_CONFIG_FILE"] = str(install(root / "provider"))
         env = {**base, "IACCTL_DB": str(root / "store.db"), "IACCTL_CONFIG_DIR": str(root / "config"),
                "IACCTL_WORK_ROOT": str(root / "work")}
+        load_at_start = os.getloadavg()[0]
         workspaces = set_up(root, args.workspaces, env)
         for i in range(args.rounds):
             for side in (("hand", "iacctl") if i % 2 == 0 else ("iacctl", "hand")):
@@ -149,7 +153,8 @@ def main() -> int:
                     took = iacctl(["drift", "check", "--all", "-q"], env, root, (0, 2))
                 results[side].append(took)
                 print(f"round {i + 1} {side}: {took:.1f} s", flush=True)
-    text = section(results, args.workspaces, args.rounds, " ".join(sys.argv[1:]))
+    text = section(results, args.workspaces, args.rounds, " ".join(sys.argv[1:]),
+                   (load_at_start, os.getloadavg()[0]))
     print(text)
     if args.write:
         write_section(args.write, text)
