@@ -18,7 +18,7 @@ _iacctl_values() {
 
 _iacctl() {
     local -A subs=(
-        ['iacctl']='plan confirm-apply cancel workspace tasks state pods pool runtask store notify outbox inventory'
+        ['iacctl']='plan confirm-apply cancel workspace tasks state pods pool runtask store notify outbox inventory drift'
         ['iacctl workspace']='create set list show delete lock unlock var trigger'
         ['iacctl workspace var']='set unset list'
         ['iacctl workspace trigger']='add list remove'
@@ -32,6 +32,7 @@ _iacctl() {
         ['iacctl outbox']='list retry dismiss'
         ['iacctl inventory']='list status endpoint'
         ['iacctl inventory endpoint']='set show remove'
+        ['iacctl drift']='check show'
     )
     local -A opts=(
         ['iacctl']='--db --verbose --version -h --help'
@@ -109,6 +110,9 @@ _iacctl() {
         ['iacctl inventory endpoint set']='--hmac-key-file --json -h --help'
         ['iacctl inventory endpoint show']='--json -h --help'
         ['iacctl inventory endpoint remove']='-h --help'
+        ['iacctl drift']='-h --help'
+        ['iacctl drift check']='--all --quiet -q --json -h --help'
+        ['iacctl drift show']='--json -h --help'
     )
     local -A vals=(
         ['iacctl']='--db'
@@ -163,6 +167,8 @@ _iacctl() {
         ['iacctl runtask results']='task'
         ['iacctl inventory list']='workspace'
         ['iacctl inventory status']='workspace'
+        ['iacctl drift check']='workspace'
+        ['iacctl drift show']='workspace'
     )
     local -A kinds=(
         ['iacctl tasks list --workspace']='workspace'

@@ -29,7 +29,7 @@ directory."""
 
 
 def build_app() -> typer.Typer:
-    from iacctl.cli import complete, inventory, notify, pods, runs, runtask, state, store, tasks, workspace
+    from iacctl.cli import complete, drift, inventory, notify, pods, runs, runtask, state, store, tasks, workspace
     from iacctl.cli.context import global_options
 
     app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=True,
@@ -48,6 +48,7 @@ def build_app() -> typer.Typer:
     app.add_typer(notify.app, name="notify")
     app.add_typer(notify.outbox_app, name="outbox")
     app.add_typer(inventory.app, name="inventory")
+    app.add_typer(drift.app, name="drift")
     return app
 
 

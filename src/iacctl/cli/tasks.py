@@ -41,7 +41,7 @@ def list_(
           empty="no tasks", fold=("workspace",))
 
 
-_KINDS = {"plan_and_apply": "plan+apply", "plan": "plan"}
+_KINDS = {"plan_and_apply": "plan+apply", "plan": "plan", "drift_check": "drift"}
 
 
 def _status(view: dict[str, Any]) -> str:
@@ -139,6 +139,10 @@ def plan(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=
     table(["address", "action", "changes"],
           [[c["address"], c["action"], "; ".join(c["changes"])] for c in review["resource_changes"]],
           empty="no resource changes")
+    if review.get("resource_drift"):
+        message("changed outside Terraform (drift found by the refresh):")
+        table(["address", "drift", "changes"],
+              [[c["address"], c["action"], "; ".join(c["changes"])] for c in review["resource_drift"]])
     counts = review["changes"]
     line = (f"{counts['add']} to add, {counts['change']} to change, {counts['destroy']} to destroy, "
             f"{counts['replace']} to replace")

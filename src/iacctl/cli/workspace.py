@@ -39,6 +39,20 @@ def _state_text(state: dict[str, Any] | None) -> str:
     return "none" if state is None else f"version {state['id']} (serial {state['serial']})"
 
 
+def drift_text(drift: dict[str, Any]) -> str:
+    """F5: the last drift check in one line."""
+    if not drift["checked"]:
+        return "never checked (iacctl drift check NAME)"
+    if drift["cleared_at"]:
+        return f"cleared by the apply of task {drift['cleared_by_task']} at {drift['cleared_at']}"
+    if not drift["drifted"]:
+        return f"none at {drift['checked_at']} (task {drift['task']})"
+    addresses = ", ".join(r["address"] for r in drift["resources"][:5])
+    more = f" and {len(drift['resources']) - 5} more" if len(drift["resources"]) > 5 else ""
+    return (f"{len(drift['resources'])} drifted resource(s) at {drift['checked_at']} (task {drift['task']}): "
+            f"{addresses}{more}")
+
+
 def _show(view: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(view)
@@ -47,7 +61,8 @@ def _show(view: dict[str, Any], as_json: bool) -> None:
     message(f"workspace {view['name']}\n  directory: {view['directory']}\n  pool: {view['pool']}\n"
             f"  terraform: {_binary_text(view)}\n  plan lifetime: {view['plan_lifetime']}\n"
             f"  lock: {_lock_text(view['lock'])}\n"
-            f"  state: {_state_text(state)}")
+            f"  state: {_state_text(state)}\n"
+            f"  drift: {drift_text(view['drift'])}")
     for var in view.get("variables", []):
         shown = "(sensitive)" if var["sensitive"] else var["value"]
         message(f"  {var['category']} variable {var['key']} = {shown}")

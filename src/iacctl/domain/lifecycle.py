@@ -25,6 +25,12 @@ class Status(StrEnum):
 class TaskKind(StrEnum):
     PLAN = "plan"  # speculative: never locks, never applies
     PLAN_AND_APPLY = "plan_and_apply"
+    # F5: a refresh-only plan of what the infrastructure is now; speculative like `plan` (never
+    # locks, never applies), and its result is recorded on the workspace.
+    DRIFT_CHECK = "drift_check"
+
+
+SPECULATIVE = frozenset({TaskKind.PLAN, TaskKind.DRIFT_CHECK})
 
 
 class Stage(StrEnum):

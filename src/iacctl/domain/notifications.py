@@ -9,6 +9,7 @@ import email.utils
 import json
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from iacctl.domain.lifecycle import Status
 
@@ -26,7 +27,7 @@ class Event(StrEnum):
     PLANNED = "planned"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    # Reserved for drift detection (SPEC F5): accepted by `notify create`, sent once drift checks exist.
+    # F5: a drift check found a drifted set that is new or changed since the last check.
     DRIFT_DETECTED = "drift_detected"
 
 
@@ -69,6 +70,8 @@ class Facts:
     plan_hash: str | None = None
     changes: dict[str, int] | None = None
     error: str | None = None
+    # F5: a drift_detected event's drifted resources (address, change, attribute names; no values).
+    drift: list[dict[str, Any]] | None = None
 
     def as_json(self) -> str:
         return json.dumps({**self.__dict__, "event": self.event.value}, separators=(",", ":"))
@@ -96,6 +99,16 @@ def event_of(previous: Status | None, target: Status) -> Event | None:
         Status.APPLIED_STATE_ERROR: Event.FAILED,
         Status.CANCELLED: Event.CANCELLED,
     }.get(target)
+
+
+def sent_for(task_kind: str, event: Event) -> bool:
+    """Whether a task of this kind sends this event. A drift check (F5) is no run a person
+    started: it says only what it found (drift_detected, written when it records the drift) and
+    that it failed; a nightly `drift check --all` never sends created/planning/planned for every
+    workspace."""
+    if task_kind == "drift_check":
+        return event in (Event.DRIFT_DETECTED, Event.FAILED)
+    return True
 
 
 def parse_events(text: str) -> list[Event]:

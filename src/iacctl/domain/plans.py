@@ -140,6 +140,20 @@ def resource_changes(plan_json: dict[str, Any]) -> list[ResourceChange]:
     return out
 
 
+def resource_drift(plan_json: dict[str, Any]) -> list[ResourceChange]:
+    """F5: what the plan's refresh found changed outside Terraform (`resource_drift`): each
+    object updated (with its attribute changes, sensitive values masked) or deleted."""
+    out = []
+    for rc in plan_json.get("resource_drift") or []:
+        change = rc.get("change") or {}
+        action = _action(list(change.get("actions") or []))
+        if action is None:
+            continue
+        attrs = _attribute_changes(change, []) if action == "update" else ()
+        out.append(ResourceChange(str(rc.get("address", "?")), action, attrs))
+    return out
+
+
 def _mask(value: Any, marker: Any) -> Any:
     if marker is True:
         return SENSITIVE
@@ -175,7 +189,8 @@ def redact_plan(plan_json: dict[str, Any], secrets: Iterable[str] = ()) -> dict[
     """The plan JSON as `terraform show -json` gives it, with every value Terraform marks
     sensitive, every sensitive variable and every sensitive workspace value (X2) masked."""
     doc: dict[str, Any] = copy.deepcopy(plan_json)
-    for rc in doc.get("resource_changes") or []:
+    # F5: a refresh's drifted values (resource_drift) are masked as the planned changes are.
+    for rc in [*(doc.get("resource_changes") or []), *(doc.get("resource_drift") or [])]:
         change = rc.get("change") or {}
         for side in ("before", "after"):
             if side in change:

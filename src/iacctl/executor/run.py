@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from iacctl.domain.diagnostics import terraform_diagnostic
-from iacctl.domain.lifecycle import Stage, Status
+from iacctl.domain.drift import DriftedResource, parse_resource_drift
+from iacctl.domain.lifecycle import SPECULATIVE, Stage, Status, TaskKind
 from iacctl.domain.plans import count_changes
 from iacctl.domain.slots import SlotState
 from iacctl.errors import BackendError, IacctlError, TaskFailed, TerraformError
@@ -28,6 +30,7 @@ from iacctl.executor.snapshot import archive_directory
 from iacctl.executor.tasklog import TaskLog
 from iacctl.executor.termination import Cancelled, add_state_version, end_task, keep_applied_state
 from iacctl.executor.watch import CancelWatch
+from iacctl.filelock import exclusive
 from iacctl.runtimes.base import (
     CommandInDoubt,
     CommandResult,
@@ -37,6 +40,7 @@ from iacctl.runtimes.base import (
     SlotPlace,
     disk_error,
 )
+from iacctl.runtimes.local import LocalRuntime
 from iacctl.store import repo
 from iacctl.store.db import Store
 from iacctl.store.models import ConfigSnapshot, PlanArtifact, StateVersion, Task, Workspace
@@ -72,6 +76,7 @@ class TaskRun:
         self.watch = CancelWatch(store, task_id)
         self.stage: Stage | None = None
         self._state_error = ""
+        self.drifted: list[DriftedResource] = []  # F5: what the plan's refresh found changed outside
         with store.read() as session:
             self.task: Task = repo.get_task(session, task_id)
             self.workspace: Workspace = repo.workspace_by_id(session, self.task.workspace_id)
@@ -201,11 +206,13 @@ class TaskRun:
         self._fetch()
         self._checkpoint()
         self._enter(Stage.INIT)
-        self._terraform(tf.init_args(self.binary, color=self._color), "terraform init")
+        self._init()
         self._run_hooks(Stage.PRE_PLAN)
         self._checkpoint()
         self._enter(Stage.PLANNING)
-        result = self._terraform(tf.plan_args(self.binary, color=self._color), "terraform plan", ok_codes=(0, 2))
+        drift_check = self.task.kind == TaskKind.DRIFT_CHECK
+        result = self._terraform(tf.plan_args(self.binary, color=self._color, refresh_only=drift_check),
+                                 "terraform plan -refresh-only" if drift_check else "terraform plan", ok_codes=(0, 2))
         self._checkpoint()
         with self._critical(Stage.SAVING_PLAN):
             has_changes = self._save_plan(result.exit_code == 2)
@@ -264,6 +271,7 @@ class TaskRun:
             raise TerraformError(f"terraform show -json failed (exit {shown.exit_code})")
         plan_json = _parse_json_output(lines)
         counts = count_changes(plan_json)
+        self.drifted = parse_resource_drift(plan_json)
         has_changes = exit_says_changes
         cipher = self.store.cipher
         with self.store.write() as session:
@@ -284,13 +292,20 @@ class TaskRun:
         return has_changes
 
     def _finish_plan(self, has_changes: bool) -> Status:
-        speculative = self.task.kind == "plan"
+        speculative = self.task.kind in SPECULATIVE
         if speculative or not has_changes:
+            drift_check = self.task.kind == TaskKind.DRIFT_CHECK
             with self.store.write() as session:
                 repo.transition(
                     session, self.task_id, Status.RUNNING, Status.PLANNED_AND_FINISHED,
-                    "speculative plan finished" if speculative else "no changes",
+                    (f"drift check finished: {len(self.drifted)} drifted resource(s)" if drift_check
+                     else "speculative plan finished" if speculative else "no changes"),
                 )
+                if drift_check:
+                    # F1, F5: the drift record and its notification in the task's final transaction.
+                    repo.record_drift(session, self.workspace.id or 0, self.task_id, self.drifted, repo.now())
+            if self.task.kind == TaskKind.DRIFT_CHECK:
+                self.log.note("drift: " + ("; ".join(r.said() for r in self.drifted) or "none"))
             self.runtime.remove_work_dir(self._place())
             self.log.flush()
             return Status.PLANNED_AND_FINISHED
@@ -412,7 +427,7 @@ class TaskRun:
             raise TaskFailed("the plan's config snapshot or plan file is missing from the store")
         self._enter(Stage.INIT)
         self._prepare_work_dir(cipher.decrypt(snapshot.data_secret), base)
-        self._terraform(tf.init_args(self.binary, color=self._color), "terraform init")
+        self._init()
         self._checkpoint()
         self._enter(Stage.RESTORING_PLAN)
         plan_bytes = cipher.decrypt(artifact.plan_secret)
@@ -496,9 +511,7 @@ class TaskRun:
                 self.log.note(f"warning at {stage}: {exc}")
 
     def _run(self, argv: list[str], on_line: Callable[[str], None], *, stoppable: bool) -> CommandResult:
-        env = tf.environment(
-            self.terraform_vars, self.env_vars, self.store.settings.work_root / "plugin-cache"
-        )
+        env = tf.environment(self.terraform_vars, self.env_vars, self._plugin_cache())
         self.log.recent.clear()
 
         def started(pid: int) -> None:
@@ -518,6 +531,41 @@ class TaskRun:
             raise TerraformError(str(exc)) from None
         finally:
             self.log.end_output()
+
+    def _init(self) -> None:
+        """`terraform init`, one at a time per plugin cache on this machine: Terraform's plugin
+        cache is not safe for concurrent use (two inits installing the same provider at once fail
+        with "failed to create directory ... plugin-cache/..."). iacctl's own cache is per slot
+        (see _plugin_cache), so this only matters for a TF_PLUGIN_CACHE_DIR the user shares."""
+        cache = self._local_plugin_cache()
+        if cache is None:
+            self._terraform(tf.init_args(self.binary, color=self._color), "terraform init")
+            return
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            cache = None
+        with exclusive(cache / ".iacctl-init.lock") if cache is not None else contextlib.nullcontext():
+            self._terraform(tf.init_args(self.binary, color=self._color), "terraform init")
+
+    def _local_plugin_cache(self) -> Path | None:
+        """The plugin cache Terraform uses for this task on this machine (the local runtime);
+        None where Terraform runs elsewhere (a Kubernetes pod has its own)."""
+        if not isinstance(self.runtime, LocalRuntime):
+            return None
+        chosen = self.env_vars.get("TF_PLUGIN_CACHE_DIR") or os.environ.get("TF_PLUGIN_CACHE_DIR")
+        return Path(chosen) if chosen else self._plugin_cache()
+
+    def _plugin_cache(self) -> Path:
+        """iacctl's plugin cache for this task: one per local slot. An init without a dependency
+        lock file installs the provider into the cache again, replacing the directory that a
+        plan running in another slot reads at that moment ("could not read package directory",
+        seen with `drift check --all`, issue 12); a slot runs one task at a time, so its cache is
+        never used by two Terraform processes at once."""
+        root = self.store.settings.work_root / "plugin-cache"
+        if self.place is None or not isinstance(self.runtime, LocalRuntime):
+            return root
+        return root / self.place.pool / self.place.pod / f"slot-{self.place.slot_index}"
 
     def _terraform(self, argv: list[str], what: str, ok_codes: tuple[int, ...] = (0,)) -> CommandResult:
         result = self._run(argv, self.log.terraform_line, stoppable=True)

@@ -88,8 +88,10 @@ def init_args(binary: str, *, color: bool = False) -> list[str]:
     return [binary, "init", "-input=false", *_no_color(color)]
 
 
-def plan_args(binary: str, *, color: bool = False) -> list[str]:
-    return [binary, "plan", "-input=false", *_no_color(color), "-detailed-exitcode", f"-out={PLAN_FILE}"]
+def plan_args(binary: str, *, color: bool = False, refresh_only: bool = False) -> list[str]:
+    # F5: a drift check is a refresh-only plan, saved with -out like any plan; exit 2 is drift.
+    mode = ["-refresh-only"] if refresh_only else []
+    return [binary, "plan", "-input=false", *_no_color(color), *mode, "-detailed-exitcode", f"-out={PLAN_FILE}"]
 
 
 def show_json_args(binary: str) -> list[str]:

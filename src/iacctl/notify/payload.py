@@ -46,6 +46,8 @@ def next_command(facts: Facts) -> str | None:
         return f"iacctl confirm-apply {facts.task_id}"
     if facts.event in (Event.FAILED, Event.CANCELLED):
         return f"iacctl tasks logs {facts.task_id}"
+    if facts.event == Event.DRIFT_DETECTED:
+        return f"iacctl drift show {facts.workspace_name}"
     if facts.event in (Event.CREATED, Event.PLANNING, Event.APPLYING):
         return f"iacctl tasks show {facts.task_id}"
     return None
@@ -85,6 +87,7 @@ def generic_payload(*, destination_id: int, facts: Facts, public_url: str, event
             "plan_hash": facts.plan_hash,
             "changes": facts.changes,
             "error": facts.error,
+            "drift": facts.drift,
             "next_command": next_command(facts),
         },
     }
@@ -140,6 +143,10 @@ def slack_message(facts: Facts, public_url: str) -> dict[str, Any]:
     ]
     if facts.error:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Error*\n{facts.error[:2500]}"}})
+    if facts.drift:
+        drifted = "\n".join(f"`{d['address']}` {d['change']}: {', '.join(d.get('attributes') or []) or '-'}"
+                            for d in facts.drift[:20])
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Drifted*\n{drifted[:2500]}"}})
     command = next_command(facts)
     if command:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"Next: `{command}`"}]})

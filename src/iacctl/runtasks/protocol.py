@@ -62,7 +62,7 @@ def build_payload(
         "capabilities": {"outcomes": True},
         "configuration_version_download_url": None,
         "configuration_version_id": f"cv-{run.task_id}",
-        "is_speculative": run.task_kind == "plan",
+        "is_speculative": run.task_kind in ("plan", "drift_check"),  # F5: a drift check never applies
         "organization_name": ORGANIZATION,
         "plan_json_api_url": (base + result_path(result_id) + "/plan-json") if stage in PLAN_JSON_STAGES else None,
         "run_app_url": f"{base}/app/{ORGANIZATION}/workspaces/{run.workspace_name}/runs/run-{run.task_id}",

@@ -14,7 +14,14 @@ from sqlmodel import col
 
 from iacctl.domain.actors import actor_view
 from iacctl.domain.lifecycle import Status, is_terminal
-from iacctl.domain.plans import ChangeCounts, redact_plan, relation_to_terraform, resource_changes, terraform_plan_line
+from iacctl.domain.plans import (
+    ChangeCounts,
+    redact_plan,
+    relation_to_terraform,
+    resource_changes,
+    resource_drift,
+    terraform_plan_line,
+)
 from iacctl.domain.timeline import Event, stage_times
 from iacctl.errors import EXIT_CHANGES, EXIT_FAILED, EXIT_OK, Refused, TaskCancelled, TaskFailed, UsageError
 from iacctl.services.app import App
@@ -206,8 +213,13 @@ def plan_json(app: App, task_id: int) -> dict[str, Any]:
 def plan_review(app: App, task_id: int) -> dict[str, Any]:
     """Issue 9: what the stored plan changes, resource by resource, and the counts; read from
     the store, so it works after the work directory is gone."""
-    task, doc, secrets = _stored_plan(app, task_id)
-    doc = redact_plan(doc, secrets)
+    task, raw, secrets = _stored_plan(app, task_id)
+    doc = redact_plan(raw, secrets)
+    # F5: drift is read from the plan as stored (a masked value compares equal to another masked
+    # one, which would hide a changed sensitive attribute); its texts mask what Terraform marks
+    # sensitive, and the workspace's sensitive values are masked after.
+    drift = redact_plan({"drift": [{"address": c.address, "action": c.action, "changes": list(c.changes)}
+                                   for c in resource_drift(raw)]}, secrets)["drift"]
     with app.store.read() as session:
         workspace = repo.workspace_by_id(session, task.workspace_id).name
     counts = ChangeCounts(task.add_count or 0, task.change_count or 0, task.destroy_count or 0,
@@ -217,6 +229,8 @@ def plan_review(app: App, task_id: int) -> dict[str, Any]:
         "task": task.id, "workspace": workspace, "status": task.status, "plan_hash": task.plan_hash,
         "planned_at": iso(task.planned_at),
         "resource_changes": [{"address": c.address, "action": c.action, "changes": list(c.changes)} for c in changes],
+        # F5: a drift check's refresh-only plan changes nothing; what it found is its drift.
+        "resource_drift": drift,
         "changes": counts.as_dict(),
         "reads": sum(1 for c in changes if c.action == "read"),
         "summary": counts.summary(),

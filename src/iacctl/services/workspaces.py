@@ -18,7 +18,7 @@ from iacctl.executor.termination import kept_state_path
 from iacctl.executor.terraform import check_binary_setting
 from iacctl.services import ending, queue
 from iacctl.services.app import LOCAL_POOL, App, current_actor
-from iacctl.services.views import iso
+from iacctl.services.views import drift_view, iso
 from iacctl.store import repo
 from iacctl.store.models import Pod, Pool, Task, Variable, Workspace
 
@@ -108,6 +108,8 @@ def _view(session: Any, ws: Workspace) -> dict[str, Any]:
              "created_at": iso(latest.created_at)} if latest else None
         ),
         "created_at": iso(ws.created_at),
+        # F5: the last drift check (iacctl drift show NAME for the resources and attributes).
+        "drift": drift_view(repo.drift_of(session, ws.id or 0)),
     }
 
 

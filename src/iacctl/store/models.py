@@ -417,3 +417,18 @@ class InventoryEndpoint(SQLModel, table=True):
     hmac_key_secret: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
     created_at: float
     updated_at: float
+
+
+class WorkspaceDrift(SQLModel, table=True):
+    """F5: the last drift check of a workspace: which resources drifted and which of their
+    attributes differ (names only, never values, X2), the check task whose saved plan shows it,
+    and when an apply cleared it. One row per workspace, replaced by each check."""
+
+    __tablename__ = "workspace_drift"
+    workspace_id: int = Field(foreign_key="workspaces.id", primary_key=True)
+    task_id: int  # the drift_check task; its plan is saved like any plan (iacctl tasks plan ID)
+    checked_at: float
+    resources_json: str = "[]"  # [domain.drift.DriftedResource.as_json()], sorted by address
+    fingerprint: str | None = Field(default=None, max_length=64)  # None: nothing drifted
+    cleared_at: float | None = None  # the next successful apply clears the drift it recorded
+    cleared_by_task_id: int | None = None

@@ -18,10 +18,11 @@ from sqlmodel import Session, col, select
 
 from iacctl.domain.actors import actor_view
 from iacctl.domain.admission import PLAN, AdmissionFacts, LiveTask, PoolFacts, SlotUse
+from iacctl.domain.drift import DriftedResource, TaskFacts, fingerprint, notify_drift
 from iacctl.domain.freeze import active_window
 from iacctl.domain.lifecycle import Stage, Status, check_transition, is_terminal
 from iacctl.domain.names import did_you_mean
-from iacctl.domain.notifications import GIVE_UP_AFTER_S, Facts, event_of
+from iacctl.domain.notifications import GIVE_UP_AFTER_S, Event, Facts, event_of, sent_for
 from iacctl.domain.slots import PodStatus, SlotPlace, SlotState
 from iacctl.domain.triggers import apply_changed
 from iacctl.errors import NotFound, TransitionConflict
@@ -47,6 +48,7 @@ from iacctl.store.models import (
     TaskResult,
     Variable,
     Workspace,
+    WorkspaceDrift,
     WorkspaceRunTask,
 )
 
@@ -332,6 +334,7 @@ def delete_workspace(session: Session, workspace_id: int) -> list[int]:
                                              | (col(RunTrigger.source_workspace_id) == workspace_id)))
     session.execute(delete(InventoryResource).where(col(InventoryResource.workspace_id) == workspace_id))
     session.execute(delete(InventorySync).where(col(InventorySync.workspace_id) == workspace_id))
+    session.execute(delete(WorkspaceDrift).where(col(WorkspaceDrift.workspace_id) == workspace_id))
     session.execute(delete(Workspace).where(col(Workspace.id) == workspace_id))
     return task_ids
 
@@ -430,6 +433,9 @@ def transition(
         # E2/C5: whatever path ends a task, its run-task results still waiting are ended and
         # their tokens revoked in the same transaction.
         end_open_results(session, task_id, f"the task ended {target} before this result arrived")
+    if target == Status.APPLIED:
+        # F5: a successful apply clears the drift recorded before its plan, in its transaction.
+        clear_drift(session, task_id)
     # F1: the follow-ups of this change (notifications), in this same transaction.
     write_follow_ups(session, task_id, expected, target)
     if target == Status.APPLIED:
@@ -677,6 +683,8 @@ def write_follow_ups(session: Session, task_id: int, previous: Status | None, ta
     task = session.execute(
         select(Task).where(col(Task.id) == task_id).execution_options(populate_existing=True)
     ).scalar_one()
+    if not sent_for(task.kind, event):
+        return []
     destinations = destinations_for(session, task.workspace_id, event)
     if not destinations:
         return []
@@ -1005,3 +1013,93 @@ def outbox_work_waiting(session: Session, at: float) -> int:
         .where(((col(OutboxEntry.status) == "pending") & (col(OutboxEntry.next_attempt_at) <= at))
                | (col(OutboxEntry.status) == "delivering"))
     ).scalar() or 0)
+
+
+# -- drift (F5) -----------------------------------------------------------------------------------
+
+
+def drift_of(session: Session, workspace_id: int) -> WorkspaceDrift | None:
+    return session.get(WorkspaceDrift, workspace_id)
+
+
+def drift_facts(session: Session, workspace_id: int) -> tuple[list[TaskFacts], TaskFacts | None]:
+    """What `domain.drift.skip_reason()` needs: the workspace's live tasks, and its last task
+    that is not a drift check."""
+    live = [TaskFacts(int(i), str(k), str(s)) for i, k, s in session.execute(
+        select(Task.id, Task.kind, Task.status)
+        .where(col(Task.workspace_id) == workspace_id,
+               col(Task.status).in_([Status.PENDING, Status.RUNNING, Status.APPLY_PENDING]))
+        .order_by(col(Task.id))
+    ).all()]
+    last = session.execute(
+        select(Task.id, Task.kind, Task.status)
+        .where(col(Task.workspace_id) == workspace_id, col(Task.kind) != "drift_check")
+        .order_by(col(Task.id).desc()).limit(1)
+    ).first()
+    return live, (TaskFacts(int(last[0]), str(last[1]), str(last[2])) if last else None)
+
+
+def record_drift(session: Session, workspace_id: int, task_id: int, resources: Sequence[DriftedResource],
+                 at: float) -> bool:
+    """F5: the check's result replaces the workspace's drift record; its drift notifications are
+    written in the same transaction when the drifted set is new or changed compared with the
+    last recorded check. True if they were."""
+    row = drift_of(session, workspace_id)
+    previous = None if row is None or row.cleared_at is not None else row.fingerprint
+    current = fingerprint(resources)
+    if row is None:
+        row = WorkspaceDrift(workspace_id=workspace_id, task_id=task_id, checked_at=at)
+    row.task_id, row.checked_at, row.fingerprint = task_id, at, current
+    row.resources_json = json.dumps([r.as_json() for r in resources], separators=(",", ":"))
+    row.cleared_at, row.cleared_by_task_id = None, None
+    session.add(row)
+    session.flush()
+    if not notify_drift(previous, current):
+        return False
+    write_drift_follow_ups(session, task_id, [r.as_json() for r in resources])
+    return True
+
+
+def clear_drift(session: Session, task_id: int) -> bool:
+    """F5: the applied task clears its workspace's drift record if the check came before the
+    apply's plan (whose refresh saw what the check saw). A check made after that plan stays:
+    the saved plan applied did not know of it."""
+    task = session.execute(
+        select(Task).where(col(Task.id) == task_id).execution_options(populate_existing=True)
+    ).scalar_one()
+    made = task.planned_at if task.planned_at is not None else task.started_at
+    result = session.execute(
+        update(WorkspaceDrift)
+        .where(col(WorkspaceDrift.workspace_id) == task.workspace_id, col(WorkspaceDrift.cleared_at).is_(None),
+               col(WorkspaceDrift.fingerprint).is_not(None), col(WorkspaceDrift.checked_at) <= (made or now()))
+        .values(cleared_at=now(), cleared_by_task_id=task_id)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def write_drift_follow_ups(session: Session, task_id: int, drifted: list[dict[str, Any]]) -> list[int]:
+    """F1, F5: the `drift_detected` notifications of a drift check, one per destination that
+    chose the event; keyed by the check task, so a check writes them once."""
+    task = session.execute(select(Task).where(col(Task.id) == task_id)).scalar_one()
+    destinations = destinations_for(session, task.workspace_id, Event.DRIFT_DETECTED)
+    if not destinations:
+        return []
+    ws_name = session.execute(select(Workspace.name).where(col(Workspace.id) == task.workspace_id)).scalar()
+    t = now()
+    facts = Facts(event=Event.DRIFT_DETECTED, task_id=task_id, task_kind=task.kind, status=str(task.status),
+                  workspace_id=task.workspace_id, workspace_name=str(ws_name), created_at=task.created_at,
+                  updated_at=t, actor=task_actor(task), plan_hash=task.plan_hash, drift=drifted).as_json()
+    ids = []
+    for d in destinations:
+        key = f"notification:{d.id}:task-{task_id}:{Event.DRIFT_DETECTED}:1"
+        if session.execute(select(OutboxEntry.id).where(col(OutboxEntry.key) == key)).first() is not None:
+            continue
+        entry = OutboxEntry(key=key, kind="notification", destination_id=d.id, destination_name=d.name,
+                            task_id=task_id, workspace_id=task.workspace_id, event=Event.DRIFT_DETECTED,
+                            facts_json=facts, status="pending", next_attempt_at=t, give_up_at=t + GIVE_UP_AFTER_S,
+                            created_at=t, updated_at=t)
+        session.add(entry)
+        session.flush()
+        ids.append(entry.id or 0)
+    session.info.setdefault("outbox_written", []).extend(ids)
+    return ids
