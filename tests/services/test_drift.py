@@ -130,7 +130,7 @@ def test_a_drift_notification_only_when_the_drifted_set_is_new_or_changed(drift_
         assert [n.payload["iacctl"]["task_id"] for n in notes] == [first["task"], changed["task"]]
         assert [d["address"] for d in notes[1].payload["iacctl"]["drift"]] == ["filedrift_file.a",
                                                                              "filedrift_file.b"]
-        entries = env.ok("outbox", "list", "--json").json()
+        entries = env.ok("outbox", "list", "--kind", "notification", "--json").json()
         assert sorted(e["event"] for e in entries) == ["drift_detected", "drift_detected"]
         assert all(e["status"] == "delivered" for e in entries)
 

@@ -51,12 +51,16 @@ def test_recover_a_plan_killed_while_planning(any_env: Env, processes: list[Back
     plan = spawn(env, processes, "plan", "big")
     wait_task(env, 1, lambda t: t["stage"] == "planning")
     plan.kill()
-    assert env.task(1)["status"] == "running"  # nobody has noticed yet
+    killed = env.task(1)
+    assert killed["status"] == "running"  # nobody has noticed yet
+    # On a loaded machine the plan may have reached its next stage before the kill landed.
+    stage = killed["stage"]
+    assert stage in ("planning", "saving_plan")
 
     actions = recover(env)
     assert [(a["action"], a["task"]) for a in actions] == [("failed", 1)]
-    assert "is gone (found at stage planning)" in actions[0]["detail"]
-    assert_recovered(env, "big", 1, "planning")
+    assert f"is gone (found at stage {stage})" in actions[0]["detail"]
+    assert_recovered(env, "big", 1, stage)
     assert env.ok("state", "versions", "big", "--json").json() == []
     # The log written before the crash is kept.
     log = env.ok("tasks", "logs", "1").out
