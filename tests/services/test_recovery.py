@@ -107,7 +107,8 @@ def test_recover_leaves_live_tasks_alone_and_cancels_a_plan_whose_command_was_ki
     a queued plan nobody waits for (--no-wait) is started once its turn is free."""
     env = any_env
     env.workspace("app", "slow_apply")
-    env.ok("workspace", "var", "set", "app", "sleep", "30")
+    # Long enough to outlast the sweeps below on a loaded machine: the apply is killed anyway.
+    env.ok("workspace", "var", "set", "app", "sleep", "300")
     env.ok("plan", "app", code=2)
     apply = spawn(env, processes, "confirm-apply", "1")
     running = wait_task(env, 1, lambda t: t["stage"] == "applying")
