@@ -157,12 +157,7 @@ def main() -> int:
     text = section(runs, f"python bench/burst.py --rounds {args.rounds}")
     print(text)
     if args.write:
-        previous = args.write.read_text()
-        if START in previous:
-            head, rest = previous.split(START, 1)
-            args.write.write_text(head + text + rest.split(END, 1)[1])
-        else:
-            args.write.write_text(previous.rstrip("\n") + "\n\n" + text + "\n")
+        core_bench.write_section(args.write, text, START, END)
     return 0
 
 

@@ -602,20 +602,6 @@ def section(scale: dict[str, Any] | None, util: list[dict[str, Any]], argv: str)
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this script's marked section, or add it at the end (after bench/run.py's
-    `<!-- notes -->`, which bench/run.py keeps)."""
-    previous = path.read_text() if path.exists() else "# Benchmarks\n\n<!-- notes -->\n"
-    if SECTION_START in previous and SECTION_END in previous:
-        head, rest = previous.split(SECTION_START, 1)
-        tail = rest.split(SECTION_END, 1)[1]
-        path.write_text(head + text + tail)
-        return
-    if "<!-- notes -->" not in previous:
-        previous += "\n<!-- notes -->\n"
-    path.write_text(previous.rstrip("\n") + "\n\n" + text + "\n")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the scale benchmark")
@@ -636,7 +622,7 @@ def main() -> int:
     text = section(scale, util, argv)
     print(text)
     if args.write:
-        write_section(args.write, text)
+        core_bench.write_section(args.write, text, SECTION_START, SECTION_END)
     return 0
 
 

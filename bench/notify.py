@@ -29,6 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from run import write_section  # noqa: E402  (bench/run.py, beside this script)
 from tests.fixtures.receivers import running_receiver  # noqa: E402
 
 SECTION_START = "<!-- notify-bench -->"
@@ -95,15 +96,6 @@ def section(results: dict[str, list[float]], rounds: int, argv: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    previous = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION_START in previous and SECTION_END in previous:
-        head, rest = previous.split(SECTION_START, 1)
-        path.write_text(head + text + rest.split(SECTION_END, 1)[1])
-        return
-    path.write_text(previous.rstrip("\n") + "\n\n" + text + "\n")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
@@ -123,7 +115,7 @@ def main() -> int:
     text = section(results, args.rounds, " ".join(sys.argv[1:]))
     print(text)
     if args.write:
-        write_section(args.write, text)
+        write_section(args.write, text, SECTION_START, SECTION_END)
     return 0
 
 

@@ -71,6 +71,17 @@ def machine() -> dict[str, str]:
     }
 
 
+def write_section(path: Path, text: str, start: str, end: str) -> None:
+    """Replace the section between the markers `start` and `end` in BENCHMARKS.md with `text`
+    (which carries the markers), or add it at the end: each benchmark script keeps its own."""
+    previous = path.read_text() if path.exists() else "# Benchmarks\n\n<!-- notes -->\n"
+    if start in previous and end in previous:
+        head, rest = previous.split(start, 1)
+        path.write_text(head + text + rest.split(end, 1)[1])
+        return
+    path.write_text(previous.rstrip("\n") + "\n\n" + text + "\n")
+
+
 def hand_round(config: Path, work: Path, env: dict[str, str], rebuild: bool) -> dict[str, float]:
     shutil.copytree(config, work)
     r: dict[str, float] = {}

@@ -17,7 +17,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import make_config
-from run import _SCRUB, iacctl_cmd, machine, timed
+from run import _SCRUB, iacctl_cmd, machine, timed, write_section
 
 BEGIN, END = "<!-- waiting -->", "<!-- /waiting -->"
 
@@ -130,12 +129,7 @@ def main() -> int:
         ])
         print(section)
         if args.write:
-            text = args.write.read_text() if args.write.exists() else ""
-            if BEGIN in text:
-                text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: section, text, flags=re.S)
-            else:
-                text = text.rstrip("\n") + "\n\n" + section + "\n"
-            args.write.write_text(text)
+            write_section(args.write, section, BEGIN, END)
         return 0
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -705,13 +705,20 @@ def write_follow_ups(session: Session, task_id: int, previous: Status | None, ta
                   updated_at=t, actor=task_actor(task), plan_hash=task.plan_hash, changes=changes,
                   error=task.error if target in (Status.FAILED, Status.CANCELLED, Status.APPLIED_STATE_ERROR)
                   else None).as_json()
+    return _notification_entries(session, task, destinations, event, occurrence, facts, t)
+
+
+def _notification_entries(session: Session, task: Task, destinations: list[NotificationDestination], event: str,
+                          occurrence: int, facts: str, t: float) -> list[int]:
+    """One outbox entry per destination, unless its key is written already; their ids noted on
+    the session for the store's deliverer (F1)."""
     ids = []
     for d in destinations:
-        key = f"notification:{d.id}:task-{task_id}:{event}:{occurrence}"
+        key = f"notification:{d.id}:task-{task.id}:{event}:{occurrence}"
         if session.execute(select(OutboxEntry.id).where(col(OutboxEntry.key) == key)).first() is not None:
             continue
         entry = OutboxEntry(key=key, kind="notification", destination_id=d.id, destination_name=d.name,
-                            task_id=task_id, workspace_id=task.workspace_id, event=event, facts_json=facts,
+                            task_id=task.id, workspace_id=task.workspace_id, event=event, facts_json=facts,
                             status="pending", next_attempt_at=t, give_up_at=t + GIVE_UP_AFTER_S,
                             created_at=t, updated_at=t)
         session.add(entry)
@@ -1089,17 +1096,4 @@ def write_drift_follow_ups(session: Session, task_id: int, drifted: list[dict[st
     facts = Facts(event=Event.DRIFT_DETECTED, task_id=task_id, task_kind=task.kind, status=str(task.status),
                   workspace_id=task.workspace_id, workspace_name=str(ws_name), created_at=task.created_at,
                   updated_at=t, actor=task_actor(task), plan_hash=task.plan_hash, drift=drifted).as_json()
-    ids = []
-    for d in destinations:
-        key = f"notification:{d.id}:task-{task_id}:{Event.DRIFT_DETECTED}:1"
-        if session.execute(select(OutboxEntry.id).where(col(OutboxEntry.key) == key)).first() is not None:
-            continue
-        entry = OutboxEntry(key=key, kind="notification", destination_id=d.id, destination_name=d.name,
-                            task_id=task_id, workspace_id=task.workspace_id, event=Event.DRIFT_DETECTED,
-                            facts_json=facts, status="pending", next_attempt_at=t, give_up_at=t + GIVE_UP_AFTER_S,
-                            created_at=t, updated_at=t)
-        session.add(entry)
-        session.flush()
-        ids.append(entry.id or 0)
-    session.info.setdefault("outbox_written", []).extend(ids)
-    return ids
+    return _notification_entries(session, task, destinations, Event.DRIFT_DETECTED, 1, facts, t)
