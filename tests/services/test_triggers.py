@@ -48,6 +48,10 @@ def test_an_apply_queues_a_plan_of_the_follower_that_waits_for_confirmation(any_
     env.workspace("app")
     r = env.ok("workspace", "trigger", "add", "app", "--source", "net", "--json").json()
     assert (r["workspace"], r["source"], r["only_if_changed"], r["added"]) == ("app", "net", False, True)
+    # workspace show says it both ways.
+    assert env.ok("workspace", "show", "app", "--json").json()["triggers"] == {
+        "follows": [{"workspace": "net", "only_if_changed": False}], "followed_by": []}
+    assert "run triggers: its applies queue plans of app" in env.ok("workspace", "show", "net").out
     env.ok("plan", "net", "-q", code=2)
     started = time.monotonic()
     r = env.ok("confirm-apply", "1", "-q")

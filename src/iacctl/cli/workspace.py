@@ -39,6 +39,18 @@ def _state_text(state: dict[str, Any] | None) -> str:
     return "none" if state is None else f"version {state['id']} (serial {state['serial']})"
 
 
+def triggers_text(triggers: dict[str, Any]) -> str:
+    """F4: which workspaces' applies queue a plan of this one, and which this one's applies queue."""
+    parts = []
+    if triggers["follows"]:
+        parts.append("follows " + ", ".join(
+            t["workspace"] + (" (only if it changed something)" if t["only_if_changed"] else "")
+            for t in triggers["follows"]))
+    if triggers["followed_by"]:
+        parts.append("its applies queue plans of " + ", ".join(triggers["followed_by"]))
+    return "; ".join(parts)
+
+
 def drift_text(drift: dict[str, Any]) -> str:
     """F5: the last drift check in one line."""
     if not drift["checked"]:
@@ -63,6 +75,9 @@ def _show(view: dict[str, Any], as_json: bool) -> None:
             f"  lock: {_lock_text(view['lock'])}\n"
             f"  state: {_state_text(state)}\n"
             f"  drift: {drift_text(view['drift'])}")
+    triggers = view.get("triggers")
+    if triggers and (triggers["follows"] or triggers["followed_by"]):
+        message(f"  run triggers: {triggers_text(triggers)}")
     for var in view.get("variables", []):
         shown = "(sensitive)" if var["sensitive"] else var["value"]
         message(f"  {var['category']} variable {var['key']} = {shown}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from iacctl.domain.actors import actor_view
 from iacctl.domain.triggers import MAX_SOURCES, loop_closed_by
@@ -66,14 +66,6 @@ def list_sources(app: App, name: str) -> list[dict[str, Any]]:
     with app.store.read() as session:
         return _rows(session, repo.get_workspace(session, name))
 
-
-def followers(app: App, name: str) -> list[str]:
-    """The workspaces that follow the workspace."""
-    with app.store.read() as session:
-        ws = repo.get_workspace(session, name)
-        rows = session.exec(select(Workspace.name).join(RunTrigger, col(RunTrigger.workspace_id) == col(Workspace.id))
-                            .where(col(RunTrigger.source_workspace_id) == ws.id).order_by(col(Workspace.name))).all()
-    return [str(r) for r in rows]
 
 
 def remove(app: App, name: str, source: str) -> dict[str, Any]:

@@ -118,6 +118,12 @@ def show(app: App, name: str) -> dict[str, Any]:
         ws = repo.get_workspace(session, name)
         view = _view(session, ws)
         view["variables"] = [_var_view(v) for v in repo.variables_of(session, ws.id or 0)]
+        # F4: what its applies set off and what sets it off, beside its lock and drift.
+        view["triggers"] = {
+            "follows": [{"workspace": source, "only_if_changed": t.only_if_changed}
+                        for t, source in repo.sources_of(session, ws.id or 0)],
+            "followed_by": repo.followers_of(session, ws.id or 0),
+        }
         return view
 
 

@@ -812,6 +812,13 @@ def sources_of(session: Session, workspace_id: int) -> list[tuple[RunTrigger, st
     return [(r, w.name) for r, w in rows]
 
 
+def followers_of(session: Session, workspace_id: int) -> list[str]:
+    """The names of the workspaces whose plan an apply of this one queues (F4)."""
+    rows = session.exec(select(Workspace.name).join(RunTrigger, col(RunTrigger.workspace_id) == col(Workspace.id))
+                        .where(col(RunTrigger.source_workspace_id) == workspace_id).order_by(col(Workspace.name))).all()
+    return [str(r) for r in rows]
+
+
 def find_trigger(session: Session, workspace_id: int, source_id: int) -> RunTrigger | None:
     return session.exec(select(RunTrigger).where(RunTrigger.workspace_id == workspace_id,
                                                  RunTrigger.source_workspace_id == source_id)).first()
