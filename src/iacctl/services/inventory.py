@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlmodel import col, select
 
+from iacctl.crypto import Cipher
 from iacctl.errors import NotFound
 from iacctl.services.app import App
 from iacctl.services.inputs import check_url, read_secret_file
@@ -18,9 +19,10 @@ from iacctl.store.models import InventoryEndpoint, InventoryResource, InventoryS
 MASK = "********"
 
 
-def _view(r: InventoryResource, workspace: str) -> dict[str, Any]:
+def _view(r: InventoryResource, workspace: str, cipher: Cipher) -> dict[str, Any]:
+    resource_id = cipher.decrypt_text(r.resource_id_secret) if r.resource_id_secret is not None else None
     return {"workspace": workspace, "address": r.address, "module": r.module, "type": r.type, "name": r.name,
-            "index": r.index_key, "provider": r.provider, "mode": r.mode, "id": r.resource_id, "serial": r.serial,
+            "index": r.index_key, "provider": r.provider, "mode": r.mode, "id": resource_id, "serial": r.serial,
             "first_seen": iso(r.first_seen), "last_seen": iso(r.last_seen), "removed_at": iso(r.removed_at)}
 
 
@@ -29,7 +31,7 @@ def list_resources(app: App, workspace: str | None, *, rtype: str | None,
     with app.store.read() as session:
         ws_id = repo.get_workspace(session, workspace).id if workspace is not None else None
         rows = repo.inventory_rows(session, workspace_id=ws_id, rtype=rtype, include_removed=include_removed)
-        return [_view(r, name) for r, name in rows]
+        return [_view(r, name, app.store.cipher) for r, name in rows]
 
 
 def sync_status(app: App, workspace: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
+from iacctl.crypto import Cipher
 from iacctl.domain.inventory import Resource, diff, newer, resources_of_state
 from iacctl.domain.notifications import Outcome, next_attempt_at, outcome_of
 from iacctl.notify import payload, sender
@@ -166,7 +167,7 @@ def handle(store: Store, entry: OutboxEntry, token: str) -> Handled:
     try:
         with store.write() as session:
             at = repo.now()
-            _write_rows(session, ws_id, serial, change.added, change.kept, change.removed, at)
+            _write_rows(session, store.cipher, ws_id, serial, change.added, change.kept, change.removed, at)
             if not _release(session, ws_id, mine, synced_serial=serial, synced_at=at, last_error=None):
                 raise ClaimLost  # the sweep took it for stuck: a new sync does it
             _settle(session, entry, token, status="delivered", delivered_at=at, last_error=None)
@@ -186,8 +187,8 @@ def _post(store: Store, endpoint: InventoryEndpoint, body: bytes) -> tuple[str, 
     return attempt.error or f"HTTP {attempt.http_status}", attempt.http_status
 
 
-def _write_rows(session: Session, workspace_id: int, serial: int, added: list[Resource], kept: list[Resource],
-                removed: list[str], at: float) -> None:
+def _write_rows(session: Session, cipher: Cipher, workspace_id: int, serial: int, added: list[Resource],
+               kept: list[Resource], removed: list[str], at: float) -> None:
     rows = {r.address: r for r in session.exec(
         select(InventoryResource).where(InventoryResource.workspace_id == workspace_id)).all()}
     for res in added + kept:
@@ -198,7 +199,8 @@ def _write_rows(session: Session, workspace_id: int, serial: int, added: list[Re
         elif row.removed_at is not None:
             row.first_seen, row.removed_at = at, None  # back after a removal: a new object
         row.module, row.mode, row.type, row.name = res.module, res.mode, res.type, res.name
-        row.index_key, row.provider, row.resource_id = res.index, res.provider, res.resource_id
+        row.index_key, row.provider = res.index, res.provider
+        row.resource_id_secret = cipher.encrypt_text(res.resource_id) if res.resource_id is not None else None
         row.serial, row.last_seen = serial, at
         session.add(row)
     for address in removed:

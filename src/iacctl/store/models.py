@@ -379,7 +379,8 @@ class InventoryResource(SQLModel, table=True):
     name: str
     index_key: str | None = None
     provider: str | None = None
-    resource_id: str | None = None
+    # The resource's `id` is read from the state, which is encrypted at rest (X1): so is it.
+    resource_id_secret: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
     serial: int
     first_seen: float
     last_seen: float

@@ -47,7 +47,7 @@ def upgrade() -> None:
         sa.Column("name", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("index_key", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("provider", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column("resource_id", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.Column("resource_id_secret", sa.LargeBinary(), nullable=True),
         sa.Column("serial", sa.Integer(), nullable=False),
         sa.Column("first_seen", sa.Float(), nullable=False),
         sa.Column("last_seen", sa.Float(), nullable=False),
