@@ -5,13 +5,11 @@ every listing has --json."""
 from __future__ import annotations
 
 import json
-import os
-import pty
-import select
 import subprocess
 import time
 
-from tests.conftest import PYTHON, Env
+from tests.conftest import Env
+from tests.terminal import run_on_a_terminal
 
 
 def _read_until(proc: subprocess.Popen[str], needle: str, timeout: float = 60) -> str:
@@ -63,32 +61,9 @@ def test_plain_lines_without_a_terminal(env: Env) -> None:
     assert "Creation complete" in env.ok("tasks", "logs", "1").out  # but still stored
 
 
-def _run_on_a_terminal(env: Env, *args: str) -> tuple[int, str]:
-    vars = {k: v for k, v in env.vars.items() if k not in ("NO_COLOR", "CI")}
-    vars["TERM"] = "xterm-256color"
-    main, child = pty.openpty()
-    proc = subprocess.Popen([PYTHON, "-m", "iacctl", *args], stdin=child, stdout=child, stderr=child,
-                            env=vars, cwd=env.root, close_fds=True)
-    os.close(child)
-    chunks = []
-    while True:
-        ready, _, _ = select.select([main], [], [], 60)
-        if not ready:
-            break
-        try:
-            data = os.read(main, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(main)
-    return proc.wait(timeout=60), b"".join(chunks).decode("utf-8", "replace")
-
-
 def test_rich_progress_on_a_terminal(env: Env) -> None:
     env.workspace("net")
-    code, text = _run_on_a_terminal(env, "plan", "net")
+    code, text = run_on_a_terminal(env, "plan", "net")
     assert code == 2
     assert "▸ task 1: planning" in text
     assert "\x1b[" in text  # styled

@@ -4,23 +4,19 @@ deleting what you made, a terminal that reads well, completion that knows your t
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
 import re
-import select
 import sqlite3
-import struct
 import subprocess
 import sys
-import termios
 import time
 from pathlib import Path
 from typing import Any
 
 from tests.background import Background, spawn, wait_log
-from tests.conftest import PYTHON, Env
+from tests.conftest import Env
+from tests.terminal import run_on_a_terminal
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "tok-Secret-4711"
@@ -313,36 +309,12 @@ def test_version_alone_and_global_options_after_the_command(env: Env) -> None:
 # -- 9: a terminal that reads well ------------------------------------------------------------------------
 
 
-def _on_a_terminal(env: Env, *args: str, columns: int = 80) -> tuple[int, str]:
-    vars = {k: v for k, v in env.vars.items() if k not in ("NO_COLOR", "CI")}
-    vars.update(TERM="xterm-256color")
-    main, child = pty.openpty()
-    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
-    proc = subprocess.Popen([PYTHON, "-m", "iacctl", *args], stdin=child, stdout=child, stderr=child, env=vars,
-                            cwd=env.root, close_fds=True)
-    os.close(child)
-    chunks = []
-    while True:
-        ready, _, _ = select.select([main], [], [], 60)
-        if not ready:
-            break
-        try:
-            data = os.read(main, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(main)
-    return proc.wait(timeout=60), b"".join(chunks).decode("utf-8", "replace")
-
-
 def test_on_a_terminal_terraform_keeps_its_colours_and_lines_and_tables_fit(env: Env) -> None:
     review_workspace(env)
     long_size = "x" * 150
     env.ok("workspace", "var", "set", "app", "size", long_size)
 
-    code, text = _on_a_terminal(env, "plan", "app")
+    code, text = run_on_a_terminal(env, "plan", "app", columns=80)
 
     assert code == 2
     assert "\x1b[32m+\x1b[0m" in text  # Terraform's green "+" of a create
@@ -351,7 +323,7 @@ def test_on_a_terminal_terraform_keeps_its_colours_and_lines_and_tables_fit(env:
     stored = env.ok("tasks", "logs", "1").out
     assert "\x1b[" not in stored and f'"app-{long_size}"' in stored
     env.ok("plan", "app", "--plan-only", "-q", code=2)
-    code, table = _on_a_terminal(env, "tasks", "list")
+    code, table = run_on_a_terminal(env, "tasks", "list", columns=80)
     assert code == 0
     lines = [ANSI.sub("", line) for line in table.replace("\r", "").splitlines() if line.strip()]
     assert lines[0].split() == ["ID", "WORKSPACE", "KIND", "STATUS", "CHANGES", "CREATED"]
