@@ -71,6 +71,15 @@ def machine() -> dict[str, str]:
     }
 
 
+def clean_env(cli_config: Path) -> dict[str, str]:
+    """This environment without the caller's Terraform, iacctl and XDG settings, with the
+    benchmark's CLI configuration (the local provider mirror) and no update checks."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
+    env["TF_CLI_CONFIG_FILE"] = str(cli_config)
+    env["CHECKPOINT_DISABLE"] = "1"
+    return env
+
+
 def write_section(path: Path, text: str, start: str, end: str) -> None:
     """Replace the section between the markers `start` and `end` in BENCHMARKS.md with `text`
     (which carries the markers), or add it at the end: each benchmark script keeps its own."""
@@ -144,9 +153,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="iacctl-bench-"))
     try:
         paths = make_config.build_all(root / "setup", args.resources)
-        base = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
-        base["TF_CLI_CONFIG_FILE"] = str(paths["cli_config"])
-        base["CHECKPOINT_DISABLE"] = "1"
+        base = clean_env(paths["cli_config"])
         (root / "store").mkdir(exist_ok=True)  # iacctl makes the store file, not its directory
         iac_env = {**base, "IACCTL_DB": str(root / "store" / "iacctl.db"),
                    "IACCTL_CONFIG_DIR": str(root / "store" / "config")}

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import make_config
-from run import _SCRUB, iacctl_cmd, machine, timed, write_section
+from run import clean_env, iacctl_cmd, machine, timed, write_section
 
 BEGIN, END = "<!-- waiting -->", "<!-- /waiting -->"
 
@@ -76,9 +76,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="iacctl-bench-waiting-"))
     try:
         paths = make_config.build_all(root / "setup", args.resources)
-        base = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
-        base["TF_CLI_CONFIG_FILE"] = str(paths["cli_config"])
-        base["CHECKPOINT_DISABLE"] = "1"
+        base = clean_env(paths["cli_config"])
         config = paths["config"]
 
         def store(name: str) -> dict[str, str]:
