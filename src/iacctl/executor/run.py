@@ -40,7 +40,6 @@ from iacctl.runtimes.base import (
     SlotPlace,
     disk_error,
 )
-from iacctl.runtimes.local import LocalRuntime
 from iacctl.store import repo
 from iacctl.store.db import Store
 from iacctl.store.models import ConfigSnapshot, PlanArtifact, StateVersion, Task, Workspace
@@ -511,7 +510,8 @@ class TaskRun:
                 self.log.note(f"warning at {stage}: {exc}")
 
     def _run(self, argv: list[str], on_line: Callable[[str], None], *, stoppable: bool) -> CommandResult:
-        env = tf.environment(self.terraform_vars, self.env_vars, self._plugin_cache())
+        env = tf.environment(self.terraform_vars, self.env_vars,
+                             self.runtime.plugin_cache(self.place) if self.place is not None else None)
         self.log.recent.clear()
 
         def started(pid: int) -> None:
@@ -536,7 +536,7 @@ class TaskRun:
         """`terraform init`, one at a time per plugin cache on this machine: Terraform's plugin
         cache is not safe for concurrent use (two inits installing the same provider at once fail
         with "failed to create directory ... plugin-cache/..."). iacctl's own cache is per slot
-        (see _plugin_cache), so this only matters for a TF_PLUGIN_CACHE_DIR the user shares."""
+        (Runtime.plugin_cache), so this only matters for a TF_PLUGIN_CACHE_DIR the user shares."""
         cache = self._local_plugin_cache()
         if cache is None:
             self._terraform(tf.init_args(self.binary, color=self._color), "terraform init")
@@ -549,23 +549,16 @@ class TaskRun:
             self._terraform(tf.init_args(self.binary, color=self._color), "terraform init")
 
     def _local_plugin_cache(self) -> Path | None:
-        """The plugin cache Terraform uses for this task on this machine (the local runtime);
-        None where Terraform runs elsewhere (a Kubernetes pod has its own)."""
-        if not isinstance(self.runtime, LocalRuntime):
+        """The plugin cache Terraform uses for this task on this machine: the user's
+        TF_PLUGIN_CACHE_DIR, else the slot's; None where Terraform runs elsewhere (a pod has its
+        own)."""
+        if self.place is None:
+            return None
+        own = self.runtime.plugin_cache(self.place)
+        if own is None:
             return None
         chosen = self.env_vars.get("TF_PLUGIN_CACHE_DIR") or os.environ.get("TF_PLUGIN_CACHE_DIR")
-        return Path(chosen) if chosen else self._plugin_cache()
-
-    def _plugin_cache(self) -> Path:
-        """iacctl's plugin cache for this task: one per local slot. An init without a dependency
-        lock file installs the provider into the cache again, replacing the directory that a
-        plan running in another slot reads at that moment ("could not read package directory",
-        seen with `drift check --all`, issue 12); a slot runs one task at a time, so its cache is
-        never used by two Terraform processes at once."""
-        root = self.store.settings.work_root / "plugin-cache"
-        if self.place is None or not isinstance(self.runtime, LocalRuntime):
-            return root
-        return root / self.place.pool / self.place.pod / f"slot-{self.place.slot_index}"
+        return Path(chosen) if chosen else own
 
     def _terraform(self, argv: list[str], what: str, ok_codes: tuple[int, ...] = (0,)) -> CommandResult:
         result = self._run(argv, self.log.terraform_line, stoppable=True)

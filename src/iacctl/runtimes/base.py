@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from iacctl.domain.slots import SlotPlace
@@ -127,6 +128,10 @@ class Runtime(Protocol):
         When `should_stop()` turns true, interrupt it gracefully (SIGINT) and wait for it."""
 
     def pod_alive(self, pod: str) -> bool: ...
+
+    def plugin_cache(self, place: SlotPlace) -> Path | None:
+        """The Terraform plugin cache of the slot on this machine, where iacctl sets it for the
+        Terraform it starts here; None where the runtime sets it itself (in a pod)."""
 
     def pod_backend(self) -> PodBackend | None:
         """The pods behind the slots, when the backend creates them (Kubernetes); None for

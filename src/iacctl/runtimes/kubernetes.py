@@ -386,6 +386,9 @@ class KubernetesRuntime:
     def work_dir(self, place: SlotPlace) -> str:
         return f"{self.spec.work_root}/slots/{place.slot_index}"
 
+    def plugin_cache(self, place: SlotPlace) -> Path | None:
+        return None  # the pod's own, set in the command that starts Terraform there
+
     def work_dir_exists(self, place: SlotPlace) -> bool:
         try:
             return self._sh(place.pod, f"test -d {shlex.quote(self.work_dir(place))}").code == 0

@@ -37,6 +37,14 @@ class LocalRuntime:
     def work_dir(self, place: SlotPlace) -> Path:
         return self.work_root / place.pool / place.pod / f"slot-{place.slot_index}"
 
+    def plugin_cache(self, place: SlotPlace) -> Path | None:
+        """One cache per slot (issue 12): an init without a dependency lock file installs the
+        provider into the cache again, replacing the directory that a plan running in another
+        slot reads at that moment ("could not read package directory", seen with `drift check
+        --all`); a slot runs one task at a time, so its cache is never used by two Terraform
+        processes at once."""
+        return self.work_root / "plugin-cache" / place.pool / place.pod / f"slot-{place.slot_index}"
+
     def work_dir_exists(self, place: SlotPlace) -> bool:
         return self.work_dir(place).is_dir()
 
