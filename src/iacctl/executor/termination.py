@@ -165,14 +165,17 @@ def end_task(
     if place is not None and not keep_dir:
         with contextlib.suppress(Exception):
             runtime.remove_work_dir(place)
-    with store.write() as session:
+    def attempt(session: Session) -> Status:
+        # Rows only: a deadlock runs it again (issue 18 item 6, Store.transaction).
         task = repo.get_task(session, task_id)
         current = Status(task.status)
         if is_terminal(current):
             return current
         # The one end of a task: slot, lock (or its kept reason) and run-task tokens go with it.
         repo.transition(session, task_id, current, outcome, message, keep_lock=keep_lock_reason, error=message)
-    return outcome
+        return outcome
+
+    return store.transaction(attempt)
 
 
 def kept_state_path(work_root: Path, task_id: int) -> Path:

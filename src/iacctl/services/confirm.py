@@ -8,8 +8,8 @@ import time
 
 from sqlmodel import Session
 
-from iacctl.domain.actors import Actor
-from iacctl.domain.admission import APPLY, admit, plan_expired
+from iacctl.domain.actors import Actor, actor_view
+from iacctl.domain.admission import APPLY, Admission, admit, plan_expired
 from iacctl.domain.durations import format_age, format_duration
 from iacctl.domain.freeze import format_instant
 from iacctl.domain.lifecycle import Status
@@ -35,7 +35,9 @@ def _refusal(session: Session, task: Task) -> str | None:
     ws = repo.workspace_by_id(session, task.workspace_id)
     pool = session.get(Pool, ws.pool_id)
     if task.confirmed_at is not None:
-        return f"task {task.id} was already confirmed (it is {task.status})"
+        who = actor_view(task.confirmed_by)
+        by = f"; {who['display']} confirmed it" if who else ""
+        return f"task {task.id} was already confirmed (it is {task.status}){by}"
     window = repo.frozen_now(session, ws.pool_id)
     if window is not None and pool is not None:
         # S4: nothing starts in a frozen pool, an apply least of all.
@@ -137,7 +139,11 @@ def _start_apply(app: App, task_id: int, reporter: Reporter, wait_timeout: float
     deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
     last: str | None = None
     while True:
-        with app.store.write() as session:
+        def attempt(session: Session) -> Admission:
+            # Issue 18 item 6: rows only, so a deadlock runs it again (Store.transaction).
+            # Issue 18 item 6: the workspace row, then the pool row (the order of store/db.py);
+            # checked after the lock, so a racing confirmation that got there first is named.
+            repo.lock_workspace_of_task(session, task_id)
             task = _confirmable(session, task_id)
             repo.lock_pool_row(session, task.pool_id or 0)
             decision = admit(repo.admission_facts(session, [task], wants=APPLY)[task_id], repo.now())
@@ -155,7 +161,10 @@ def _start_apply(app: App, task_id: int, reporter: Reporter, wait_timeout: float
                                            SlotState.RUNNING):
                     raise Refused(f"slot {task.slot_id} is no longer reserved for task {task_id}")
                 repo.set_lock_reason(session, task.workspace_id, task_id, f"task {task_id} is applying")
-                return
+            return decision
+        decision = app.store.transaction(attempt)
+        if decision.start:
+            return
         if decision.waiting_for != last:
             reporter.note(f"task {task_id} waits: {decision.waiting_for}")
             last = decision.waiting_for

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from iacctl.domain.admission import Admission, AdmissionFacts, Blocker, PoolFacts, admit
 from iacctl.domain.durations import format_duration
@@ -62,7 +62,9 @@ def try_start(app: App, task_id: int) -> StartResult:
 
 def _try_start_once(app: App, task_id: int) -> tuple[StartResult, int | None]:
     host, pid, start = local.this_process()
-    with app.store.write() as session:
+
+    def attempt(session: Session) -> tuple[StartResult, int | None]:
+        # Issue 18 item 6: rows only, so a deadlock runs it again (Store.transaction).
         task = repo.get_task(session, task_id)
         if task.status != Status.PENDING:
             return StartResult(False, Status(task.status)), None
@@ -87,6 +89,8 @@ def _try_start_once(app: App, task_id: int) -> tuple[StartResult, int | None]:
             heartbeat_at=repo.now(), error=None,
         )
         return StartResult(True, Status.RUNNING), None
+
+    return app.store.transaction(attempt)
 
 
 def admission_of(app: App, task_id: int) -> Admission:

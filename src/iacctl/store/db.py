@@ -5,6 +5,22 @@ BEGIN IMMEDIATE: a deferred transaction that later wants to write can fail at on
 "database is locked" whatever the busy timeout; an immediate one waits its turn instead.
 Reads use plain deferred transactions, which WAL never blocks.
 
+Row locks are taken in ONE order everywhere (issue 18 item 6), so that two write
+transactions never wait for each other in a circle ("deadlock detected" on PostgreSQL):
+
+    1. the workspace row   (repo.lock_workspace_row; repo.transition takes it before the task
+                            when the change frees a slot or the lock: ends, back to pending)
+    2. the pool row        (repo.lock_pool_row: starts and scaling count capacity under it)
+    3. task rows           (repo.transition's compare-and-set, heartbeats, stages)
+    4. slot rows           (set_slot_state, release_slot_of; claim_idle_slot takes only free
+                            slots FOR UPDATE SKIP LOCKED, so it never waits on one)
+    then rows nobody else locks first (history, logs, state versions, outbox entries).
+
+A transaction may skip a level but never goes back up one. SQLite has no row locks: BEGIN
+IMMEDIATE makes writers take turns. Should a deadlock (SQLSTATE 40P01) or a serialization
+failure (40001) happen anyway, `Store.transaction` runs the write again from its start a few
+times (write() bodies that act outside the database are not re-run: they use write()).
+
 Driver errors are translated here, where they enter, into StoreError lines that say what is
 wrong and what to do (issue 13): a store kept busy past the busy timeout (and by whom, when
 this machine can tell), a damaged file (after which this process writes nothing more to it),
@@ -15,11 +31,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
@@ -45,6 +62,14 @@ _WAL_WRITE_LOCK_OFFSET = 120
 _BUSY = ("database is locked", "database table is locked")
 _DAMAGED = ("malformed", "file is not a database", "disk i/o error", "file is encrypted")
 _FULL = ("database or disk is full",)
+# Issue 18 item 6: what PostgreSQL says when a transaction must simply be run again.
+_RETRY_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
+# How often a write transaction is tried in all, and the first pause between tries (jittered,
+# growing): two transactions that deadlocked once should not meet again at the same instant.
+WRITE_ATTEMPTS = 5
+_RETRY_PAUSE_S = 0.05
+
+T = TypeVar("T")
 
 
 def _sqlite_engine(path: Path, *, immediate: bool, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:
@@ -118,17 +143,68 @@ class Store:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
-        """A write transaction: committed when the block ends, rolled back on error."""
+        """A write transaction: committed when the block ends, rolled back on error. Begun
+        before the block runs, so that an SQLite "database is locked" at BEGIN is retried here,
+        where nothing has run yet. A deadlock inside the block is not retried: the block may
+        have acted outside the database (a work directory removed, a request sent); a block
+        that only reads and writes rows uses `transaction`, which runs it again."""
         if self.damaged is not None:
             # Issue 13: a store that reported damage is not written to again by this command.
             raise StoreError(self.damaged)
-        with self.translate_errors(), Session(self.write_engine, expire_on_commit=False) as session:
-            with session.begin():
-                yield session
-            written = session.info.pop("outbox_written", None)
+        with self.translate_errors():
+            session = self._begin_write()
+            with session:
+                try:
+                    yield session
+                    session.commit()
+                except BaseException:
+                    session.rollback()
+                    raise
+                written = session.info.pop("outbox_written", None)
         if written and self.on_outbox_written is not None:
             # F1: follow-ups are delivered at once, once the change that caused them is committed.
             self.on_outbox_written(list(written))
+
+    def transaction(self, body: Callable[[Session], T]) -> T:
+        """Run `body` in a write transaction and commit; its result. A deadlock or a
+        serialization failure (issue 18 item 6) rolls the attempt back and runs `body` again
+        from its start, up to WRITE_ATTEMPTS times with a short jittered pause; only then the
+        store error reaches the user. `body` must act only on the session (it may run more than
+        once); raising an iacctl error from it ends the transaction as usual."""
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                with self.write() as session:
+                    return body(session)
+            except StoreError as exc:
+                if not _must_retry(exc.__cause__):
+                    raise
+                if attempt == WRITE_ATTEMPTS:
+                    raise StoreError(f"{exc} (the store kept reporting this in {WRITE_ATTEMPTS} attempts; "
+                                     "nothing was changed; try again)") from exc.__cause__
+            time.sleep(random.uniform(0.5, 1.5) * _RETRY_PAUSE_S * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _begin_write(self) -> Session:
+        """A session in a write transaction already begun. On SQLite, BEGIN IMMEDIATE waits up
+        to the busy timeout for the write lock; a "database is locked" that comes back sooner
+        (it escaped the busy handler) is tried again, a few times, within that same timeout.
+        Nothing has run in the transaction yet, so trying again is always safe."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            session = Session(self.write_engine, expire_on_commit=False)
+            try:
+                session.connection()  # BEGIN (IMMEDIATE on SQLite) runs now
+                return session
+            except OperationalError as exc:
+                session.close()
+                busy = any(b in str(exc).lower() for b in _BUSY)
+                waited = time.monotonic() - started
+                if not busy or self.dialect != "sqlite" or attempt >= WRITE_ATTEMPTS \
+                        or waited >= self.settings.busy_timeout_s * 0.9:
+                    raise
+                time.sleep(random.uniform(0.5, 1.5) * _RETRY_PAUSE_S * attempt)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
@@ -373,6 +449,13 @@ class Store:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
             conn.commit()
+
+
+def _must_retry(exc: BaseException | None) -> bool:
+    """Issue 18 item 6: a PostgreSQL deadlock or serialization failure: the transaction was
+    rolled back and running it again is the remedy."""
+    orig = getattr(exc, "orig", None) or exc
+    return getattr(orig, "sqlstate", None) in _RETRY_SQLSTATES
 
 
 def _short(exc: BaseException) -> str:

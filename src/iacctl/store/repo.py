@@ -409,6 +409,12 @@ def transition(
     if ending:
         values.setdefault("finished_at", t)
         values.setdefault("child_pid", None)
+    workspace_id: int | None = None
+    if ending or target == Status.PENDING:
+        # Issue 18 item 6, the lock order of store/db.py: this change frees the workspace lock
+        # or keeps its reason, so the workspace row is taken before the task's (a confirmation
+        # holds the workspace, then wants this task: taking them the other way deadlocks).
+        workspace_id = lock_workspace_of_task(session, task_id)
     result = session.execute(
         update(Task).where(col(Task.id) == task_id, col(Task.status) == expected).values(**values)
     )
@@ -424,7 +430,6 @@ def transition(
         keep_lock = f"task {task_id} applied but its state is not stored"
     if ending or target == Status.PENDING:
         release_slot_of(session, task_id)
-        workspace_id = session.execute(select(Task.workspace_id).where(Task.id == task_id)).scalar()
         if keep_lock is not None:
             set_lock_reason(session, int(workspace_id or 0), task_id, keep_lock)
         else:
@@ -832,6 +837,16 @@ def waiting_triggered_task(session: Session, workspace_id: int) -> Task | None:
                            Task.kind == "plan_and_apply", col(Task.trigger_sources).is_not(None))
         .order_by(col(Task.id))
     ).first()
+
+
+def lock_workspace_of_task(session: Session, task_id: int) -> int | None:
+    """Issue 18 item 6: lock the task's workspace row (FOR UPDATE on PostgreSQL, level 1 of the
+    lock order in store/db.py) in one statement, without loading the task; its id."""
+    found = session.execute(
+        select(Workspace.id).where(col(Workspace.id) == select(Task.workspace_id).where(
+            col(Task.id) == task_id).scalar_subquery()).with_for_update()
+    ).scalar()
+    return int(found) if found is not None else None
 
 
 def lock_workspace_row(session: Session, workspace_id: int) -> Workspace | None:
