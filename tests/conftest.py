@@ -44,10 +44,14 @@ class Env:
     vars: dict[str, str] = field(default_factory=dict)
     backend: str = "sqlite"
 
+    def argv(self, *args: str) -> list[str]:
+        """The command line of `iacctl ARGS` (a Machine runs it inside its namespaces)."""
+        return [PYTHON, "-m", "iacctl", *args]
+
     def run(self, *args: str, input: str | None = None, timeout: float = 180,
             extra_env: dict[str, str] | None = None) -> Result:
         env = {**self.vars, **(extra_env or {})}
-        proc = subprocess.run([PYTHON, "-m", "iacctl", *args], capture_output=True, text=True,
+        proc = subprocess.run(self.argv(*args), capture_output=True, text=True,
                               input=input, env=env, timeout=timeout, cwd=self.root)
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
@@ -58,7 +62,7 @@ class Env:
 
     def spawn(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         env = {**self.vars, **(extra_env or {})}
-        return subprocess.Popen([PYTHON, "-m", "iacctl", *args], stdout=subprocess.PIPE,
+        return subprocess.Popen(self.argv(*args), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=env, cwd=self.root)
 
     def config(self, name: str, into: str | None = None) -> Path:
@@ -141,7 +145,8 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> PostgresServer:
 # End-to-end fixtures: a whole iacctl installation run as subprocesses (with real Terraform), a
 # PostgreSQL server, the fake Kubernetes API, run-task services. A test using one is `slow`;
 # `./run-tests.sh -m "not slow"` is the fast loop of pure rules and store functions (CI runs all).
-END_TO_END_FIXTURES = frozenset({"env", "any_env", "processes", "fake_kube", "pg_url", "postgres"})
+END_TO_END_FIXTURES = frozenset({"env", "any_env", "processes", "fake_kube", "pg_url", "postgres",
+                                 "team"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -203,3 +208,19 @@ def fake_kube(tmp_path: Path) -> Iterator[Any]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def team(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Machines of a team (tests/fixtures/machines.py: Linux namespaces with their own hostname,
+    pids and machine id) sharing one PostgreSQL store and one key. Every machine is powered off at
+    teardown, which ends all of its processes."""
+    from tests.fixtures.machines import Team
+
+    server = postgres_server(tmp_path_factory)
+    url = server.create_database("t_" + uuid.uuid4().hex[:12])
+    machines = Team(tmp_path / "machines", url)
+    try:
+        yield machines
+    finally:
+        machines.power_off_all()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import io
 import os
 import shutil
@@ -255,6 +256,39 @@ def hostname() -> str:
     return socket.gethostname()
 
 
+_MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
+
+
+@functools.cache
+def machine() -> str:
+    """This machine as the store names it (issue 18): its hostname and a short fingerprint of
+    its machine id, e.g. `ci-a/3f2a91c0`. Runners and laptops sharing one PostgreSQL store record
+    it beside each pid they leave (runner, creator, claimer), and only the machine with the same
+    name judges those pids; every other machine judges by heartbeat. The hostname alone is not
+    enough (two runners may both be `runner`), nor the machine id alone (containers and
+    namespaces often copy /etc/machine-id); together they are stable across restarts."""
+    import hashlib
+
+    machine_id = ""
+    for path in _MACHINE_ID_FILES:
+        try:
+            machine_id = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if machine_id:
+            break
+    fingerprint = hashlib.sha256(f"{machine_id}\0{hostname()}".encode()).hexdigest()[:8]
+    return f"{hostname()}/{fingerprint}"
+
+
+def on_this_machine(host: str | None) -> bool:
+    """Whether a recorded machine name (see machine()) is this machine. A bare hostname, as
+    stores written before issue 18 hold, is taken as this machine when it is this hostname."""
+    if host is None:
+        return True
+    return host == machine() or ("/" not in host and host == hostname())
+
+
 def process_start(pid: int) -> float | None:
     """The process's start time in clock ticks since boot, or None if it is gone. With the pid it
     names a process uniquely, so a recycled pid is not taken for a live runner."""
@@ -274,8 +308,9 @@ def process_start(pid: int) -> float | None:
 
 
 def this_process() -> tuple[str, int, float | None]:
+    """This process as the store records it: its machine (see machine()), pid and start time."""
     pid = os.getpid()
-    return hostname(), pid, process_start(pid)
+    return machine(), pid, process_start(pid)
 
 
 def process_alive(host: str | None, pid: int | None, start: float | None) -> bool | None:
@@ -283,7 +318,7 @@ def process_alive(host: str | None, pid: int | None, start: float | None) -> boo
     then judges by heartbeat)."""
     if pid is None:
         return False
-    if host is not None and host != hostname():
+    if not on_this_machine(host):
         return None
     current = process_start(pid)
     if current is None:

@@ -93,7 +93,7 @@ def end_abandoned(app: App, task_id: int, reason: str, outcome: Status = Status.
         if settled is not None:
             return settled
         finished_apply = finished_apply or task.stage == Stage.APPLYING
-    elif task.child_pid and task.runner_host in (None, local.hostname()):
+    elif task.child_pid and local.on_this_machine(task.runner_host):
         # The kernel already sent it SIGINT when its parent died; wait for it to write its state.
         with app.store.read() as session:
             ws = repo.workspace_by_id(session, task.workspace_id)
