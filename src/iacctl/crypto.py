@@ -33,6 +33,33 @@ def _parse_key(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()
 
 
+def key_source(config_dir: Path) -> str:
+    """Where this process's key comes from, as the user would fix it."""
+    if os.environ.get("IACCTL_SECRET_KEY") is not None:
+        return "IACCTL_SECRET_KEY"
+    return f"the key file {config_dir / KEY_FILE_NAME}"
+
+
+def find_key(config_dir: Path) -> bytes | None:
+    """The key of this process (IACCTL_SECRET_KEY, else the key file), or None: nothing is
+    generated here (issue 18 item 7: only a store with no key yet gets a new one)."""
+    env = os.environ.get("IACCTL_SECRET_KEY")
+    if env is not None:
+        return _parse_key(env)
+    path = config_dir / KEY_FILE_NAME
+    if not path.exists():
+        return None
+    return load_key(config_dir)
+
+
+def key_check(key: bytes) -> str:
+    """What a store remembers of its key (issue 18 item 7): a MAC of a fixed text under the key,
+    which says whether a key is the store's without revealing the key."""
+    import hmac
+
+    return hmac.new(key, b"iacctl/key-check", hashlib.sha256).hexdigest()
+
+
 def load_key(config_dir: Path) -> bytes:
     env = os.environ.get("IACCTL_SECRET_KEY")
     if env is not None:

@@ -74,6 +74,13 @@ class SecretKeyError(IacctlError):
     """The encryption key is missing, malformed or does not open the stored secrets (X1)."""
 
 
+class KeyRefused(SecretKeyError):
+    """Issue 18 item 7: this process's key is not the store's (or it has none): the store
+    refuses it before anything is written."""
+
+    exit_code = EXIT_REFUSED
+
+
 class BackendError(IacctlError):
     """The pool's backend (the Kubernetes API) failed or could not be reached."""
 

@@ -32,25 +32,26 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import event, text
+from sqlalchemy import event, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
-from sqlmodel import Session, create_engine
+from sqlmodel import Session, col, create_engine
 
 from iacctl.config import DEFAULT_BUSY_TIMEOUT_S, Settings
-from iacctl.crypto import Cipher, load_key
+from iacctl.crypto import KEY_FILE_NAME, Cipher, find_key, key_check, key_source, load_key
 from iacctl.domain.durations import format_duration
-from iacctl.errors import StoreError, UsageError
+from iacctl.errors import KeyRefused, SecretKeyError, StoreError, UsageError
 from iacctl.filelock import exclusive
 
 BUSY_TIMEOUT_MS = int(DEFAULT_BUSY_TIMEOUT_S * 1000)
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # A new store file is empty only between its creation and the first pragma of the process
 # creating it (journal_mode = WAL writes the header at once): wait that long before calling
@@ -116,9 +117,17 @@ class Store:
             url = settings.database_url
             if url.startswith("postgresql://"):
                 url = "postgresql+psycopg://" + url[len("postgresql://") :]
-            self.write_engine = create_engine(url, pool_pre_ping=True)
+            try:
+                self.write_engine = create_engine(url, pool_pre_ping=True)
+            except ModuleNotFoundError as exc:
+                if exc.name is None or not exc.name.startswith("psycopg"):
+                    raise
+                # Issue 18 item 7: the PostgreSQL driver is an extra of the package.
+                raise StoreError("the PostgreSQL driver (psycopg) is not installed in the Python iacctl runs "
+                                 "with; install it with: pip install 'iacctl[postgres]'") from None
             self.read_engine = self.write_engine
         self._cipher: Cipher | None = None
+        self._key: bytes | None = None  # the store's key, once check_key has found it
         # Set once the store reported damage: nothing more is written to it by this process.
         self.damaged: str | None = None
         # Told the ids of outbox entries a committed write transaction added (F1).
@@ -127,8 +136,68 @@ class Store:
     @property
     def cipher(self) -> Cipher:
         if self._cipher is None:
-            self._cipher = Cipher(load_key(self.settings.config_dir))
+            self._cipher = Cipher(self._key or load_key(self.settings.config_dir))
         return self._cipher
+
+    # -- one key per store (issue 18 item 7) ------------------------------------------------------
+
+    def check_key(self) -> None:
+        """Refuse, before anything is written, a process whose key is not the store's: one read
+        of the store's key check at open. A key is generated only for a store with no check and
+        no secrets (a new store); a store made before the check gets it from the first key that
+        opens its secrets (or, holding none, from the first key used)."""
+        from iacctl.store.models import StoreMeta
+
+        with self.read() as session:
+            row = session.get(StoreMeta, "key_check")
+            stored = row.value if row is not None else None
+            sample = _a_stored_secret(session) if stored is None else None
+        key = find_key(self.settings.config_dir)
+        if stored is not None:
+            self._key = self._matching(key, stored)
+            return
+        if key is None and sample is not None:
+            raise KeyRefused(self._no_key())
+        if key is None:
+            key = load_key(self.settings.config_dir)  # a new store: its key is made now
+        if sample is not None:
+            try:
+                Cipher(key).decrypt(sample)
+            except SecretKeyError:
+                raise KeyRefused(self._wrong_key()) from None
+        import hmac
+
+        with self.write() as session:
+            row = session.get(StoreMeta, "key_check")
+            if row is None:
+                session.add(StoreMeta(name="key_check", value=key_check(key)))
+                check = key_check(key)
+            else:  # another process wrote it first (SQLite: before our turn to write)
+                check = row.value
+        if not hmac.compare_digest(check, key_check(key)):
+            raise KeyRefused(self._wrong_key())
+        self._key = key
+
+    def _matching(self, key: bytes | None, stored: str) -> bytes:
+        import hmac
+
+        if key is None:
+            raise KeyRefused(self._no_key())
+        if not hmac.compare_digest(key_check(key), stored):
+            raise KeyRefused(self._wrong_key())
+        return key
+
+    def _no_key(self) -> str:
+        path = self.settings.config_dir / KEY_FILE_NAME
+        return (f"the store {self.where} has a secret key and this machine has none (IACCTL_SECRET_KEY is not "
+                f"set and there is no {path}); nothing was changed; set IACCTL_SECRET_KEY to the team's key, or "
+                f"copy the key file of a machine that uses this store to {path}")
+
+    def _wrong_key(self) -> str:
+        path = self.settings.config_dir / KEY_FILE_NAME
+        return (f"the secret key of this machine ({key_source(self.settings.config_dir)}) is not the key of the "
+                f"store {self.where}; nothing was changed; set IACCTL_SECRET_KEY to the team's key, or copy the "
+                f"key file of a machine that uses this store to {path}")
 
     @property
     def dialect(self) -> str:
@@ -407,6 +476,9 @@ class Store:
                 row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
                 return str(row[0]) if row else None
         except OperationalError as exc:
+            reached = self._unreachable(exc)
+            if reached is not None:
+                raise StoreError(reached) from None
             if "no such table" in str(exc) or "does not exist" in str(exc):
                 return None
             raise StoreError(self._open_failure(exc)) from None
@@ -414,6 +486,32 @@ class Store:
             if "UndefinedTable" in type(getattr(exc, "orig", exc)).__name__:
                 return None
             raise StoreError(self._open_failure(exc)) from None
+
+    def _unreachable(self, exc: BaseException) -> str | None:
+        """Issue 18 item 7: a PostgreSQL server that cannot be used as the URL says, in one line
+        naming the fix; None for anything else."""
+        if self.settings.db_path is not None:
+            return None
+        said = str(getattr(exc, "orig", None) or exc)
+        url = self.write_engine.url
+        fix_url = "or fix IACCTL_DATABASE_URL"
+        where = f"PostgreSQL at {url.host or 'localhost'}:{url.port or 5432}"
+        role = re.search(r'role "([^"]+)" does not exist', said)
+        if role:
+            return (f"the role {role[1]} does not exist on {where}; create it (createuser --login {role[1]}, "
+                    f"as a superuser) {fix_url}")
+        database = re.search(r'database "([^"]+)" does not exist', said)
+        if database:
+            return (f"the database {database[1]} does not exist on {where}; create it (createdb --owner "
+                    f"{url.username or 'ROLE'} {database[1]}) {fix_url}")
+        if "password authentication failed" in said or "no password supplied" in said:
+            return (f"{where} refused the password of role {url.username}; check the password in "
+                    "IACCTL_DATABASE_URL (or PGPASSWORD / ~/.pgpass)")
+        if "connection refused" in said.lower() or "could not translate host name" in said \
+                or "timeout expired" in said or "no route to host" in said.lower():
+            return (f"cannot connect to {where} ({_short(exc).rsplit(': ', 1)[-1].strip()}); start the server "
+                    "(or open the way to it), or fix the host and port in IACCTL_DATABASE_URL")
+        return None
 
     def _open_failure(self, exc: BaseException) -> str:
         text_ = str(getattr(exc, "orig", None) or exc).lower()
@@ -496,7 +594,32 @@ def wal_writer(db_path: Path) -> str | None:
     return None
 
 
+def _a_stored_secret(session: Session) -> bytes | None:
+    """One encrypted blob of the store, if it holds any (X1): what a key must open to be the
+    store's. Read only for a store without a key check yet, once."""
+    from iacctl.store import models
+
+    for model, name in ((models.Variable, "value_secret"), (models.StateVersion, "data_secret"),
+                        (models.ConfigSnapshot, "data_secret"), (models.RunTask, "hmac_key_secret"),
+                        (models.NotificationDestination, "token_secret"),
+                        (models.NotificationDestination, "url_secret"),
+                        (models.InventoryEndpoint, "hmac_key_secret"), (models.TaskLog, "line_secret")):
+        column = col(getattr(model, name))
+        found = session.execute(select(column).where(column.is_not(None)).limit(1)).scalar()
+        if found is not None:
+            return bytes(found)
+    return None
+
+
 def open_store(settings: Settings) -> Store:
     store = Store(settings)
-    store.ensure_schema()
+    try:
+        store.ensure_schema()
+    except OperationalError as exc:
+        # A connection that fails past the first read (the migration lock, say) says the same.
+        message = store._unreachable(exc)
+        if message is None:
+            raise
+        raise StoreError(message) from None
+    store.check_key()  # issue 18 item 7: before this process writes anything
     return store

@@ -433,3 +433,13 @@ class WorkspaceDrift(SQLModel, table=True):
     fingerprint: str | None = Field(default=None, max_length=64)  # None: nothing drifted
     cleared_at: float | None = None  # the next successful apply clears the drift it recorded
     cleared_by_task_id: int | None = None
+
+
+class StoreMeta(SQLModel, table=True):
+    """Facts about the store itself, by name. `key_check` (issue 18 item 7): a MAC under the
+    store's secret key (crypto.key_check), never the key, so a process with another key (or none)
+    is refused before it writes anything."""
+
+    __tablename__ = "store_meta"
+    name: str = Field(primary_key=True, max_length=64)
+    value: str
