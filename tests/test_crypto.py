@@ -68,8 +68,10 @@ def test_key_file_is_private_and_another_key_cannot_read(env: Env) -> None:
     key = env.root / "config" / "secret.key"
     assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
     r = env.run("plan", "net", extra_env={"IACCTL_SECRET_KEY": "another key entirely"})
-    assert r.code == 1
+    assert r.code == 5  # issue 18 item 7: refused at open, before anything is written
     assert r.err.strip().splitlines() == [
-        "iacctl: the secret key does not open the stored secrets (was IACCTL_SECRET_KEY changed?)"
+        f"iacctl: the secret key of this machine (IACCTL_SECRET_KEY) is not the key of the store {env.db_path}; "
+        "nothing was changed; set IACCTL_SECRET_KEY to the team's key, or copy the key file of a machine that "
+        f"uses this store to {key}"
     ]
     assert env.tasks() == []  # refused before any task was written

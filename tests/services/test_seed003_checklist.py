@@ -4,6 +4,7 @@ docstring). The `task_cancelled` notifications of the first two lines belong to 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import sqlite3
@@ -218,8 +219,14 @@ def test_17_a_task_that_cannot_read_its_workspace_fails(env: Env) -> None:
     env.workspace("net")
     env.ok("plan", "net", "-q", code=2)
     env.ok("plan", "net", "--no-wait")  # task 2 waits for task 1's turn
-    env.ok("workspace", "var", "set", "net", "password", "hunter22", "--sensitive",
-           extra_env={"IACCTL_SECRET_KEY": "another installation's key"})
+    env.ok("workspace", "var", "set", "net", "password", "hunter22", "--sensitive")
+    # Sealed with another installation's key (a command with that key is refused at once since
+    # issue 18 item 7, so the row is rewritten as a damaged or foreign store would hold it).
+    from iacctl.crypto import Cipher
+
+    other = Cipher(hashlib.sha256(b"another installation's key").digest()).encrypt_text("hunter22")
+    with sqlite3.connect(env.db_path) as db:
+        db.execute("UPDATE variables SET value_secret = ? WHERE key = 'password'", (other,))
     env.ok("cancel", "1")  # frees the turn: a detached runner starts task 2
     task = env.wait_for(2, lambda t: t["status"] not in ("pending", "running"))
     assert task["status"] == "failed" and "cannot start" in task["error"]
