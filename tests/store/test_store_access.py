@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,3 +127,18 @@ def test_a_missing_postgresql_driver_names_the_extra(pg_url: str, tmp_path: Path
     r = m.run("workspace", "list", extra_env={"PYTHONPATH": str(shadow)})
     assert r.code == 1, r.err
     assert "pip install 'iacctl[postgres]'" in _one_line(r.err)
+
+
+def test_a_machine_of_the_team_without_the_key_is_refused(team: Any) -> None:
+    a, b = team.machine("ci-a"), team.machine("ci-b", key=None)
+    a.workspace("net")
+    a.ok("workspace", "var", "set", "net", "db_password", "hunter22", "--sensitive")
+    before = _snapshot(a)
+    for args in (("workspace", "var", "set", "net", "api_token", "s3cret", "--sensitive"),
+                 ("plan", "net", "--quiet"), ("workspace", "list")):
+        r = b.run(*args)
+        assert r.code == 5, (args, r.code, r.err)
+        assert "this machine has none" in _one_line(r.err)
+    assert not (b.root / "config" / "secret.key").exists()
+    assert _snapshot(a) == before
+    a.ok("plan", "net", "--quiet", code=2)  # the team's runner goes on
