@@ -13,7 +13,9 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from iacctl.config import heartbeat_timeout
 from iacctl.domain.admission import plan_expired
+from iacctl.domain.durations import format_duration
 from iacctl.domain.lifecycle import Status
 from iacctl.domain.slots import PodStatus, SlotPlace, SlotState
 from iacctl.errors import BackendError, TransitionConflict
@@ -39,6 +41,8 @@ class Action:
 def recover(app: App) -> list[Action]:
     actions: list[Action] = []
     actions += _reconcile_pools(app)
+    # Before any slot of this machine is freed, cleaned or reused (issue 18 item 3).
+    actions += _left_on_this_machine(app)
     repaired = _dead_runners(app) + _expired_plans(app) + _lost_contexts(app)
     actions += repaired
     actions += _leaked_slots(app)
@@ -105,6 +109,22 @@ def _stuck_inventory_syncs(app: App) -> list[Action]:
     return actions
 
 
+def _left_on_this_machine(app: App) -> list[Action]:
+    """Issue 18 item 3: tasks another machine's sweep (or cancel) ended while their runner here
+    was dead. Their Terraform's process group is ended and the partial state their work
+    directory holds is stored (ending.settle_left_here)."""
+    actions = []
+    with app.store.read() as session:
+        candidates = session.exec(select(Task).where(col(Task.child_pid).is_not(None))).all()
+    for task in candidates:
+        if not ending.left_here(task):
+            continue
+        detail = ending.settle_left_here(app, task.id or 0)
+        if detail is not None:
+            actions.append(Action("settled_here", task=task.id, detail=detail))
+    return actions
+
+
 def _dead_runners(app: App) -> list[Action]:
     actions = []
     with app.store.read() as session:
@@ -113,8 +133,15 @@ def _dead_runners(app: App) -> list[Action]:
         if not ending.runner_gone(task):
             continue
         reason = f"its process ({task.runner_host} pid {task.runner_pid}) is gone (found at stage {task.stage})"
+        if ending.runner_elsewhere(task):
+            reason += f": no heartbeat for {format_duration(heartbeat_timeout())} (IACCTL_HEARTBEAT_TIMEOUT)"
+        outcome = Status.FAILED
+        if task.cancel_requested_at is not None:
+            # Issue 18 item 3: a recorded cancel is what the user asked; the sweep carries it out.
+            outcome = Status.CANCELLED
+            reason = f"cancel requested; {reason}"
         with contextlib.suppress(TransitionConflict):
-            final = ending.end_abandoned(app, task.id or 0, reason)
+            final = ending.end_abandoned(app, task.id or 0, reason, outcome)
             if final == Status.RUNNING:
                 actions.append(Action("still_applying", task=task.id,
                                       detail=f"{reason}; Terraform still applies in its pod"))
@@ -168,7 +195,13 @@ def _lost_contexts(app: App) -> list[Action]:
     with app.store.read() as session:
         waiting = repo.tasks_with_status(session, [Status.APPLY_PENDING])
         intact = _intact_kube_contexts(session)
+        local_pools = {int(p) for p in session.exec(select(Pool.id).where(Pool.backend == "local")).all()
+                       if p is not None}
     for task in waiting:
+        if task.pool_id in local_pools and ending.runner_elsewhere(task):
+            # Issue 18 item 3: its plan and slot directory are on the machine that planned it,
+            # not here; what this machine's disk lacks says nothing of it.
+            continue
         lost = None if task.id in intact else plan_context.lost(app, task)
         if lost is None and plan_context.expired(task):
             lost = "its warm-up expired"
