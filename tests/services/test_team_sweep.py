@@ -203,6 +203,7 @@ def test_two_machines_reconciling_at_once_never_see_one_pod_two_ways(team: Any, 
     a.ok("pool", "set", POOL, "--min-pods", "0")
     time.sleep(1.5)  # idle past the scale-down delay: the next reconcile scales all three down
 
+    fake_kube.list_latency = 1.0  # both list while neither holds the pool's lock, unless listing under it
     runs = [Background(m.spawn("pods", "reconcile", "--pool", POOL, "--json")) for m in (a, b)]
     seen: dict[str, list[str]] = {}
     for run in runs:
@@ -210,5 +211,5 @@ def test_two_machines_reconciling_at_once_never_see_one_pod_two_ways(team: Any, 
         assert code == 0, err
         for change in json.loads(out):
             seen.setdefault(change["pod"], []).append(change["change"])
-    assert seen == {pod: ["scaled_down"] for pod in pods}
+    assert seen == {pod: ["scaled_down"] for pod in pods}, seen
     assert all(p["metadata"].get("deletionTimestamp") for p in fake_kube.pods(NS))  # deleted, or going
