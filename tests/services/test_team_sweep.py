@@ -196,14 +196,14 @@ def test_a_kubernetes_pool_shared_by_two_machines(team: Any, fake_kube: Any, pro
 
 def test_two_machines_reconciling_at_once_never_see_one_pod_two_ways(team: Any, fake_kube: Any) -> None:
     a, b = _machines(team)
-    kube_pool(a, fake_kube, "--min-pods", "3", "--scale-down-delay", "6s")
+    kube_pool(a, fake_kube, "--min-pods", "3", "--scale-down-delay", "15s")
     kube_env(b, fake_kube)
     assert [c["change"] for c in a.ok("pods", "reconcile", "--pool", POOL, "--json").json()] == ["created"] * 3
     created = time.monotonic()
     pods = api_pods(fake_kube)
     a.ok("pool", "set", POOL, "--min-pods", "0")  # reconciles: idle for less than the delay, all stay
     assert api_pods(fake_kube) == pods
-    time.sleep(max(0.0, created + 6.5 - time.monotonic()))  # now idle past it: the next reconcile scales down
+    time.sleep(max(0.0, created + 15.5 - time.monotonic()))  # now idle past it: the next reconcile scales down
     fake_kube.list_latency = 1.0  # both list while neither holds the pool's lock, unless listing under it
     runs = [Background(m.spawn("pods", "reconcile", "--pool", POOL, "--json")) for m in (a, b)]
     seen: dict[str, list[str]] = {}
