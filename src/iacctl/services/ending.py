@@ -19,14 +19,7 @@ from iacctl.domain.slots import SlotPlace
 from iacctl.executor.binaries import product
 from iacctl.executor.progress import SilentReporter
 from iacctl.executor.tasklog import TaskLog
-from iacctl.executor.termination import (
-    APPLY_TOUCHED,
-    add_state_version,
-    end_task,
-    keep_applied_state,
-    save_work_dir_state,
-    whole_state,
-)
+from iacctl.executor.termination import APPLY_TOUCHED, end_task, keep_applied_state, save_work_dir_state
 from iacctl.runtimes import local
 from iacctl.runtimes.base import CommandState, PodBackend, Runtime, RuntimeError_
 from iacctl.services.app import App
@@ -214,12 +207,13 @@ def left_here(task: Task) -> bool:
             and local.on_this_machine(task.runner_host))
 
 
-def settle_left_here(app: App, task_id: int) -> str | None:
+def settle_left_here(app: App, task_id: int) -> tuple[str, str | None] | None:
     """Issue 18 item 3, on the machine that ran it: a task another machine ended while its runner
     here was dead. Before its slot is freed or reused here: end the whole process group of its
-    Terraform (provisioner commands still running), then keep the slot's work directory aside and
-    store the partial state it holds, as `iacctl state save-partial` does (the workspace is
-    unlocked when it is stored). What was done, or None if the task was not one of these."""
+    Terraform (provisioner commands still running), then, for an apply, move the slot's work
+    directory aside, where `iacctl state save-partial` stores the partial state it holds. What
+    was done and where the directory is kept (None if it is not), or None if the task was not
+    one of these."""
     with app.store.read() as session:
         task = repo.get_task(session, task_id)
         ws = repo.workspace_by_id(session, task.workspace_id)
@@ -242,28 +236,13 @@ def settle_left_here(app: App, task_id: int) -> str | None:
             # A task that took the slot on this machine since owns its directory now.
             if holder is None or not local.on_this_machine(holder.runner_host):
                 kept = runtime.keep_work_dir(place, task_id)
-    version_id = None
-    if kept is not None:
-        try:
-            data, _source = whole_state(lambda name: runtime.read_kept_file(place.pod if place else "", task_id,
-                                                                            name), None)
-        except (ValueError, RuntimeError_) as exc:
-            data = None
-            done.append(f"its work directory is kept at {kept} but its state cannot be read whole ({exc})")
-        if data is not None:
-            with app.store.write() as session:
-                version_id = add_state_version(session, app.store, task.workspace_id, task_id, data,
-                                               partial=True).id
-                repo.unlock_workspace(session, task.workspace_id, task_id=task_id)
-            runtime.remove_kept_dir(place.pod if place else "", task_id)
-            done.append(f"partial state saved as state version {version_id}; workspace {ws.name} unlocked")
-        elif len(done) == 1:
-            done.append(f"its work directory kept at {kept} holds no state")
-    elif task.stage in APPLY_TOUCHED:
+        if kept is not None:
+            done.append(f"its work directory is kept at {kept}")
+    if task.stage in APPLY_TOUCHED and kept is None:
         done.append("its work directory is gone from this machine: inspect the infrastructure, push a state you "
                     f"trust with `iacctl state push {ws.name}`, then `iacctl workspace unlock {ws.name}`")
     detail = "; ".join(done)
     with app.store.write() as session:
         repo.update_task(session, task_id, child_pid=None)
         repo.add_event(session, task_id, "note", None, None, f"on {local.machine()}: {detail}")
-    return detail
+    return detail, kept

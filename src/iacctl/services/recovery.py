@@ -18,8 +18,9 @@ from iacctl.domain.admission import plan_expired
 from iacctl.domain.durations import format_duration
 from iacctl.domain.lifecycle import Status
 from iacctl.domain.slots import PodStatus, SlotPlace, SlotState
-from iacctl.errors import BackendError, TransitionConflict
-from iacctl.services import ending, outbox, plan_context, queue, scaling, sync_inventory
+from iacctl.errors import BackendError, IacctlError, TransitionConflict
+from iacctl.executor.termination import APPLY_TOUCHED
+from iacctl.services import ending, outbox, plan_context, queue, scaling, state, sync_inventory
 from iacctl.services.app import App
 from iacctl.services.runtasks import time_out_overdue
 from iacctl.store import repo
@@ -119,9 +120,18 @@ def _left_on_this_machine(app: App) -> list[Action]:
     for task in candidates:
         if not ending.left_here(task):
             continue
-        detail = ending.settle_left_here(app, task.id or 0)
-        if detail is not None:
-            actions.append(Action("settled_here", task=task.id, detail=detail))
+        settled = ending.settle_left_here(app, task.id or 0)
+        if settled is None:
+            continue
+        detail, kept = settled
+        if kept is not None:
+            # What `iacctl state save-partial` does: store it, give the workspace back.
+            try:
+                version = state.save_partial(app, task.id or 0)
+                detail += f"; partial state saved as state version {version['id']}; the workspace is unlocked"
+            except IacctlError as exc:
+                detail += f"; {exc}"
+        actions.append(Action("settled_here", task=task.id, detail=detail))
     return actions
 
 
@@ -277,9 +287,12 @@ def _leaked_locks(app: App) -> list[Action]:
         ).all()
         for ws, task in locked:
             holder = ws.locked_by_task_id
-            # failed and applied_state_error keep their lock on purpose, for an operator.
-            if task is None or task.status in (Status.PENDING, Status.PLANNED_AND_FINISHED,
-                                               Status.APPLIED, Status.CANCELLED):
+            # failed and applied_state_error keep their lock on purpose, for an operator, and so
+            # does an apply cancelled part-way whose state is not stored here (issue 13 item 6; issue
+            # 18 item 3: its state is on the machine that ran it).
+            kept_on_purpose = task is not None and task.status == Status.CANCELLED and task.stage in APPLY_TOUCHED
+            if not kept_on_purpose and (task is None or task.status in (
+                    Status.PENDING, Status.PLANNED_AND_FINISHED, Status.APPLIED, Status.CANCELLED)):
                 repo.unlock_workspace(session, ws.id or 0, task_id=holder)
                 actions.append(Action("unlocked", task=holder, workspace=ws.name,
                                       detail="its task no longer holds the lock"))

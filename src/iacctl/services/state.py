@@ -80,10 +80,6 @@ def save_partial(app: App, task_id: int) -> dict[str, Any]:
         # Issue 18 item 3: another machine ended it while its Terraform ran here: stop what is
         # left of it and keep its work directory first (the sweep here does the same).
         ending.settle_left_here(app, task_id)
-        with app.store.read() as session:
-            latest = repo.latest_state_version(session, task.workspace_id)
-        if latest is not None and latest.task_id == task_id and latest.partial:
-            return _view(latest)
     with app.store.read() as session:
         task = repo.get_task(session, task_id)
         ws = repo.workspace_by_id(session, task.workspace_id)
