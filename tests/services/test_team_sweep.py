@@ -150,7 +150,8 @@ def test_cancel_on_another_machine_of_a_dead_runner_concludes_and_unlock_waits_f
     settled = [x for x in _recover(a) if x["task"] == 1]
     assert [x["action"] for x in settled] == ["settled_here"], settled
     assert not _provisioner_runs(a)
-    assert [(v["task"], v["partial"]) for v in a.ok("state", "versions", "app", "--json").json()] == [(1, True)], settled[0]["detail"]
+    versions = a.ok("state", "versions", "app", "--json").json()
+    assert [(v["task"], v["partial"]) for v in versions] == [(1, True)], settled[0]["detail"]
     assert _lock(a, "app") is None
     assert a.task(1)["status"] == "cancelled"
 
