@@ -210,6 +210,12 @@ def test_busy_timeout_must_be_a_number_of_seconds(env: Env) -> None:
     assert r.code == 64 and "IACCTL_BUSY_TIMEOUT must be a number of seconds" in line
 
 
+def test_heartbeat_timeout_must_be_a_number_of_seconds(env: Env) -> None:
+    r = env.run("tasks", "list", extra_env={"IACCTL_HEARTBEAT_TIMEOUT": "2m"})
+    line = assert_one_clear_line(r)
+    assert r.code == 64 and "IACCTL_HEARTBEAT_TIMEOUT must be a number of seconds" in line
+
+
 # -- items 3 and 5: a damaged store, files that are not a store ------------------------------------
 
 

@@ -50,11 +50,43 @@ def busy_timeout() -> float:
     return value
 
 
+DEFAULT_HEARTBEAT_TIMEOUT_S = 120.0
+# The heartbeat is beaten at most this often, and at least four times per timeout, so a live
+# runner is never taken for dead because one beat was late (issue 18 item 3).
+MAX_HEARTBEAT_INTERVAL_S = 5.0
+
+
+def heartbeat_timeout() -> float:
+    """IACCTL_HEARTBEAT_TIMEOUT in seconds (default 120): how long after a running task's last
+    heartbeat a machine other than its runner's takes the runner for dead (issue 18 item 3). The
+    sweep, `cancel` and `workspace unlock --force` judge another machine's runner by it alone, since
+    its pid means nothing here. Every machine of a team should use the same value."""
+    raw = os.environ.get("IACCTL_HEARTBEAT_TIMEOUT")
+    if raw is None or raw == "":
+        return DEFAULT_HEARTBEAT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 2 <= value <= 86_400:
+        from iacctl.errors import UsageError
+
+        raise UsageError(f"IACCTL_HEARTBEAT_TIMEOUT must be a number of seconds between 2 and 86400, not {raw!r}")
+    return value
+
+
+def heartbeat_interval() -> float:
+    """How often a running task beats its heartbeat: well under the timeout (a quarter of it,
+    at most 5 s)."""
+    return min(MAX_HEARTBEAT_INTERVAL_S, heartbeat_timeout() / 4)
+
+
 def load_settings(db: str | None = None) -> Settings:
     """C5: `--db PATH` or IACCTL_DB (SQLite) if given, else IACCTL_DATABASE_URL (PostgreSQL) if
     set, else a SQLite file in the platformdirs data directory."""
     config_dir = Path(os.environ.get("IACCTL_CONFIG_DIR") or _user_dir("config"))
     url = os.environ.get("IACCTL_DATABASE_URL")
+    heartbeat_timeout()  # a bad IACCTL_HEARTBEAT_TIMEOUT is one line before anything runs
     work_root_env = os.environ.get("IACCTL_WORK_ROOT")
     if url and not db:
         work_root = Path(work_root_env) if work_root_env else _user_dir("data") / "work"

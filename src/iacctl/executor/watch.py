@@ -14,12 +14,12 @@ import threading
 import time
 from types import FrameType
 
+from iacctl.config import heartbeat_interval
 from iacctl.executor.tasklog import TaskLog
 from iacctl.store import repo
 from iacctl.store.db import Store
 
 _POLL_SECONDS = 0.3
-_HEARTBEAT_SECONDS = 5.0
 
 # Set by the CLI's signal handlers (Ctrl-C, SIGTERM); read by whatever runs in this process.
 interrupted = threading.Event()
@@ -51,6 +51,9 @@ class CancelWatch:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_beat = 0.0
+        # Issue 18 item 3: other machines take this runner for dead once its heartbeat is older
+        # than IACCTL_HEARTBEAT_TIMEOUT; it beats a few times per timeout.
+        self._beat_every = heartbeat_interval()
 
     def requested(self) -> bool:
         if interrupted.is_set():
@@ -96,7 +99,7 @@ class CancelWatch:
                 if task.cancel_requested_at is not None:
                     self._requested.set()
         t = time.monotonic()
-        if t - self._last_beat > _HEARTBEAT_SECONDS:
+        if t - self._last_beat > self._beat_every:
             with self.store.write() as session:
                 repo.update_task(session, self.task_id, heartbeat_at=repo.now())
             self._last_beat = t

@@ -4,12 +4,14 @@ process is gone is ended as the sweep would."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 
+from iacctl.config import heartbeat_timeout
+from iacctl.domain.durations import format_duration
 from iacctl.domain.lifecycle import Status, is_terminal
-from iacctl.errors import Refused, TaskFailed
+from iacctl.errors import Refused, TaskFailed, TransitionConflict
 from iacctl.executor.progress import Reporter
-from iacctl.runtimes import local
 from iacctl.services import ending, outbox, queue
 from iacctl.services.app import App, current_actor
 from iacctl.store import repo
@@ -44,8 +46,11 @@ def _cancel(app: App, task_id: int, *, wait: bool, reporter: Reporter, message: 
     with app.store.write() as session:
         repo.update_task(session, task_id, cancel_requested_at=repo.now(), cancelled_by=actor.to_json())
         repo.add_event(session, task_id, "note", None, None, f"cancel requested by {actor.said()}")
-    if local.process_alive(task.runner_host, task.runner_pid, task.runner_start) is False:
-        ending.end_abandoned(app, task_id, f"cancelled by {actor.said()}; its process was gone", Status.CANCELLED)
+    # Issue 18 item 3: a runner on another machine is judged by its heartbeat, as the sweep does;
+    # once it is dead, Terraform is stopped where it runs (in the pod; on another machine's slot
+    # by that machine's sweep) and the task ends cancelled here.
+    if ending.runner_gone(task):
+        _end_dead(app, task, actor.said())
         return queue.get_task(app, task_id)
     if not wait:
         return queue.get_task(app, task_id)
@@ -55,8 +60,8 @@ def _cancel(app: App, task_id: int, *, wait: bool, reporter: Reporter, message: 
         task = queue.get_task(app, task_id)
         if is_terminal(Status(task.status)):
             break
-        if local.process_alive(task.runner_host, task.runner_pid, task.runner_start) is False:
-            ending.end_abandoned(app, task_id, f"cancelled by {actor.said()}; its process was gone", Status.CANCELLED)
+        if task.status == Status.RUNNING and ending.runner_gone(task):
+            _end_dead(app, task, actor.said())
         time.sleep(0.3)
     task = queue.get_task(app, task_id)
     if task.status != Status.CANCELLED:
@@ -64,3 +69,12 @@ def _cancel(app: App, task_id: int, *, wait: bool, reporter: Reporter, message: 
             raise Refused(f"task {task_id} ended {task.status} before the cancel took effect")
         raise TaskFailed(f"task {task_id} has not stopped yet (stage {task.stage})")
     return task
+
+
+def _end_dead(app: App, task: Task, by: str) -> None:
+    why = "its process was gone"
+    if ending.runner_elsewhere(task):
+        why = (f"its process on {task.runner_host} sent no heartbeat for {format_duration(heartbeat_timeout())} "
+               "(IACCTL_HEARTBEAT_TIMEOUT)")
+    with contextlib.suppress(TransitionConflict):
+        ending.end_abandoned(app, task.id or 0, f"cancelled by {by}; {why}", Status.CANCELLED)

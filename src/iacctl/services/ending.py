@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from iacctl.config import heartbeat_timeout
 from iacctl.domain.actors import Actor
 from iacctl.domain.durations import format_duration
 from iacctl.domain.lifecycle import Stage, Status, is_terminal
@@ -23,18 +24,26 @@ from iacctl.runtimes import local
 from iacctl.runtimes.base import CommandState, PodBackend, Runtime, RuntimeError_
 from iacctl.services.app import App
 from iacctl.store import repo
-from iacctl.store.models import Pool, Task
+from iacctl.store.models import Pool, Slot, Task
 
-# A runner on another machine (shared PostgreSQL store) is judged by its heartbeat.
-HEARTBEAT_TIMEOUT_S = 120.0
 _FINISHED_APPLY = frozenset({Stage.SAVING_STATE, Stage.POST_APPLY})
+# How long the owning machine's sweep lets Terraform of a runner judged dead elsewhere finish
+# stopping (the kernel sent it SIGINT when its runner died, a heartbeat timeout ago at least).
+_LEFT_HERE_GRACE_S = 5.0
 
 
 def runner_gone(task: Task) -> bool:
+    """Whether a running task's runner is dead: by its pid on this machine, by its heartbeat on
+    another (issue 18 item 3: IACCTL_HEARTBEAT_TIMEOUT, the one timeout every machine uses)."""
     alive = local.process_alive(task.runner_host, task.runner_pid, task.runner_start)
     if alive is None:
-        return task.heartbeat_at is None or repo.now() - task.heartbeat_at > HEARTBEAT_TIMEOUT_S
+        return task.heartbeat_at is None or repo.now() - task.heartbeat_at > heartbeat_timeout()
     return not alive
+
+
+def runner_elsewhere(task: Task) -> bool:
+    """The task's runner is (or was) on another machine sharing the store."""
+    return task.runner_pid is not None and not local.on_this_machine(task.runner_host)
 
 
 def end_waiting(app: App, task_id: int, outcome: Status, reason: str, *, by: Actor | None = None) -> Status:
@@ -87,6 +96,9 @@ def end_abandoned(app: App, task_id: int, reason: str, outcome: Status = Status.
     runtime = app.runtime_for_pool_id(task.pool_id or 0)
     finished_apply = task.stage in _FINISHED_APPLY
     pods = runtime.pod_backend()
+    if pods is None and runner_elsewhere(task):
+        # Issue 18 item 3: its slot directory is on the runner's machine, not here.
+        return _end_elsewhere(app, task, reason, outcome)
     if pods is not None:
         # Terraform ran detached in the pod; its files say how it ended.
         settled = _settle_in_pod(app, runtime, pods, task, place, reason, outcome)
@@ -154,3 +166,83 @@ def _settle_in_pod(app: App, runtime: Runtime, pods: PodBackend, task: Task, pla
     if task.stage in _FINISHED_APPLY:
         return None
     return end_task(app.store, runtime, task_id, outcome, reason, log=None, place=place)
+
+
+def _end_elsewhere(app: App, task: Task, reason: str, outcome: Status) -> Status:
+    """Issue 18 item 3: a task of this machine's kind of slot (a local pod) whose runner died on
+    another machine. Its work directory, and in it whatever state its apply left, is on that
+    machine's disk: this machine cannot read it. An apply that may have changed infrastructure
+    ends applied_state_error (or cancelled, when a cancel was asked for) with the lock kept and a
+    reason that names the machine and the way to recover, never failed and unlocked. The pid of
+    its Terraform stays recorded so that the owning machine's sweep stops what is left of it and
+    saves the partial state (settle_left_here)."""
+    task_id = task.id or 0
+    machine = task.runner_host or "another machine"
+    with app.store.read() as session:
+        ws = repo.workspace_by_id(session, task.workspace_id)
+    keep = None
+    message = reason
+    if task.stage in APPLY_TOUCHED:
+        outcome = Status.CANCELLED if outcome == Status.CANCELLED else Status.APPLIED_STATE_ERROR
+        recover = (f"on {machine} run `iacctl pods recover` or `iacctl state save-partial {task_id}` to store "
+                   f"the partial state it left there, or push a state you trust with `iacctl state push {ws.name}` "
+                   f"and then `iacctl workspace unlock {ws.name}`")
+        keep = f"task {task_id}'s apply died on {machine} during {task.stage}; its state is there: {recover}"
+        message = (f"{reason}; its apply ran on {machine}, whose work directory this machine cannot read: the "
+                   f"infrastructure may be partly changed and its state is not stored; the workspace stays "
+                   f"locked; {recover}")
+    with app.store.write() as session:
+        current = repo.get_task(session, task_id)
+        if current.status != Status.RUNNING:
+            return Status(current.status)
+        # child_pid stays: the owning machine's sweep ends that process group (settle_left_here).
+        repo.transition(session, task_id, Status.RUNNING, outcome, message, keep_lock=keep, error=message,
+                        child_pid=current.child_pid)
+    return outcome
+
+
+def left_here(task: Task) -> bool:
+    """A task ended by another machine while its Terraform ran on this one (see _end_elsewhere)."""
+    return (is_terminal(Status(task.status)) and task.child_pid is not None and task.runner_pid is not None
+            and local.on_this_machine(task.runner_host))
+
+
+def settle_left_here(app: App, task_id: int) -> tuple[str, str | None] | None:
+    """Issue 18 item 3, on the machine that ran it: a task another machine ended while its runner
+    here was dead. Before its slot is freed or reused here: end the whole process group of its
+    Terraform (provisioner commands still running), then, for an apply, move the slot's work
+    directory aside, where `iacctl state save-partial` stores the partial state it holds. What
+    was done and where the directory is kept (None if it is not), or None if the task was not
+    one of these."""
+    with app.store.read() as session:
+        task = repo.get_task(session, task_id)
+        ws = repo.workspace_by_id(session, task.workspace_id)
+        place = repo.slot_place(session, task.slot_id)
+    if not left_here(task) or task.child_pid is None:
+        return None
+    binary = ws.terraform_bin or (product() if ws.terraform_version else "terraform")
+    local.stop_orphan(task.child_pid, Path(binary).name, grace_seconds=_LEFT_HERE_GRACE_S)
+    local.end_group(task.child_pid, grace_seconds=1.0)
+    done = [f"stopped what was left of its Terraform (process group {task.child_pid})"]
+    runtime = app.runtime_for_pool_id(task.pool_id or 0)
+    kept = None
+    if task.stage in APPLY_TOUCHED and place is not None:
+        with app.store.write() as session:
+            slot = session.get(Slot, task.slot_id) if task.slot_id is not None else None
+            if slot is not None:
+                session.refresh(slot, with_for_update=True)  # a task claiming it meanwhile waits
+            holder = session.get(Task, slot.task_id) if slot is not None and slot.task_id not in (None, task_id) \
+                else None
+            # A task that took the slot on this machine since owns its directory now.
+            if holder is None or not local.on_this_machine(holder.runner_host):
+                kept = runtime.keep_work_dir(place, task_id)
+        if kept is not None:
+            done.append(f"its work directory is kept at {kept}")
+    if task.stage in APPLY_TOUCHED and kept is None:
+        done.append("its work directory is gone from this machine: inspect the infrastructure, push a state you "
+                    f"trust with `iacctl state push {ws.name}`, then `iacctl workspace unlock {ws.name}`")
+    detail = "; ".join(done)
+    with app.store.write() as session:
+        repo.update_task(session, task_id, child_pid=None)
+        repo.add_event(session, task_id, "note", None, None, f"on {local.machine()}: {detail}")
+    return detail, kept

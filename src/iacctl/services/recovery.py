@@ -13,11 +13,14 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from iacctl.config import heartbeat_timeout
 from iacctl.domain.admission import plan_expired
+from iacctl.domain.durations import format_duration
 from iacctl.domain.lifecycle import Status
 from iacctl.domain.slots import PodStatus, SlotPlace, SlotState
-from iacctl.errors import BackendError, TransitionConflict
-from iacctl.services import ending, outbox, plan_context, queue, scaling, sync_inventory
+from iacctl.errors import BackendError, IacctlError, TransitionConflict
+from iacctl.executor.termination import APPLY_TOUCHED
+from iacctl.services import ending, outbox, plan_context, queue, scaling, state, sync_inventory
 from iacctl.services.app import App
 from iacctl.services.runtasks import time_out_overdue
 from iacctl.store import repo
@@ -39,6 +42,8 @@ class Action:
 def recover(app: App) -> list[Action]:
     actions: list[Action] = []
     actions += _reconcile_pools(app)
+    # Before any slot of this machine is freed, cleaned or reused (issue 18 item 3).
+    actions += _left_on_this_machine(app)
     repaired = _dead_runners(app) + _expired_plans(app) + _lost_contexts(app)
     actions += repaired
     actions += _leaked_slots(app)
@@ -105,6 +110,31 @@ def _stuck_inventory_syncs(app: App) -> list[Action]:
     return actions
 
 
+def _left_on_this_machine(app: App) -> list[Action]:
+    """Issue 18 item 3: tasks another machine's sweep (or cancel) ended while their runner here
+    was dead. Their Terraform's process group is ended and the partial state their work
+    directory holds is stored (ending.settle_left_here)."""
+    actions = []
+    with app.store.read() as session:
+        candidates = session.exec(select(Task).where(col(Task.child_pid).is_not(None))).all()
+    for task in candidates:
+        if not ending.left_here(task):
+            continue
+        settled = ending.settle_left_here(app, task.id or 0)
+        if settled is None:
+            continue
+        detail, kept = settled
+        if kept is not None:
+            # What `iacctl state save-partial` does: store it, give the workspace back.
+            try:
+                version = state.save_partial(app, task.id or 0)
+                detail += f"; partial state saved as state version {version['id']}; the workspace is unlocked"
+            except IacctlError as exc:
+                detail += f"; {exc}"
+        actions.append(Action("settled_here", task=task.id, detail=detail))
+    return actions
+
+
 def _dead_runners(app: App) -> list[Action]:
     actions = []
     with app.store.read() as session:
@@ -113,8 +143,15 @@ def _dead_runners(app: App) -> list[Action]:
         if not ending.runner_gone(task):
             continue
         reason = f"its process ({task.runner_host} pid {task.runner_pid}) is gone (found at stage {task.stage})"
+        if ending.runner_elsewhere(task):
+            reason += f": no heartbeat for {format_duration(heartbeat_timeout())} (IACCTL_HEARTBEAT_TIMEOUT)"
+        outcome = Status.FAILED
+        if task.cancel_requested_at is not None:
+            # Issue 18 item 3: a recorded cancel is what the user asked; the sweep carries it out.
+            outcome = Status.CANCELLED
+            reason = f"cancel requested; {reason}"
         with contextlib.suppress(TransitionConflict):
-            final = ending.end_abandoned(app, task.id or 0, reason)
+            final = ending.end_abandoned(app, task.id or 0, reason, outcome)
             if final == Status.RUNNING:
                 actions.append(Action("still_applying", task=task.id,
                                       detail=f"{reason}; Terraform still applies in its pod"))
@@ -168,7 +205,13 @@ def _lost_contexts(app: App) -> list[Action]:
     with app.store.read() as session:
         waiting = repo.tasks_with_status(session, [Status.APPLY_PENDING])
         intact = _intact_kube_contexts(session)
+        local_pools = {int(p) for p in session.exec(select(Pool.id).where(Pool.backend == "local")).all()
+                       if p is not None}
     for task in waiting:
+        if task.pool_id in local_pools and ending.runner_elsewhere(task):
+            # Issue 18 item 3: its plan and slot directory are on the machine that planned it,
+            # not here; what this machine's disk lacks says nothing of it.
+            continue
         lost = None if task.id in intact else plan_context.lost(app, task)
         if lost is None and plan_context.expired(task):
             lost = "its warm-up expired"
@@ -244,9 +287,12 @@ def _leaked_locks(app: App) -> list[Action]:
         ).all()
         for ws, task in locked:
             holder = ws.locked_by_task_id
-            # failed and applied_state_error keep their lock on purpose, for an operator.
-            if task is None or task.status in (Status.PENDING, Status.PLANNED_AND_FINISHED,
-                                               Status.APPLIED, Status.CANCELLED):
+            # failed and applied_state_error keep their lock on purpose, for an operator, and so
+            # does an apply cancelled part-way whose state is not stored here (issue 13 item 6; issue
+            # 18 item 3: its state is on the machine that ran it).
+            kept_on_purpose = task is not None and task.status == Status.CANCELLED and task.stage in APPLY_TOUCHED
+            if not kept_on_purpose and (task is None or task.status in (
+                    Status.PENDING, Status.PLANNED_AND_FINISHED, Status.APPLIED, Status.CANCELLED)):
                 repo.unlock_workspace(session, ws.id or 0, task_id=holder)
                 actions.append(Action("unlocked", task=holder, workspace=ws.name,
                                       detail="its task no longer holds the lock"))

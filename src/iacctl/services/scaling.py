@@ -5,7 +5,9 @@ One pod list call per pool (label selector) and bulk store queries, never a roun
 (item 10: pools of 1,000 pods). Decisions are made in one write transaction holding the pool's
 row (FOR UPDATE; BEGIN IMMEDIATE on SQLite), so two processes reconciling together do not both
 create the missing pods. A pod row is written (`creating`) before the pod is created in the
-API, so a pod in the API without a row is an orphan and is deleted.
+API, so a pod in the API without a row is an orphan and is deleted. The pods are listed, and
+the pods to delete deleted, while the pool's row is held (issue 18 item 3), so two machines
+reconciling at once never see one pod two ways.
 """
 
 from __future__ import annotations
@@ -46,19 +48,22 @@ def reconcile_pool(app: App, name: str) -> list[dict[str, Any]]:
     with app.store.read() as session:
         pool = repo.get_pool(session, name)
     runtime = app.pod_backend_for(pool)
-    listed_at = repo.now()
-    try:
-        api_pods = runtime.list_pods()
-    except ClusterRefused as exc:
-        raise BackendRefused(f"pool {name}: {exc}") from None
-    except RuntimeError_ as exc:
-        raise BackendError(f"pool {name}: {exc}") from None
     changes: list[dict[str, Any]] = []
     delete_in_api: list[str] = []
     create: list[str] = []
     with app.store.write() as session:
         pool = session.exec(select(Pool).where(Pool.name == name).with_for_update()).one()
         pool_id = pool.id or 0
+        # Issue 18 item 3: the pods are listed under the pool's lock, and the pods it deletes are
+        # deleted before it is released, so a reconcile on another machine waiting for the lock
+        # lists what this one left: it never reports a pod this one scaled down as an orphan.
+        listed_at = repo.now()
+        try:
+            api_pods = runtime.list_pods()
+        except ClusterRefused as exc:
+            raise BackendRefused(f"pool {name}: {exc}") from None
+        except RuntimeError_ as exc:
+            raise BackendError(f"pool {name}: {exc}") from None
         now = repo.now()
         window = repo.frozen_now(session, pool_id, now)
         pods = list(repo.pods_of(session, pool_id))
@@ -109,8 +114,8 @@ def reconcile_pool(app: App, name: str) -> list[dict[str, Any]]:
             if all(s.state == SlotState.IDLE for s in pod_slots):
                 session.flush()  # the slots first: they refer to the pod
                 session.delete(pod)
-        for api_name in api_pods:
-            if api_name not in known:
+        for api_name, info in api_pods.items():
+            if api_name not in known and not info.deleting:
                 delete_in_api.append(api_name)
                 changes.append(_change(name, api_name, "orphan_deleted", "pod of this pool with no record"))
         live = [p for p in pods if p.status in (PodStatus.READY, CREATING)]
@@ -143,11 +148,12 @@ def reconcile_pool(app: App, name: str) -> list[dict[str, Any]]:
             delete_in_api.append(pod_name)
             changes.append(_change(name, pod_name, "scaled_down",
                                    f"idle since {format_instant(pod.idle_since or now)}"))
-    for pod_name in dict.fromkeys(delete_in_api):
-        try:
-            runtime.delete_pod(pod_name)
-        except RuntimeError_ as exc:
-            changes.append(_change(name, pod_name, "error", f"cannot delete: {exc}"))
+        session.flush()
+        for pod_name in dict.fromkeys(delete_in_api):
+            try:
+                runtime.delete_pod(pod_name)
+            except RuntimeError_ as exc:
+                changes.append(_change(name, pod_name, "error", f"cannot delete: {exc}"))
     if create:
         changes += _start_pods(app, name, runtime, create)
     return changes

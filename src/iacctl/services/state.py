@@ -10,6 +10,7 @@ from iacctl.domain.lifecycle import Status
 from iacctl.errors import IacctlError, NotFound, Refused, StoreError
 from iacctl.executor.termination import add_state_version, kept_state_path, state_serial, whole_state
 from iacctl.runtimes.base import RuntimeError_
+from iacctl.services import ending
 from iacctl.services.app import App
 from iacctl.services.views import iso
 from iacctl.store import repo
@@ -75,10 +76,16 @@ def save_partial(app: App, task_id: int) -> dict[str, Any]:
     it, once there is room; then unlock the workspace and remove the kept directory."""
     with app.store.read() as session:
         task = repo.get_task(session, task_id)
+    if ending.left_here(task):
+        # Issue 18 item 3: another machine ended it while its Terraform ran here: stop what is
+        # left of it and keep its work directory first (the sweep here does the same).
+        ending.settle_left_here(app, task_id)
+    with app.store.read() as session:
+        task = repo.get_task(session, task_id)
         ws = repo.workspace_by_id(session, task.workspace_id)
         pod = session.get(Pod, task.pod_id) if task.pod_id is not None else None
-    if task.status not in (Status.FAILED, Status.CANCELLED):
-        raise Refused(f"task {task_id} is {task.status}, not failed or cancelled")
+    if task.status not in (Status.FAILED, Status.CANCELLED, Status.APPLIED_STATE_ERROR):
+        raise Refused(f"task {task_id} is {task.status}, not failed, cancelled or applied_state_error")
     if ws.locked_by_task_id != task_id:
         raise Refused(f"workspace {ws.name} is not locked by task {task_id}: nothing to save")
     runtime = app.runtime_for_pool_id(task.pool_id or 0)

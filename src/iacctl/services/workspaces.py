@@ -165,7 +165,14 @@ def unlock(app: App, name: str, *, force: bool) -> dict[str, Any]:
                 f"process {holder.runner_pid} on {holder.runner_host}; cancel it (iacctl cancel {holder.id}) "
                 "instead: removing the lock under a running Terraform would let another apply start beside it"
             )
-        ending.end_abandoned(app, holder.id or 0, f"lock removed with --force by {by}; its process was gone")
+        ended = ending.end_abandoned(app, holder.id or 0, f"lock removed with --force by {by}; its process was gone")
+        if ended == Status.RUNNING:
+            # Issue 18 item 3: its runner is dead but Terraform still applies in the pod; the
+            # lock is what keeps another apply from starting beside it.
+            raise Refused(
+                f"workspace {name} is locked by task {holder.id}, whose runner is gone but whose Terraform still "
+                f"applies in its pod; cancel it (iacctl cancel {holder.id}) or wait for it to end"
+            )
     elif holder is not None and holder.status == Status.APPLY_PENDING:
         ending.end_waiting(app, holder.id or 0, Status.CANCELLED, f"lock removed with --force by {by}", by=actor)
     with app.store.write() as session:
