@@ -85,6 +85,8 @@ def connect(directory: str, timeout: float = 2.0) -> socket.socket:
         check_private_dir(directory)
     except FileNotFoundError:
         raise NoAgent("no agent (its directory does not exist)") from None
+    except OSError as exc:
+        raise NoAgent(f"cannot use {directory}: {exc.strerror or exc}") from None
     address, dir_fd = socket_address(directory)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
