@@ -219,9 +219,10 @@ def test_another_users_connection_is_refused(env: Env) -> None:
         os.chmod(run / "iacctl" / "agent.sock", 0o777)
         sender = (path + "import socket\nfrom iacctl.launch import socket_address, send_message, receive_message\n"
                   "s = socket.socket(socket.AF_UNIX)\ns.connect(socket_address(sys.argv[1])[0])\n"
-                  "send_message(s, {'op': 'run', 'argv': ['--version'], 'cwd': '/', 'env': {}, 'umask': 18}, "
+                  "try:\n"
+                  "    send_message(s, {'op': 'run', 'argv': ['--version'], 'cwd': '/', 'env': {}, 'umask': 18}, "
                   "[0, 1, 2])\n"
-                  "try:\n    print('REPLY', receive_message(s))\nexcept (EOFError, OSError) as exc:\n"
+                  "    print('REPLY', receive_message(s))\nexcept (EOFError, OSError) as exc:\n"
                   "    print('CLOSED', type(exc).__name__)\n")
         r = subprocess.run([*as_nobody, sender, str(run / "iacctl")], capture_output=True, text=True,
                            env=nobody_env, timeout=60)
