@@ -103,7 +103,10 @@ def _tour(env: Env, src: Path) -> list[tuple[int, str, str]]:
     return [_installed(env, *step) for step in steps]
 
 
-_TIMES = re.compile(r"\b[0-9a-f]{8}-[0-9a-f-]{27}\b|\b[0-9a-f]{12,64}\b|\d{4}-\d\d-\d\d[ T]\d\d:\d\d(:\d\d(\.\d+)?)?Z?|\d+(\.\d+)? ?(ms|s)\b|\"[a-z_]+_at\":[^,}]+")
+_TIMES = re.compile(
+    r"\b[0-9a-f]{8}-[0-9a-f-]{27}\b|\b[0-9a-f]{12,64}\b"  # resource ids, plan hashes
+    r"|\d{4}-\d\d-\d\d[ T]\d\d:\d\d(:\d\d(\.\d+)?)?Z?|\d+(\.\d+)? ?(ms|s)\b|\"[a-z_]+_at\":[^,}]+"  # times
+)
 
 
 def _normal(text: str, root: Path) -> str:

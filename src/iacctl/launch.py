@@ -269,8 +269,30 @@ def _should_start(how: str) -> bool:
         return False
 
 
+def _quick_completion(argv: list[str]) -> bool:
+    """`iacctl [--db PATH] complete KIND` answered from a SQLite store with the standard library
+    (issue 20 item 5); False when it cannot be (the full command answers then)."""
+    db = None
+    rest = list(argv)
+    if len(rest) >= 2 and rest[0] == "--db":
+        db, rest = rest[1], rest[2:]
+    if len(rest) != 2 or rest[0] != "complete":
+        return False
+    from iacctl.store.completion import quick_values, store_file
+
+    path = store_file(db, os.environ)
+    pairs = quick_values(path, rest[1]) if path else None
+    if pairs is None:
+        return False
+    sys.stdout.write("".join(f"{value}\t{text}\n" for value, text in pairs))
+    sys.stdout.flush()
+    return True
+
+
 def main() -> None:
     argv = sys.argv[1:]
+    if _quick_completion(argv):
+        sys.exit(0)
     how = mode()
     if how != "off" and _first_command(argv) not in _OWN and _stdio_usable():
         directory = agent_dir()

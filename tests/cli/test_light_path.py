@@ -24,3 +24,34 @@ def test_listings_import_no_executor_outbox_or_kubernetes(env: Env) -> None:
         r = subprocess.run([PYTHON, "-c", _PROBE, *argv], capture_output=True, text=True, env=env.vars,
                            cwd=env.root, timeout=120)
         assert "EXIT 0 HEAVY []" in r.stderr, (argv, r.stdout, r.stderr)
+
+
+_COMPLETE = (
+    "import sys\n"
+    "from iacctl.launch import main\n"
+    "sys.argv = ['iacctl', *sys.argv[1:]]\n"
+    "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+    "sys.stdout.flush()\n"
+    "heavy = sorted(m for m in ('sqlalchemy', 'sqlmodel', 'typer', 'iacctl.cli', 'iacctl.services')"
+    " if m in sys.modules)\n"
+    "sys.stderr.write(f'EXIT {code} HEAVY {heavy}\\n')\n"
+)
+
+
+def test_completion_of_names_answers_without_the_full_import_and_as_the_full_command(env: Env) -> None:
+    """Item 5: a TAB reads the SQLite store with the standard library; what it offers is what
+    the full `iacctl complete` offers (workspace names, task ids by the status they need)."""
+    env.workspace("net")
+    env.workspace("app")
+    env.ok("plan", "net", "--plan-only", "--no-wait")
+    for kind in ("workspace", "task", "live_task", "apply_pending_task"):
+        full = subprocess.run([PYTHON, "-c", _PROBE, "complete", kind], capture_output=True, text=True,
+                              env=env.vars, cwd=env.root, timeout=120)
+        for db in ([], ["--db", str(env.db_path)]):
+            quick = subprocess.run([PYTHON, "-c", _COMPLETE, *db, "complete", kind], capture_output=True, text=True,
+                                   env=env.vars, cwd=env.root, timeout=120)
+            assert "EXIT 0 HEAVY []" in quick.stderr, quick.stderr
+            assert quick.stdout == full.stdout, kind
+    names = subprocess.run([PYTHON, "-c", _COMPLETE, "complete", "workspace"], capture_output=True, text=True,
+                           env=env.vars, cwd=env.root, timeout=120).stdout
+    assert names == f"app\t{env.root / 'src-app'}\nnet\t{env.root / 'src-net'}\n"
