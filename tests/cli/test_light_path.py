@@ -55,3 +55,17 @@ def test_completion_of_names_answers_without_the_full_import_and_as_the_full_com
     names = subprocess.run([PYTHON, "-c", _COMPLETE, "complete", "workspace"], capture_output=True, text=True,
                            env=env.vars, cwd=env.root, timeout=120).stdout
     assert names == f"app\t{env.root / 'src-app'}\nnet\t{env.root / 'src-net'}\n"
+
+
+def test_the_entry_point_imports_only_the_standard_library() -> None:
+    """Item 1: what every command pays before it reaches the agent is the standard library alone."""
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import iacctl.launch, iacctl.store.completion\n"
+        "new = sorted(m for m in set(sys.modules) - before if not m.startswith('iacctl')"
+        " and m.split('.')[0] not in sys.stdlib_module_names)\n"
+        "print('THIRD-PARTY', new)\n"
+    )
+    r = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "THIRD-PARTY []" in r.stdout, r.stdout + r.stderr
