@@ -341,6 +341,8 @@ class Agent:
         for fd in fds:
             os.close(fd)
         self.served += 1
+        # The command's name only: its arguments may hold what is not the log's to keep.
+        self.log(f"worker {pid}: {next((a for a in argv if not a.startswith('-')), '')}")
         self.workers[pid] = conn
         conn.setblocking(False)
         self.selector.register(conn, selectors.EVENT_READ, pid)
