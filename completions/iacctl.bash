@@ -18,7 +18,7 @@ _iacctl_values() {
 
 _iacctl() {
     local -A subs=(
-        ['iacctl']='plan confirm-apply cancel workspace tasks state pods pool runtask store notify outbox inventory drift'
+        ['iacctl']='plan confirm-apply cancel workspace tasks state pods pool runtask store notify outbox inventory drift agent'
         ['iacctl workspace']='create set list show delete lock unlock var trigger'
         ['iacctl workspace var']='set unset list'
         ['iacctl workspace trigger']='add list remove'
@@ -33,6 +33,7 @@ _iacctl() {
         ['iacctl inventory']='list status endpoint'
         ['iacctl inventory endpoint']='set show remove'
         ['iacctl drift']='check show'
+        ['iacctl agent']='start stop status'
     )
     local -A opts=(
         ['iacctl']='--db --verbose --version -h --help'
@@ -113,6 +114,10 @@ _iacctl() {
         ['iacctl drift']='-h --help'
         ['iacctl drift check']='--all --quiet -q --json -h --help'
         ['iacctl drift show']='--json -h --help'
+        ['iacctl agent']='-h --help'
+        ['iacctl agent start']='--json -h --help'
+        ['iacctl agent stop']='--json -h --help'
+        ['iacctl agent status']='--json -h --help'
     )
     local -A vals=(
         ['iacctl']='--db'

@@ -125,6 +125,8 @@ def _base_vars(root: Path) -> dict[str, str]:
         "HOME": str(root / "home"),
         "NO_COLOR": "1",
         "PYTHONUNBUFFERED": "1",
+        # Issue 20: no agent under the test suite unless a test starts one (tests/test_agent.py).
+        "IACCTL_AGENT": "off",
     })
     (root / "home").mkdir(exist_ok=True)
     return keep

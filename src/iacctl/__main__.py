@@ -1,3 +1,3 @@
-from iacctl.cli.main import main
+from iacctl.launch import main
 
 main()

@@ -81,6 +81,26 @@ def heartbeat_interval() -> float:
     return min(MAX_HEARTBEAT_INTERVAL_S, heartbeat_timeout() / 4)
 
 
+DEFAULT_BUDGET_S = 5.0
+
+
+def follow_up_budget() -> float:
+    """IACCTL_FOLLOW_UP_BUDGET: the most seconds a command waits at its end for its follow-ups
+    (F1). Read here, not in the outbox, so a command checks it without importing delivery."""
+    raw = os.environ.get("IACCTL_FOLLOW_UP_BUDGET")
+    if raw is None or raw == "":
+        return DEFAULT_BUDGET_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 60:
+        from iacctl.errors import UsageError
+
+        raise UsageError(f"IACCTL_FOLLOW_UP_BUDGET must be a number of seconds between 0 and 60, not {raw!r}")
+    return value
+
+
 def load_settings(db: str | None = None) -> Settings:
     """C5: `--db PATH` or IACCTL_DB (SQLite) if given, else IACCTL_DATABASE_URL (PostgreSQL) if
     set, else a SQLite file in the platformdirs data directory."""

@@ -69,8 +69,9 @@ def app_of(ctx: typer.Context) -> App:
 def finish_follow_ups() -> str | None:
     """F1: when a command ends, its follow-ups get at most the budget to be delivered; what is
     not delivered yet is said in one line. Never changes the command's exit code."""
-    if not _APPS:
-        return None  # no store was opened (--help): nothing heavy is imported
+    if not any(app.wrote_follow_ups() for app in _APPS):
+        _APPS.clear()
+        return None  # issue 20: nothing written to the outbox (a listing): import no delivery
     from iacctl.services import queue
 
     lines = []

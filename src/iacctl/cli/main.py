@@ -29,7 +29,20 @@ directory."""
 
 
 def build_app() -> typer.Typer:
-    from iacctl.cli import complete, drift, inventory, notify, pods, runs, runtask, state, store, tasks, workspace
+    from iacctl.cli import (
+        agent,
+        complete,
+        drift,
+        inventory,
+        notify,
+        pods,
+        runs,
+        runtask,
+        state,
+        store,
+        tasks,
+        workspace,
+    )
     from iacctl.cli.context import global_options
 
     app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=True,
@@ -49,6 +62,7 @@ def build_app() -> typer.Typer:
     app.add_typer(notify.outbox_app, name="outbox")
     app.add_typer(inventory.app, name="inventory")
     app.add_typer(drift.app, name="drift")
+    app.add_typer(agent.app, name="agent")
     return app
 
 
@@ -110,8 +124,19 @@ def hoist_global_options(root: Any, args: list[str]) -> tuple[list[str], list[st
     return front, out
 
 
+_COMMAND: Any = None
+
+
+def cli_command() -> Any:
+    """The command tree, built once per process (the agent builds it before forking workers)."""
+    global _COMMAND
+    if _COMMAND is None:
+        _COMMAND = typer.main.get_command(build_app())
+    return _COMMAND
+
+
 def main(argv: list[str] | None = None) -> None:
-    command = typer.main.get_command(build_app())
+    command = cli_command()
     front, rest = hoist_global_options(command, list(sys.argv[1:] if argv is None else argv))
     verbose = "--verbose" in front or os.environ.get("IACCTL_VERBOSE") == "1"
     args = front + rest

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
 
-from iacctl.config import Settings, load_settings
+from iacctl.config import Settings, follow_up_budget, load_settings
 from iacctl.domain.actors import Actor, actor_from
 from iacctl.domain.slots import PodStatus, SlotState
 from iacctl.errors import UsageError
-from iacctl.runtimes.base import PodBackend, Runtime
-from iacctl.runtimes.local import LocalRuntime
-from iacctl.services import outbox
 from iacctl.store import repo
 from iacctl.store.db import Store, open_store
 from iacctl.store.models import Pod, Pool, Slot
+
+if TYPE_CHECKING:
+    from iacctl.runtimes.base import PodBackend, Runtime
+    from iacctl.services import outbox
 
 LOCAL_POOL = "local"
 LOCAL_POD = "local"
@@ -28,17 +30,30 @@ class App:
         self.settings: Settings = load_settings(db)
         self._store: Store | None = None
         self._deliverer: outbox.Deliverer | None = None
+        self._budget = 0.0
 
     @property
     def store(self) -> Store:
         if self._store is None:
-            budget = outbox.budget()
+            self._budget = follow_up_budget()
             self._store = open_store(self.settings)
             ensure_local_pool(self._store)
             # F1: what this command's status changes write to the outbox, it delivers at once.
-            self._deliverer = outbox.Deliverer(self._store, budget)
-            self._store.on_outbox_written = self._deliverer.written
+            self._store.on_outbox_written = self._outbox_written
         return self._store
+
+    def _outbox_written(self, ids: list[int]) -> None:
+        # Issue 20: delivery (httpx, payloads, follow-up handlers) is imported by the first
+        # command that writes to the outbox, never by a listing.
+        if self._deliverer is None:
+            from iacctl.services import outbox
+
+            self._deliverer = outbox.Deliverer(self.store, self._budget)
+        self._deliverer.written(ids)
+
+    def wrote_follow_ups(self) -> bool:
+        """F1: whether this command wrote outbox entries (and so has follow-ups to finish)."""
+        return self._deliverer is not None
 
     def finish_follow_ups(self) -> str | None:
         """F1: wait at most the budget for this command's follow-ups; a line saying what is not
@@ -54,6 +69,8 @@ class App:
     def runtime_for(self, pool: Pool) -> Runtime:
         if pool.backend == "local":
             from pathlib import Path
+
+            from iacctl.runtimes.local import LocalRuntime
 
             root = Path(pool.work_root) if pool.work_root else self.settings.work_root
             return LocalRuntime(root)

@@ -22,8 +22,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from iacctl.config import follow_up_budget
 from iacctl.domain.notifications import Facts, Outcome, next_attempt_at, outcome_of, parse_retry_after
-from iacctl.errors import UsageError
 from iacctl.notify import payload, sender
 from iacctl.runtimes import local
 from iacctl.services import follow_triggers, sync_inventory
@@ -32,7 +32,6 @@ from iacctl.store import repo
 from iacctl.store.db import Store
 from iacctl.store.models import Delivery, NotificationDestination, OutboxEntry
 
-DEFAULT_BUDGET_S = 5.0
 MAX_IN_FLIGHT = 8
 # Longer than an attempt can take (15 s), so a live claimer never loses its claim.
 LEASE_S = 60.0
@@ -40,16 +39,7 @@ LEASE_S = 60.0
 
 def budget() -> float:
     """IACCTL_FOLLOW_UP_BUDGET: the most seconds a command waits at its end for its follow-ups."""
-    raw = os.environ.get("IACCTL_FOLLOW_UP_BUDGET")
-    if raw is None or raw == "":
-        return DEFAULT_BUDGET_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 60:
-        raise UsageError(f"IACCTL_FOLLOW_UP_BUDGET must be a number of seconds between 0 and 60, not {raw!r}")
-    return value
+    return follow_up_budget()
 
 
 def public_url() -> str:

@@ -25,7 +25,6 @@ from iacctl.domain.plans import (
 from iacctl.domain.timeline import Event, stage_times
 from iacctl.errors import EXIT_CHANGES, EXIT_FAILED, EXIT_OK, Refused, TaskCancelled, TaskFailed, UsageError
 from iacctl.services.app import App
-from iacctl.services.runtasks import result_view
 from iacctl.services.views import iso
 from iacctl.store import repo
 from iacctl.store.models import Pod, Pool, Slot, Task, TaskEvent, TaskLog, Workspace
@@ -141,6 +140,8 @@ def show(app: App, task_id: int) -> dict[str, Any]:
         for st in stage_times([Event(e.at, e.kind, e.to_value) for e in events], now=repo.now(),
                               running=task.status == Status.RUNNING)
     ]
+    from iacctl.services.runtasks import result_view  # issue 20: not on a listing's path
+
     view["run_task_results"] = [result_view(r) for r in run_task_results]
     view["history"] = [
         {"at": iso(e.at), "kind": e.kind, "from": e.from_value, "to": e.to_value, "reason": e.reason}

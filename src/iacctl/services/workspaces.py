@@ -13,10 +13,6 @@ from iacctl.domain.durations import format_duration, parse_duration
 from iacctl.domain.lifecycle import Status
 from iacctl.domain.names import check_name, check_variable_name
 from iacctl.errors import Refused, UsageError
-from iacctl.executor.binaries import check_version
-from iacctl.executor.termination import kept_state_path
-from iacctl.executor.terraform import check_binary_setting
-from iacctl.services import ending, queue
 from iacctl.services.app import LOCAL_POOL, App, current_actor
 from iacctl.services.views import drift_view, iso
 from iacctl.store import repo
@@ -40,6 +36,10 @@ def _binary_settings(terraform: str | None, version: str | None) -> tuple[str | 
     """E10: a binary (name or path) or a version to download, not both."""
     if terraform and version:
         raise UsageError("give --terraform (a binary) or --terraform-version (a release), not both")
+    # Issue 20: the executor is imported by the commands that change a workspace, not by a listing.
+    from iacctl.executor.binaries import check_version
+    from iacctl.executor.terraform import check_binary_setting
+
     return (check_binary_setting(terraform) if terraform else None,
             check_version(version) if version else None)
 
@@ -147,6 +147,8 @@ def unlock(app: App, name: str, *, force: bool) -> dict[str, Any]:
     lock would block the workspace forever); a running task's lock is refused while its process
     lives, and when the process is gone the task is ended as the sweep ends it."""
     actor = current_actor()
+    from iacctl.services import ending, queue  # issue 20: only unlocking ends tasks and starts the queue
+
     by = actor.display()
     with app.store.read() as session:
         ws = repo.get_workspace(session, name)
@@ -222,6 +224,8 @@ def delete(app: App, name: str, *, force: bool) -> dict[str, Any]:
         with contextlib.suppress(Exception):
             runtime = app.runtime_for_pool_id(pools.get(task_id) or ws.pool_id)
             runtime.remove_kept_dir(pod_names.get(pods.get(task_id) or 0, ""), task_id)
+        from iacctl.executor.termination import kept_state_path
+
         kept_state_path(app.settings.work_root, task_id).unlink(missing_ok=True)
     return {"name": name, "deleted": True, "tasks": len(task_ids)}
 
