@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from iacctl.cli.context import ID_MAX, ID_MIN, app_of
-from iacctl.cli.render import message, print_json, table
+from iacctl.cli.render import WIDE, message, print_json, table
 from iacctl.errors import BackendRefused
 
 app = typer.Typer(help="Pods and their slots; the recovery sweep.", no_args_is_help=True)
@@ -14,7 +14,7 @@ pool_app = typer.Typer(help="Pools: where tasks execute.", no_args_is_help=True)
 
 @app.command("list")
 def list_(ctx: typer.Context, pool: str = typer.Option(None, "--pool"),
-          as_json: bool = typer.Option(False, "--json")) -> None:
+          as_json: bool = typer.Option(False, "--json"), wide: bool = WIDE) -> None:
     """List pods with their slots: idle, running (task) or reserved (task)."""
     from iacctl.services import pods
 
@@ -27,7 +27,7 @@ def list_(ctx: typer.Context, pool: str = typer.Option(None, "--pool"),
         slots = ", ".join(f"{s['index']}:{s['state']}" + (f"(task {s['task']})" if s["task"] else "")
                           for s in p["slots"])
         rows.append([p["pool"], p["name"], p["status"], slots])
-    table(["pool", "pod", "status", "slots"], rows, empty="no pods")
+    table(["pool", "pod", "status", "slots"], rows, empty="no pods", fold=("slots",), wide=wide)
 
 
 @app.command("reconcile")

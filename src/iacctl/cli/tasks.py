@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from iacctl.cli.context import ID_MAX, ID_MIN, app_of, stop_gracefully_on_signals
-from iacctl.cli.render import message, print_json, table
+from iacctl.cli.render import WIDE, message, print_json, table
 from iacctl.domain.timeline import format_seconds
 
 app = typer.Typer(help="Tasks: runs of plans and applies.", no_args_is_help=True)
@@ -24,6 +24,7 @@ def list_(
     status: str = typer.Option(None, "--status"),
     limit: int = typer.Option(None, "--limit", max=ID_MAX, help="Only the newest N (the table shows 50 by default)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array (all matching tasks)."),
+    wide: bool = WIDE,
 ) -> None:
     """List tasks, oldest first."""
     from iacctl.services import tasks
@@ -38,7 +39,7 @@ def list_(
     table(["id", "workspace", "kind", "status", "changes", "created"],
           [[v["id"], v["workspace"], _KINDS.get(v["kind"], v["kind"]), _status(v),
             _changes(v["changes"]), (v["created_at"] or "").replace("T", " ")[:16]] for v in views],
-          empty="no tasks", fold=("workspace",))
+          empty="no tasks", fold=("workspace",), optional=("created", "changes", "kind"), wide=wide)
 
 
 _KINDS = {"plan_and_apply": "plan+apply", "plan": "plan", "drift_check": "drift"}
@@ -125,7 +126,8 @@ def _stamp(at: float) -> str:
 @app.command("plan")
 def plan(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=ID_MAX),
          as_json: bool = typer.Option(False, "--json", help="Print the stored plan JSON (as terraform show -json "
-                                      "gives it, sensitive values masked).")) -> None:
+                                      "gives it, sensitive values masked)."),
+         wide: bool = WIDE) -> None:
     """Review a task's saved plan: each resource change and the counts (also after the work
     directory is gone)."""
     from iacctl.services import tasks
@@ -138,11 +140,12 @@ def plan(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=
             f"plan {(review['plan_hash'] or '')[:16]}, planned {review['planned_at']}")
     table(["address", "action", "changes"],
           [[c["address"], c["action"], "; ".join(c["changes"])] for c in review["resource_changes"]],
-          empty="no resource changes")
+          empty="no resource changes", fold=("changes",), optional=("changes",), wide=wide)
     if review.get("resource_drift"):
         message("changed outside Terraform (drift found by the refresh):")
         table(["address", "drift", "changes"],
-              [[c["address"], c["action"], "; ".join(c["changes"])] for c in review["resource_drift"]])
+              [[c["address"], c["action"], "; ".join(c["changes"])] for c in review["resource_drift"]],
+              fold=("changes",), optional=("changes",), wide=wide)
     counts = review["changes"]
     line = (f"{counts['add']} to add, {counts['change']} to change, {counts['destroy']} to destroy, "
             f"{counts['replace']} to replace")

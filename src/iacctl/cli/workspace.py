@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from iacctl.cli.context import app_of
-from iacctl.cli.render import message, print_json, table
+from iacctl.cli.render import WIDE, message, print_json, table
 from iacctl.errors import UsageError
 
 app = typer.Typer(help="Workspaces: a named Terraform configuration with variables, state and lock.",
@@ -127,7 +127,7 @@ def set_(
 
 
 @app.command("list")
-def list_(ctx: typer.Context, as_json: bool = JSON) -> None:
+def list_(ctx: typer.Context, as_json: bool = JSON, wide: bool = WIDE) -> None:
     """List workspaces."""
     from iacctl.services import workspaces
 
@@ -138,7 +138,8 @@ def list_(ctx: typer.Context, as_json: bool = JSON) -> None:
     table(["name", "pool", "lock", "state", "directory"],
           [[v["name"], v["pool"], _lock_text(v["lock"]),
             v["state_version"]["serial"] if v["state_version"] else "-", v["directory"]] for v in views],
-          empty="no workspaces yet: iacctl workspace create NAME --dir DIR")
+          empty="no workspaces yet: iacctl workspace create NAME --dir DIR",
+          fold=("lock", "directory"), optional=("directory", "state", "pool"), wide=wide)
 
 
 @app.command("show")
