@@ -191,16 +191,23 @@ def unlock(
     name: str = typer.Argument(...),
     force: bool = typer.Option(False, "--force", help="Also take the lock from a task: one waiting for "
                                "confirmation is cancelled; a running one only when its process is gone."),
+    text: str = typer.Option(None, "--message", "-m", metavar="TEXT",
+                             help="Why: recorded with who unlocked (tasks show of the task that held the lock)."),
     as_json: bool = JSON,
 ) -> None:
-    """Unlock a workspace."""
+    """Unlock a workspace. Says which task it ended, if it took the lock from one."""
     from iacctl.services import workspaces
 
-    view = workspaces.unlock(app_of(ctx), name, force=force)
+    view = workspaces.unlock(app_of(ctx), name, force=force, message=text)
     if as_json:
         print_json(view)
-    else:
+        return
+    ended = view["ended_task"]
+    if ended is None:
         message(f"workspace {name} unlocked")
+    else:
+        # Issue 21: a forced unlock says what it did to the task that held the lock.
+        message(f"workspace {name} unlocked; task {ended['task']} ({ended['was']}) is now {ended['now']}")
 
 
 @var_app.command("set")

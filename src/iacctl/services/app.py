@@ -47,6 +47,11 @@ class App:
             return None
         return self._deliverer.finish()
 
+    def handle_run_triggers_now(self) -> None:
+        """F4, issue 21: queue this command's follower plans now, so that it can say which."""
+        if self._deliverer is not None:
+            self._deliverer.handle_local_now()
+
     def queued_by_follow_ups(self) -> list[int]:
         """F4: the plans this command's run triggers queued (started by services.queue)."""
         return self._deliverer.queued_tasks() if self._deliverer is not None else []

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from iacctl.domain.actors import actor_view
 from iacctl.domain.durations import format_duration, parse_duration
 from iacctl.domain.lifecycle import Status
 from iacctl.domain.names import check_name, check_variable_name
@@ -141,13 +142,15 @@ def lock(app: App, name: str, reason: str, holder: str) -> dict[str, Any]:
     return show(app, name)
 
 
-def unlock(app: App, name: str, *, force: bool) -> dict[str, Any]:
+def unlock(app: App, name: str, *, force: bool, message: str | None = None) -> dict[str, Any]:
     """L5: remove the workspace lock. Held by a task, only with --force, and then for real: a
     task waiting for confirmation is cancelled with it (a task left apply_pending without its
     lock would block the workspace forever); a running task's lock is refused while its process
-    lives, and when the process is gone the task is ended as the sweep ends it."""
-    actor = current_actor()
-    by = actor.display()
+    lives, and when the process is gone the task is ended as the sweep ends it. Issue 21: the
+    view says which task the unlock ended (`ended_task`), and who unlocked, with their message."""
+    actor = current_actor(message)
+    by = actor.said()
+    ended: dict[str, Any] | None = None
     with app.store.read() as session:
         ws = repo.get_workspace(session, name)
         holder = session.get(Task, ws.locked_by_task_id) if ws.locked_by_task_id is not None else None
@@ -165,9 +168,12 @@ def unlock(app: App, name: str, *, force: bool) -> dict[str, Any]:
                 f"process {holder.runner_pid} on {holder.runner_host}; cancel it (iacctl cancel {holder.id}) "
                 "instead: removing the lock under a running Terraform would let another apply start beside it"
             )
-        ending.end_abandoned(app, holder.id or 0, f"lock removed with --force by {by}; its process was gone")
+        final = ending.end_abandoned(app, holder.id or 0, f"lock removed with --force by {by}; its process was gone")
+        ended = {"task": holder.id, "was": str(Status.RUNNING), "now": str(final)}
     elif holder is not None and holder.status == Status.APPLY_PENDING:
-        ending.end_waiting(app, holder.id or 0, Status.CANCELLED, f"lock removed with --force by {by}", by=actor)
+        final = ending.end_waiting(app, holder.id or 0, Status.CANCELLED, f"lock removed with --force by {by}",
+                                   by=actor)
+        ended = {"task": holder.id, "was": str(Status.APPLY_PENDING), "now": str(final)}
     with app.store.write() as session:
         ws = repo.get_workspace(session, name)
         # A failed task may keep its lock on purpose (a pod lost mid-apply; E8): the operator
@@ -178,7 +184,10 @@ def unlock(app: App, name: str, *, force: bool) -> dict[str, Any]:
                            f"workspace {name} unlocked by {by}")
     # Unlocking frees the workspace's turn: start what was queued behind the lock (task 6).
     queue.kick_queue(app)
-    return show(app, name)
+    view = show(app, name)
+    view["ended_task"] = ended
+    view["unlocked_by"] = actor_view(actor.to_json())
+    return view
 
 
 def delete(app: App, name: str, *, force: bool) -> dict[str, Any]:
