@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from iacctl.cli.context import app_of
-from iacctl.cli.render import WIDE, message, print_json, table
+from iacctl.cli.render import WIDE, message, nothing_listed, print_json, table
 
 app = typer.Typer(help="The inventory: every resource of every workspace's state, synced after each apply.",
                   no_args_is_help=True)
@@ -36,7 +36,8 @@ def list_(
     table(["workspace", "address", "id", "serial", "first seen", "last seen", "removed"],
           [[v["workspace"], v["address"], v["id"] or "-", v["serial"], v["first_seen"], v["last_seen"],
             v["removed_at"] or ""] for v in views],
-          empty="the inventory is empty: it is filled after each apply",
+          empty=nothing_listed("resources", [("workspace", workspace), ("--type", rtype)],
+                               "the inventory is empty: it is filled after each apply (iacctl confirm-apply)"),
           optional=("first seen", "last seen", "id", "serial", "removed"), wide=wide)
 
 

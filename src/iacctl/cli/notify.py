@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from iacctl.cli.context import ID_MAX, ID_MIN, app_of
-from iacctl.cli.render import message, print_json, table
+from iacctl.cli.render import message, nothing_listed, print_json, table
 
 app = typer.Typer(help="Notification destinations (HCP Terraform compatible webhooks, Slack) and their "
                        "delivery log.", no_args_is_help=True)
@@ -62,7 +62,8 @@ def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
         return
     table(["name", "type", "workspace", "events", "enabled", "url"],
           [[v["name"], v["type"], v["workspace"] or "(all)", ",".join(v["events"]), "yes" if v["enabled"] else "no",
-            v["url"]] for v in views], empty="no notification destinations")
+            v["url"]] for v in views],
+          empty="no notification destinations: iacctl notify create NAME --url URL --events EVENTS adds one")
 
 
 @app.command("show")
@@ -137,7 +138,9 @@ def deliveries(
     table(["at", "destination", "event", "task", "attempt", "result", "http", "ms", "error"],
           [[v["at"], v["destination"], v["event"], v["task"] or "-", v["attempt"], v["result"],
             v["http_status"] or "-", f"{v['duration_ms']:.0f}", v["error"] or ""] for v in views],
-          empty="no deliveries")
+          empty=nothing_listed("deliveries", [("destination", name), ("--failed", failed)],
+                               "no deliveries yet: tasks of workspaces with notification destinations "
+                               "(iacctl notify create) make them as they end"))
 
 
 @outbox_app.command("list")
@@ -158,7 +161,10 @@ def outbox_list(
         return
     table(["id", "task", "event", "destination", "status", "attempts", "next_attempt", "last_error"],
           [[v["id"], v["task"], v["event"], v["destination"], v["status"], v["attempts"],
-            v["next_attempt_at"] or "-", v["last_error"] or ""] for v in views], empty="the outbox is empty")
+            v["next_attempt_at"] or "-", v["last_error"] or ""] for v in views],
+          empty=nothing_listed("outbox entries", [("--status", status), ("--kind", kind)],
+                               "the outbox is empty: notifications, run triggers and inventory syncs are written "
+                               "to it as tasks end"))
 
 
 def _say_entry(view: dict[str, Any], what: str, as_json: bool) -> None:

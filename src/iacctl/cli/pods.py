@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from iacctl.cli.context import ID_MAX, ID_MIN, app_of
-from iacctl.cli.render import WIDE, message, print_json, table
+from iacctl.cli.render import WIDE, message, nothing_listed, print_json, table
 from iacctl.errors import BackendRefused
 
 app = typer.Typer(help="Pods and their slots; the recovery sweep.", no_args_is_help=True)
@@ -27,7 +27,9 @@ def list_(ctx: typer.Context, pool: str = typer.Option(None, "--pool"),
         slots = ", ".join(f"{s['index']}:{s['state']}" + (f"(task {s['task']})" if s["task"] else "")
                           for s in p["slots"])
         rows.append([p["pool"], p["name"], p["status"], slots])
-    table(["pool", "pod", "status", "slots"], rows, empty="no pods", fold=("slots",), wide=wide)
+    table(["pool", "pod", "status", "slots"], rows,
+          empty=nothing_listed("pods", [("--pool", pool)], "no pods: Kubernetes pools create them as tasks need "
+                               "slots (iacctl pool create NAME --backend kubernetes)"), fold=("slots",), wide=wide)
 
 
 @app.command("reconcile")

@@ -125,6 +125,17 @@ def _plain_table(columns: Sequence[str], cells: Sequence[Sequence[str]]) -> None
         sys.stdout.write("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n")
 
 
+def nothing_listed(what: str, filters: Sequence[tuple[str, Any]], empty: str) -> str:
+    """Issue 21: what an empty listing says. With a filter given, that nothing matches it (the
+    store may hold plenty): `no tasks match --status failed`; with none, `empty`, which says
+    how the listing gets filled."""
+    given = [f"{option} {value}" if value is not True else option for option, value in filters
+             if value not in (None, False, "")]
+    if given:
+        return f"no {what} match {' '.join(given)}"
+    return empty
+
+
 def message(text: str, *, err: bool = False) -> None:
     stream = sys.stderr if err else sys.stdout
     stream.write(text + "\n")

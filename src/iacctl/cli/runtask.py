@@ -74,7 +74,7 @@ def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
           [[v["name"], v["url"], "yes" if v["hmac_key"] else "no", v["timeout"],
             ", ".join(f"{a['workspace']}@{a['stage']}({a['enforcement']})" for a in v["attachments"])]
            for v in views],
-          empty="no run tasks")
+          empty="no run tasks: iacctl runtask create NAME --url URL adds one")
 
 
 @app.command("show")

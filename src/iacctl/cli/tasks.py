@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from iacctl.cli.context import ID_MAX, ID_MIN, app_of, stop_gracefully_on_signals
-from iacctl.cli.render import WIDE, message, print_json, table
+from iacctl.cli.render import WIDE, message, nothing_listed, print_json, table
 from iacctl.domain.timeline import format_seconds
 
 app = typer.Typer(help="Tasks: runs of plans and applies.", no_args_is_help=True)
@@ -39,7 +39,9 @@ def list_(
     table(["id", "workspace", "kind", "status", "changes", "created"],
           [[v["id"], v["workspace"], _KINDS.get(v["kind"], v["kind"]), _status(v),
             _changes(v["changes"]), (v["created_at"] or "").replace("T", " ")[:16]] for v in views],
-          empty="no tasks", fold=("workspace",), optional=("created", "changes", "kind"), wide=wide)
+          empty=nothing_listed("tasks", [("--workspace", workspace), ("--status", status)],
+                               "no tasks yet: iacctl plan WORKSPACE starts one"),
+          fold=("workspace",), optional=("created", "changes", "kind"), wide=wide)
 
 
 _KINDS = {"plan_and_apply": "plan+apply", "plan": "plan", "drift_check": "drift"}

@@ -267,7 +267,7 @@ def var_list(ctx: typer.Context, workspace: str = typer.Argument(...), as_json: 
         return
     table(["key", "category", "value"],
           [[v["key"], v["category"], "(sensitive)" if v["sensitive"] else v["value"]] for v in views],
-          empty=f"workspace {workspace} has no variables")
+          empty=f"workspace {workspace} has no variables: iacctl workspace var set {workspace} KEY VALUE")
 
 
 @trigger_app.command("add")
