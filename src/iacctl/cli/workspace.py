@@ -219,10 +219,14 @@ def var_set(
                                 "for on a terminal (without echo)."),
     sensitive: bool = typer.Option(False, "--sensitive", help="Encrypt it and never show it."),
     env: bool = typer.Option(False, "--env", help="An environment variable, not a Terraform one."),
-    hcl: bool = typer.Option(False, "--hcl", help="The value is HCL (lists, maps)."),
+    hcl: bool = typer.Option(False, "--hcl", help="The value is an HCL expression (lists, maps); checked with "
+                             "Terraform's parser."),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="Accept an empty sensitive value (refused "
+                                     "otherwise: it is nearly always an unset shell variable)."),
     as_json: bool = JSON,
 ) -> None:
-    """Set a variable (TF_VAR_KEY for Terraform variables)."""
+    """Set a variable (TF_VAR_KEY for Terraform variables). Values are at most 64 KiB each and
+    1 MiB for a workspace together (they reach Terraform as environment variables)."""
     from iacctl.services import workspaces
 
     if value is None and not sys.stdin.isatty():
@@ -235,7 +239,8 @@ def var_set(
             value = sys.stdin.read().rstrip("\n")
     if value is None:
         raise UsageError("no value given")
-    view = workspaces.set_variable(app_of(ctx), workspace, key, value, sensitive=sensitive, env=env, hcl=hcl)
+    view = workspaces.set_variable(app_of(ctx), workspace, key, value, sensitive=sensitive, env=env, hcl=hcl,
+                                   allow_empty=allow_empty)
     if as_json:
         print_json(view)
     else:

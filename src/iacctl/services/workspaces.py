@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 
 from iacctl.domain.actors import actor_view
 from iacctl.domain.durations import format_duration, parse_duration
 from iacctl.domain.lifecycle import Status
-from iacctl.domain.names import check_name, check_variable_name
+from iacctl.domain.names import check_name, check_variable_name, shown_name
+from iacctl.domain.variables import check_value, hcl_probes
 from iacctl.errors import Refused, UsageError
 from iacctl.executor.binaries import check_version
 from iacctl.executor.termination import kept_state_path
@@ -54,8 +55,12 @@ def create(app: App, name: str, directory: str, *, pool: str = LOCAL_POOL,
     lifetime = parse_duration(plan_lifetime) if plan_lifetime else None
     try:
         with app.store.write() as session:
-            if session.exec(select(Workspace).where(Workspace.name == name)).first() is not None:
-                raise UsageError(f"workspace {name!r} already exists")
+            # Issue 21: unique regardless of case (`Net` beside `net` is a typo waiting to apply
+            # to the wrong one); stores that already hold such a pair keep both.
+            clash = session.exec(select(Workspace).where(func.lower(Workspace.name) == name.lower())).first()
+            if clash is not None:
+                same = "" if clash.name == name else f" as {clash.name!r} (names are unique regardless of case)"
+                raise UsageError(f"workspace {name!r} already exists{same}")
             pool_row = repo.get_pool(session, pool)
             session.add(Workspace(name=name, source_dir=source, pool_id=pool_row.id or 0,
                                   terraform_bin=binary, terraform_version=version,
@@ -237,10 +242,41 @@ def _var_view(var: Variable) -> dict[str, Any]:
             "value": None if var.sensitive else var.value}
 
 
+def _check_hcl(ws: Workspace, key: str, value: str) -> None:
+    """Issue 21: an --hcl value is one HCL expression, read by Terraform's own parser at `var set`
+    rather than at the next plan. The workspace's binary (or a cached release of its version)
+    parses it; nothing is downloaded for it."""
+    from iacctl.executor.binaries import cached_binary
+    from iacctl.executor.terraform import find_binary
+    from iacctl.runtimes.local import hcl_syntax_error
+
+    binary: str | None = None
+    if ws.terraform_version and cached_binary(ws.terraform_version).is_file():
+        binary = str(cached_binary(ws.terraform_version))
+    else:
+        with contextlib.suppress(Exception):
+            binary = find_binary(ws.terraform_bin)
+    if binary is None:
+        raise UsageError(f"cannot check the HCL value of {shown_name(key)}: workspace {ws.name}'s Terraform binary "
+                         "is not here yet (plan once, or set it without --hcl)")
+    error = hcl_syntax_error(binary, hcl_probes(value))
+    if error is not None:
+        raise UsageError(f"the value of {shown_name(key)} is not an HCL expression ({error}); "
+                         "quote strings inside it, or set it without --hcl")
+
+
 def set_variable(app: App, name: str, key: str, value: str, *, sensitive: bool, env: bool,
-                 hcl: bool) -> dict[str, Any]:
+                 hcl: bool, allow_empty: bool = False) -> dict[str, Any]:
     check_variable_name(key, env=env)
     category = "env" if env else "terraform"
+    with app.store.read() as session:
+        ws = repo.get_workspace(session, name)
+        others = [v for v in repo.variables_of(session, ws.id or 0) if (v.category, v.key) != (category, key)]
+        # Sizes of the others as they reach Terraform (a sensitive one's ciphertext is larger: fine).
+        sizes = [len((v.value or "").encode()) + (len(v.value_secret) if v.value_secret else 0) for v in others]
+    check_value(key, value, sensitive=sensitive, allow_empty=allow_empty, others=sizes)
+    if hcl:
+        _check_hcl(ws, key, value)
     blob = app.store.cipher.encrypt_text(value) if sensitive else None
     with app.store.write() as session:
         ws = repo.get_workspace(session, name)
