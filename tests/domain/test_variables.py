@@ -33,3 +33,4 @@ def test_long_names_are_shortened_and_case_slips_are_named() -> None:
 
 def test_hcl_probes_fence_the_value_on_both_sides() -> None:
     assert hcl_probes("[1]") == ("value = [1]\n", "value = (\n[1]\n)\n")
+

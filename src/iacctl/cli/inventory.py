@@ -42,7 +42,8 @@ def list_(
 
 
 @app.command("status")
-def status(ctx: typer.Context, workspace: str = typer.Argument(...), as_json: bool = JSON) -> None:
+def status(ctx: typer.Context, workspace: str = typer.Argument(..., help="Workspace name."),
+           as_json: bool = JSON) -> None:
     """The workspace's last inventory sync: serial synced, when, and any error."""
     from iacctl.services import inventory
 

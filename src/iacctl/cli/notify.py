@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from iacctl.cli.context import ID_MAX, ID_MIN, app_of
+from iacctl.cli.context import app_of, in_id_range
 from iacctl.cli.render import message, nothing_listed, print_json, table
 
 app = typer.Typer(help="Notification destinations (HCP Terraform compatible webhooks, Slack) and their "
@@ -41,7 +41,7 @@ def create(
                                                               "(X-TFE-Notification-Signature)."),
     events: str = typer.Option(..., "--events", help=EVENTS_HELP),
     workspace: str = typer.Option(None, "--workspace", help="Only this workspace's tasks (default: every workspace)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Create a destination. A verification request is sent first; it must be answered 2xx."""
     from iacctl.services import notifications
@@ -52,7 +52,7 @@ def create(
 
 
 @app.command("list")
-def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List destinations (tokens and Slack URLs are never shown)."""
     from iacctl.services import notifications
 
@@ -67,7 +67,8 @@ def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
 
 
 @app.command("show")
-def show(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+def show(ctx: typer.Context, name: str = typer.Argument(..., help="Destination name."),
+         as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Show a destination (its token and a Slack URL masked)."""
     from iacctl.services import notifications
 
@@ -81,7 +82,7 @@ def show(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = ty
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
+def delete(ctx: typer.Context, name: str = typer.Argument(..., help="Destination name.")) -> None:
     """Delete a destination; its notifications still waiting are dismissed."""
     from iacctl.services import notifications
 
@@ -91,7 +92,8 @@ def delete(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
 
 
 @app.command("enable")
-def enable(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+def enable(ctx: typer.Context, name: str = typer.Argument(..., help="Destination name."),
+           as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Enable a destination; a verification request must be answered 2xx first."""
     from iacctl.services import notifications
 
@@ -100,7 +102,8 @@ def enable(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = 
 
 
 @app.command("disable")
-def disable(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+def disable(ctx: typer.Context, name: str = typer.Argument(..., help="Destination name."),
+            as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Disable a destination; its notifications still waiting are dismissed."""
     from iacctl.services import notifications
 
@@ -113,7 +116,8 @@ def disable(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool =
 
 
 @app.command("verify")
-def verify(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+def verify(ctx: typer.Context, name: str = typer.Argument(..., help="Destination name."),
+           as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Send the verification request again (HCP Terraform's `verification` trigger); exit 1 unless 2xx."""
     from iacctl.services import notifications
 
@@ -126,7 +130,7 @@ def deliveries(
     ctx: typer.Context,
     name: str = typer.Argument(None, help="Only this destination's attempts."),
     failed: bool = typer.Option(False, "--failed", help="Only attempts that did not deliver."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """The delivery log: every attempt with time, event, task, HTTP code, duration and error."""
     from iacctl.services import notifications
@@ -150,7 +154,7 @@ def outbox_list(
                                                       "delivered, dead or dismissed."),
     kind: str = typer.Option(None, "--kind", help="Only entries of this kind: notification, trigger (run "
                                                   "triggers) or inventory (inventory syncs)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List outbox entries (the latest 200): status, attempts, next attempt, last error."""
     from iacctl.services import notifications
@@ -178,8 +182,8 @@ def _say_entry(view: dict[str, Any], what: str, as_json: bool) -> None:
 @outbox_app.command("retry")
 def outbox_retry(
     ctx: typer.Context,
-    entry_id: int = typer.Argument(..., min=ID_MIN, max=ID_MAX, help="Outbox entry id."),
-    as_json: bool = typer.Option(False, "--json"),
+    entry_id: int = typer.Argument(..., callback=in_id_range, help="Outbox entry id."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Send a dead or waiting entry again now (with a new day of retries)."""
     from iacctl.services import notifications
@@ -190,8 +194,8 @@ def outbox_retry(
 @outbox_app.command("dismiss")
 def outbox_dismiss(
     ctx: typer.Context,
-    entry_id: int = typer.Argument(..., min=ID_MIN, max=ID_MAX, help="Outbox entry id."),
-    as_json: bool = typer.Option(False, "--json"),
+    entry_id: int = typer.Argument(..., callback=in_id_range, help="Outbox entry id."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Give up a dead or waiting entry: it is not sent and no longer reported."""
     from iacctl.services import notifications

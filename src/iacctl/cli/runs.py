@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from iacctl.cli.context import ID_MAX, ID_MIN, app_of, stop_gracefully_on_signals
+from iacctl.cli.context import app_of, in_id_range, stop_gracefully_on_signals
 from iacctl.cli.render import TerminalReporter, message, print_json
 from iacctl.errors import EXIT_CHANGES, EXIT_OK, TaskCancelled, TaskFailed
 
@@ -113,7 +113,7 @@ def plan(
 
 def confirm_apply(
     ctx: typer.Context,
-    task_id: int = typer.Argument(..., min=ID_MIN, max=ID_MAX, help="The apply_pending task to apply."),
+    task_id: int = typer.Argument(..., callback=in_id_range, help="The apply_pending task to apply."),
     rebuild: bool = typer.Option(
         False, "--rebuild", help="Rebuild the work directory from the store instead of reusing the plan's slot."
     ),
@@ -138,7 +138,7 @@ def confirm_apply(
 
 def cancel(
     ctx: typer.Context,
-    task_id: int = typer.Argument(..., min=ID_MIN, max=ID_MAX, help="A pending, running or apply_pending task."),
+    task_id: int = typer.Argument(..., callback=in_id_range, help="A pending, running or apply_pending task."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Do not wait for a running task to stop."),
     text: str = MESSAGE,
     as_json: bool = typer.Option(False, "--json", help="Print the task as JSON."),

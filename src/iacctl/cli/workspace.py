@@ -86,7 +86,7 @@ def _show(view: dict[str, Any], as_json: bool) -> None:
 @app.command("create")
 def create(
     ctx: typer.Context,
-    name: str = typer.Argument(...),
+    name: str = typer.Argument(..., help="Workspace name."),
     directory: str = typer.Option(..., "--dir", help="The Terraform configuration directory."),
     pool: str = typer.Option("local", "--pool", help="Pool whose slots run its tasks."),
     terraform: str = typer.Option(None, "--terraform", help="Terraform or OpenTofu binary (name or path)."),
@@ -112,11 +112,14 @@ def create(
 @app.command("set")
 def set_(
     ctx: typer.Context,
-    name: str = typer.Argument(...),
-    directory: str = typer.Option(None, "--dir"),
-    terraform: str = typer.Option(None, "--terraform"),
-    terraform_version: str = typer.Option(None, "--terraform-version"),
-    plan_lifetime: str = typer.Option(None, "--plan-lifetime"),
+    name: str = typer.Argument(..., help="Workspace name."),
+    directory: str = typer.Option(None, "--dir", help="A new Terraform configuration directory."),
+    terraform: str = typer.Option(None, "--terraform", help="Terraform or OpenTofu binary (name or path); drops "
+                                  "--terraform-version."),
+    terraform_version: str = typer.Option(None, "--terraform-version", help="A release to download, verify and "
+                                          "cache (e.g. 1.11.4); drops --terraform."),
+    plan_lifetime: str = typer.Option(None, "--plan-lifetime", help="How long a plan may wait for confirmation "
+                                      "(e.g. 24h)."),
     as_json: bool = JSON,
 ) -> None:
     """Change a workspace's settings."""
@@ -143,7 +146,7 @@ def list_(ctx: typer.Context, as_json: bool = JSON, wide: bool = WIDE) -> None:
 
 
 @app.command("show")
-def show(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = JSON) -> None:
+def show(ctx: typer.Context, name: str = typer.Argument(..., help="Workspace name."), as_json: bool = JSON) -> None:
     """Show a workspace, its lock and its variables (sensitive values hidden)."""
     from iacctl.services import workspaces
 
@@ -153,7 +156,7 @@ def show(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = JS
 @app.command("delete")
 def delete(
     ctx: typer.Context,
-    name: str = typer.Argument(...),
+    name: str = typer.Argument(..., help="Workspace name."),
     force: bool = typer.Option(False, "--force", help="Also when it has state versions or a lock."),
     as_json: bool = JSON,
 ) -> None:
@@ -171,8 +174,8 @@ def delete(
 @app.command("lock")
 def lock(
     ctx: typer.Context,
-    name: str = typer.Argument(...),
-    reason: str = typer.Option("locked by an operator", "--reason"),
+    name: str = typer.Argument(..., help="Workspace name."),
+    reason: str = typer.Option("locked by an operator", "--reason", help="Why (shown with the lock)."),
     as_json: bool = JSON,
 ) -> None:
     """Lock a workspace: its plan-and-apply tasks wait until it is unlocked."""
@@ -188,7 +191,7 @@ def lock(
 @app.command("unlock")
 def unlock(
     ctx: typer.Context,
-    name: str = typer.Argument(...),
+    name: str = typer.Argument(..., help="Workspace name."),
     force: bool = typer.Option(False, "--force", help="Also take the lock from a task: one waiting for "
                                "confirmation is cancelled; a running one only when its process is gone."),
     text: str = typer.Option(None, "--message", "-m", metavar="TEXT",
@@ -213,8 +216,8 @@ def unlock(
 @var_app.command("set")
 def var_set(
     ctx: typer.Context,
-    workspace: str = typer.Argument(...),
-    key: str = typer.Argument(...),
+    workspace: str = typer.Argument(..., help="Workspace name."),
+    key: str = typer.Argument(..., help="Variable name."),
     value: str = typer.Argument(None, help="The value; '-' reads it from standard input; omitted, it is asked "
                                 "for on a terminal (without echo)."),
     sensitive: bool = typer.Option(False, "--sensitive", help="Encrypt it and never show it."),
@@ -250,9 +253,9 @@ def var_set(
 @var_app.command("unset")
 def var_unset(
     ctx: typer.Context,
-    workspace: str = typer.Argument(...),
-    key: str = typer.Argument(...),
-    env: bool = typer.Option(False, "--env"),
+    workspace: str = typer.Argument(..., help="Workspace name."),
+    key: str = typer.Argument(..., help="Variable name."),
+    env: bool = typer.Option(False, "--env", help="An environment variable, not a Terraform one."),
 ) -> None:
     """Remove a variable."""
     from iacctl.services import workspaces
@@ -262,7 +265,8 @@ def var_unset(
 
 
 @var_app.command("list")
-def var_list(ctx: typer.Context, workspace: str = typer.Argument(...), as_json: bool = JSON) -> None:
+def var_list(ctx: typer.Context, workspace: str = typer.Argument(..., help="Workspace name."),
+             as_json: bool = JSON) -> None:
     """List variables (sensitive values are never shown)."""
     from iacctl.services import workspaces
 
@@ -298,7 +302,8 @@ def trigger_add(
 
 
 @trigger_app.command("list")
-def trigger_list(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = JSON) -> None:
+def trigger_list(ctx: typer.Context, name: str = typer.Argument(..., help="Workspace name."),
+                 as_json: bool = JSON) -> None:
     """The workspaces NAME follows."""
     from iacctl.services import triggers
 
@@ -315,7 +320,7 @@ def trigger_list(ctx: typer.Context, name: str = typer.Argument(...), as_json: b
 @trigger_app.command("remove")
 def trigger_remove(
     ctx: typer.Context,
-    name: str = typer.Argument(...),
+    name: str = typer.Argument(..., help="Workspace name."),
     source: str = typer.Option(..., "--source", help="The workspace it is to stop following."),
     as_json: bool = JSON,
 ) -> None:
