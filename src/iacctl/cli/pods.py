@@ -68,7 +68,9 @@ def recover(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", he
         return
     for a in actions:
         who = f"task {a['task']}" if a["task"] else (a["workspace"] or a["slot"] or "")
-        message(f"{a['action']}: {who} {a['detail']}".strip())
+        where = f" of workspace {a['workspace']}" if a["task"] and a["workspace"] else ""
+        ended = f" -> {a['outcome']}" if a["outcome"] != "done" else ""
+        message(f"{a['action']}: {who}{where} {a['detail']}{ended}".strip())
     if not actions:
         message("nothing to recover")
 
