@@ -48,9 +48,10 @@ class App:
         return self._deliverer.finish()
 
     def handle_run_triggers_now(self) -> None:
-        """F4, issue 21: queue this command's follower plans now, so that it can say which."""
-        if self._deliverer is not None:
-            self._deliverer.handle_local_now()
+        """F4, issue 21: this command's follow-ups, in their usual order (notifications within
+        the budget, then run triggers), before it reports, so that it can name the plans its
+        triggers queued. The command's end finds nothing more to do and says what is pending."""
+        self.finish_follow_ups()
 
     def queued_by_follow_ups(self) -> list[int]:
         """F4: the plans this command's run triggers queued (started by services.queue)."""

@@ -359,12 +359,6 @@ class Deliverer:
                                     "retry", f"not done: {exc}", kind=claim.entry.kind)
                 self._results.append(result)
 
-    def handle_local_now(self) -> None:
-        """Issue 21: the run triggers (and inventory syncs) this command wrote, handled before
-        it reports, so that it can name the plans it queued. Handled entries are done: the
-        command's end finds nothing more of them to do."""
-        self._handle_local()
-
     def queued_tasks(self) -> list[int]:
         """F4: the tasks this command's run triggers queued (the caller kicks the queue)."""
         return [t for r in self._results for t in r.queued]
