@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from iacctl.errors import UsageError
+
 APP_NAME = "iacctl"
 
 
@@ -104,6 +106,12 @@ def follow_up_budget() -> float:
 def load_settings(db: str | None = None) -> Settings:
     """C5: `--db PATH` or IACCTL_DB (SQLite) if given, else IACCTL_DATABASE_URL (PostgreSQL) if
     set, else a SQLite file in the platformdirs data directory."""
+    # Issue 21: an empty store name is a script's unset variable (`--db "$STORE"`), never a wish
+    # for the default store: writing there would put its records in the wrong store.
+    if db == "":
+        raise UsageError("--db is empty: name the store file (or leave --db out for the default store)")
+    if db is None and os.environ.get("IACCTL_DB") == "":
+        raise UsageError("IACCTL_DB is set but empty: name the store file, or unset IACCTL_DB for the default store")
     config_dir = Path(os.environ.get("IACCTL_CONFIG_DIR") or _user_dir("config"))
     url = os.environ.get("IACCTL_DATABASE_URL")
     heartbeat_timeout()  # a bad IACCTL_HEARTBEAT_TIMEOUT is one line before anything runs

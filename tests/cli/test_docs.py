@@ -77,8 +77,8 @@ def test_bash_completion_offers_commands_and_options(commands: list[str]) -> Non
 
 def _readme_command(heading: str) -> str:
     readme = (REPO / "README.md").read_text()
-    m = re.search(rf"^## {re.escape(heading)}\n\n```sh\n(.*?)```", readme, flags=re.M | re.S)
-    assert m, f"README.md has no ```sh block right under '## {heading}'"
+    m = re.search(rf"^##+ {re.escape(heading)}\n\n```sh\n(.*?)```", readme, flags=re.M | re.S)
+    assert m, f"README.md has no ```sh block right under the heading '{heading}'"
     lines = [line for line in m.group(1).splitlines() if line.strip()]
     assert len(lines) == 1, f"'## {heading}' must give exactly one command, not {lines}"
     return lines[0]

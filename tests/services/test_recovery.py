@@ -226,7 +226,7 @@ def test_recover_repairs_leaked_slots_locks_and_stale_work_directories(env: Env)
     (stale / "terraform.tfstate").write_text("{}")
 
     actions = sorted((a["action"], a["task"], a["workspace"]) for a in recover(env))
-    assert actions == [("slot_freed", 1, None), ("unlocked", 1, "net"), ("work_dir_removed", None, None)]
+    assert actions == [("slot_freed", 1, "net"), ("unlocked", 1, "net"), ("work_dir_removed", None, None)]
     assert [s for s, _ in slot_states(env)] == ["idle"] * 3
     assert env.ok("workspace", "show", "net", "--json").json()["lock"] is None
     assert not stale.exists()

@@ -46,3 +46,15 @@ def test_store_location_flag_env_and_default(env: Env) -> None:
         for path in ("xdg-data/iacctl/iacctl.db", "flag.db", "envvar.db")
     }
     assert names == {"xdg-data/iacctl/iacctl.db": {"a"}, "flag.db": {"b"}, "envvar.db": {"c"}}
+
+
+def test_a_store_holder_is_iacctl_by_what_it_runs_not_by_a_path_in_its_arguments() -> None:
+    from iacctl.store.db import is_iacctl
+
+    assert is_iacctl(["/usr/local/bin/iacctl", "plan", "net"])
+    assert is_iacctl(["/usr/bin/python3", "-m", "iacctl", "plan", "net"])
+    assert is_iacctl(["/venv/bin/python", "/venv/bin/iacctl", "pods", "recover"])
+    assert is_iacctl(["/usr/bin/python3", "-m", "iacctl"], comm="iacctl-runner")
+    assert not is_iacctl(["python3", "-", "/tmp/iacctl-test/store.db"])
+    assert not is_iacctl(["python3", "hold.py", "--db", "/srv/iacctl/store.db"])
+    assert not is_iacctl(["sqlite3", "/home/me/.local/share/iacctl/iacctl.db"])

@@ -15,6 +15,16 @@ ID_MAX = 2**63 - 1
 ID_MIN = -(2**63)
 
 
+def in_id_range(value: int | None) -> int | None:
+    """The bounds checked without showing them: `--help` of every id said
+    [-9223372036854775808<=x<=9223372036854775807] (issue 21)."""
+    if value is not None and value > ID_MAX:
+        raise typer.BadParameter(f"{value} is not less than or equal to {ID_MAX}: no stored id or count is that large")
+    if value is not None and value < ID_MIN:
+        raise typer.BadParameter(f"{value} is not greater than or equal to {ID_MIN}: no stored id is that small")
+    return value
+
+
 def _print_version(value: bool) -> None:
     # Eager, so `iacctl --version` works on its own, without a command (issue 9).
     if value:

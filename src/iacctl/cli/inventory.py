@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from iacctl.cli.context import app_of
-from iacctl.cli.render import message, print_json, table
+from iacctl.cli.render import WIDE, message, nothing_listed, print_json, table
 
 app = typer.Typer(help="The inventory: every resource of every workspace's state, synced after each apply.",
                   no_args_is_help=True)
@@ -24,6 +24,7 @@ def list_(
     rtype: str = typer.Option(None, "--type", help="Only resources of this type (e.g. aws_instance)."),
     removed: bool = typer.Option(False, "--removed", help="Also resources that are gone from the state."),
     as_json: bool = JSON,
+    wide: bool = WIDE,
 ) -> None:
     """List the resources in the inventory (those still in the state; --removed for all)."""
     from iacctl.services import inventory
@@ -35,11 +36,14 @@ def list_(
     table(["workspace", "address", "id", "serial", "first seen", "last seen", "removed"],
           [[v["workspace"], v["address"], v["id"] or "-", v["serial"], v["first_seen"], v["last_seen"],
             v["removed_at"] or ""] for v in views],
-          empty="the inventory is empty: it is filled after each apply")
+          empty=nothing_listed("resources", [("workspace", workspace), ("--type", rtype)],
+                               "the inventory is empty: it is filled after each apply (iacctl confirm-apply)"),
+          optional=("first seen", "last seen", "id", "serial", "removed"), wide=wide)
 
 
 @app.command("status")
-def status(ctx: typer.Context, workspace: str = typer.Argument(...), as_json: bool = JSON) -> None:
+def status(ctx: typer.Context, workspace: str = typer.Argument(..., help="Workspace name."),
+           as_json: bool = JSON) -> None:
     """The workspace's last inventory sync: serial synced, when, and any error."""
     from iacctl.services import inventory
 

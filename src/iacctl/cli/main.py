@@ -45,7 +45,9 @@ def build_app() -> typer.Typer:
     )
     from iacctl.cli.context import global_options
 
-    app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=True,
+    # Issue 21: one completion mechanism, the scripts in completions/ (they know workspace names,
+    # task ids and statuses); Typer's own --install-completion knew none of them.
+    app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False,
                       context_settings={"help_option_names": ["-h", "--help"]},
                       pretty_exceptions_enable=False, rich_markup_mode=None)
     app.callback()(global_options)
@@ -58,12 +60,20 @@ def build_app() -> typer.Typer:
     app.add_typer(runtask.app, name="runtask")
     app.add_typer(store.app, name="store")
     complete.register(app)
+    app.command("version")(version)
     app.add_typer(notify.app, name="notify")
     app.add_typer(notify.outbox_app, name="outbox")
     app.add_typer(inventory.app, name="inventory")
     app.add_typer(drift.app, name="drift")
     app.add_typer(agent.app, name="agent")
     return app
+
+
+def version() -> None:
+    """Print iacctl's version (as --version does)."""
+    from iacctl import __version__
+
+    typer.echo(f"iacctl {__version__}")
 
 
 def _say(message: str) -> None:

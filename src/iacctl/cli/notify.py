@@ -7,8 +7,8 @@ from typing import Any
 
 import typer
 
-from iacctl.cli.context import ID_MAX, ID_MIN, app_of
-from iacctl.cli.render import message, print_json, table
+from iacctl.cli.context import app_of, in_id_range
+from iacctl.cli.render import message, nothing_listed, print_json, table
 
 app = typer.Typer(help="Notification destinations (HCP Terraform compatible webhooks, Slack) and their "
                        "delivery log.", no_args_is_help=True)
@@ -41,7 +41,7 @@ def create(
                                                               "(X-TFE-Notification-Signature)."),
     events: str = typer.Option(..., "--events", help=EVENTS_HELP),
     workspace: str = typer.Option(None, "--workspace", help="Only this workspace's tasks (default: every workspace)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Create a destination. A verification request is sent first; it must be answered 2xx."""
     from iacctl.services import notifications
@@ -52,7 +52,7 @@ def create(
 
 
 @app.command("list")
-def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List destinations (tokens and Slack URLs are never shown)."""
     from iacctl.services import notifications
 
@@ -62,11 +62,13 @@ def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
         return
     table(["name", "type", "workspace", "events", "enabled", "url"],
           [[v["name"], v["type"], v["workspace"] or "(all)", ",".join(v["events"]), "yes" if v["enabled"] else "no",
-            v["url"]] for v in views], empty="no notification destinations")
+            v["url"]] for v in views],
+          empty="no notification destinations: iacctl notify create NAME --url URL --events EVENTS adds one")
 
 
 @app.command("show")
-def show(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+def show(ctx: typer.Context, name: str = typer.Argument(..., help="Destination name."),
+         as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Show a destination (its token and a Slack URL masked)."""
     from iacctl.services import notifications
 
@@ -80,7 +82,7 @@ def show(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = ty
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
+def delete(ctx: typer.Context, name: str = typer.Argument(..., help="Destination name.")) -> None:
     """Delete a destination; its notifications still waiting are dismissed."""
     from iacctl.services import notifications
 
@@ -90,7 +92,8 @@ def delete(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
 
 
 @app.command("enable")
-def enable(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+def enable(ctx: typer.Context, name: str = typer.Argument(..., help="Destination name."),
+           as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Enable a destination; a verification request must be answered 2xx first."""
     from iacctl.services import notifications
 
@@ -99,7 +102,8 @@ def enable(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = 
 
 
 @app.command("disable")
-def disable(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+def disable(ctx: typer.Context, name: str = typer.Argument(..., help="Destination name."),
+            as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Disable a destination; its notifications still waiting are dismissed."""
     from iacctl.services import notifications
 
@@ -112,7 +116,8 @@ def disable(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool =
 
 
 @app.command("verify")
-def verify(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+def verify(ctx: typer.Context, name: str = typer.Argument(..., help="Destination name."),
+           as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Send the verification request again (HCP Terraform's `verification` trigger); exit 1 unless 2xx."""
     from iacctl.services import notifications
 
@@ -125,7 +130,7 @@ def deliveries(
     ctx: typer.Context,
     name: str = typer.Argument(None, help="Only this destination's attempts."),
     failed: bool = typer.Option(False, "--failed", help="Only attempts that did not deliver."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """The delivery log: every attempt with time, event, task, HTTP code, duration and error."""
     from iacctl.services import notifications
@@ -137,7 +142,9 @@ def deliveries(
     table(["at", "destination", "event", "task", "attempt", "result", "http", "ms", "error"],
           [[v["at"], v["destination"], v["event"], v["task"] or "-", v["attempt"], v["result"],
             v["http_status"] or "-", f"{v['duration_ms']:.0f}", v["error"] or ""] for v in views],
-          empty="no deliveries")
+          empty=nothing_listed("deliveries", [("destination", name), ("--failed", failed)],
+                               "no deliveries yet: tasks of workspaces with notification destinations "
+                               "(iacctl notify create) make them as they end"))
 
 
 @outbox_app.command("list")
@@ -147,7 +154,7 @@ def outbox_list(
                                                       "delivered, dead or dismissed."),
     kind: str = typer.Option(None, "--kind", help="Only entries of this kind: notification, trigger (run "
                                                   "triggers) or inventory (inventory syncs)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List outbox entries (the latest 200): status, attempts, next attempt, last error."""
     from iacctl.services import notifications
@@ -158,7 +165,10 @@ def outbox_list(
         return
     table(["id", "task", "event", "destination", "status", "attempts", "next_attempt", "last_error"],
           [[v["id"], v["task"], v["event"], v["destination"], v["status"], v["attempts"],
-            v["next_attempt_at"] or "-", v["last_error"] or ""] for v in views], empty="the outbox is empty")
+            v["next_attempt_at"] or "-", v["last_error"] or ""] for v in views],
+          empty=nothing_listed("outbox entries", [("--status", status), ("--kind", kind)],
+                               "the outbox is empty: notifications, run triggers and inventory syncs are written "
+                               "to it as tasks end"))
 
 
 def _say_entry(view: dict[str, Any], what: str, as_json: bool) -> None:
@@ -172,8 +182,8 @@ def _say_entry(view: dict[str, Any], what: str, as_json: bool) -> None:
 @outbox_app.command("retry")
 def outbox_retry(
     ctx: typer.Context,
-    entry_id: int = typer.Argument(..., min=ID_MIN, max=ID_MAX, help="Outbox entry id."),
-    as_json: bool = typer.Option(False, "--json"),
+    entry_id: int = typer.Argument(..., callback=in_id_range, help="Outbox entry id."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Send a dead or waiting entry again now (with a new day of retries)."""
     from iacctl.services import notifications
@@ -184,8 +194,8 @@ def outbox_retry(
 @outbox_app.command("dismiss")
 def outbox_dismiss(
     ctx: typer.Context,
-    entry_id: int = typer.Argument(..., min=ID_MIN, max=ID_MAX, help="Outbox entry id."),
-    as_json: bool = typer.Option(False, "--json"),
+    entry_id: int = typer.Argument(..., callback=in_id_range, help="Outbox entry id."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Give up a dead or waiting entry: it is not sent and no longer reported."""
     from iacctl.services import notifications

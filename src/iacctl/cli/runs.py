@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from iacctl.cli.context import ID_MAX, ID_MIN, app_of, stop_gracefully_on_signals
+from iacctl.cli.context import app_of, in_id_range, stop_gracefully_on_signals
 from iacctl.cli.render import TerminalReporter, message, print_json
 from iacctl.errors import EXIT_CHANGES, EXIT_OK, TaskCancelled, TaskFailed
 
@@ -56,6 +56,10 @@ def _finish(task_view: dict[str, Any], as_json: bool) -> int:
         return EXIT_CHANGES if task_view["has_changes"] else EXIT_OK
     if status == "applied" and not as_json:
         message(f"task {task_view['id']}: applied; state version {task_view['state_version']}")
+        for f in task_view.get("queued_followers") or ():
+            # Issue 21, F4: what the apply set off, so nobody is surprised by a lock it took.
+            message(f"run trigger: task {f['task']} queued in workspace {f['workspace']}; it plans in the "
+                    f"background and waits for: iacctl confirm-apply {f['task']}")
     return EXIT_OK
 
 
@@ -109,7 +113,7 @@ def plan(
 
 def confirm_apply(
     ctx: typer.Context,
-    task_id: int = typer.Argument(..., min=ID_MIN, max=ID_MAX, help="The apply_pending task to apply."),
+    task_id: int = typer.Argument(..., callback=in_id_range, help="The apply_pending task to apply."),
     rebuild: bool = typer.Option(
         False, "--rebuild", help="Rebuild the work directory from the store instead of reusing the plan's slot."
     ),
@@ -127,13 +131,16 @@ def confirm_apply(
     limit = _wait_timeout(wait_timeout)
     stop_gracefully_on_signals()
     task = confirm.confirm_apply(app, task_id, rebuild=rebuild, reporter=reporter, wait_timeout=limit, message=text)
-    raise typer.Exit(_finish(tasks.show(app, task.id or 0), as_json))
+    view = tasks.show(app, task.id or 0)
+    view["queued_followers"] = confirm.queued_followers(app, task.id or 0)
+    raise typer.Exit(_finish(view, as_json))
 
 
 def cancel(
     ctx: typer.Context,
-    task_id: int = typer.Argument(..., min=ID_MIN, max=ID_MAX, help="A pending, running or apply_pending task."),
+    task_id: int = typer.Argument(..., callback=in_id_range, help="A pending, running or apply_pending task."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Do not wait for a running task to stop."),
+    text: str = MESSAGE,
     as_json: bool = typer.Option(False, "--json", help="Print the task as JSON."),
 ) -> None:
     """Cancel a task. A running one is stopped gracefully (Terraform gets SIGINT)."""
@@ -142,7 +149,7 @@ def cancel(
 
     app = app_of(ctx)
     reporter = TerminalReporter(to_stderr=True, show_output=False)
-    task = cancelling.cancel(app, task_id, wait=not no_wait, reporter=reporter)
+    task = cancelling.cancel(app, task_id, wait=not no_wait, reporter=reporter, message=text)
     view = tasks.show(app, task.id or 0)
     if as_json:
         print_json(view)

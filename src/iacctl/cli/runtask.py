@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from iacctl.cli.context import ID_MAX, ID_MIN, app_of
+from iacctl.cli.context import app_of, in_id_range
 from iacctl.cli.render import message, print_json, table
 
 app = typer.Typer(help="Run tasks: external checks (HCP Terraform run tasks) at a task's stages.",
@@ -30,9 +30,9 @@ def create(
     name: str = typer.Argument(..., help="Run task name."),
     url: str = typer.Option(..., "--url", help="The service's URL (it receives the POST requests)."),
     hmac_key_file: str = typer.Option(None, "--hmac-key-file", help="File holding the HMAC key (signs requests)."),
-    description: str = typer.Option(None, "--description"),
+    description: str = typer.Option(None, "--description", help="What it checks (for people)."),
     timeout: str = typer.Option(None, "--timeout", help="How long a result may take (default 10m)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Create a run task. A verification request is sent first; it must be answered 200."""
     from iacctl.services import runtasks
@@ -46,12 +46,12 @@ def create(
 def update(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Run task name."),
-    url: str = typer.Option(None, "--url"),
-    hmac_key_file: str = typer.Option(None, "--hmac-key-file"),
+    url: str = typer.Option(None, "--url", help="A new URL for the service (verified first)."),
+    hmac_key_file: str = typer.Option(None, "--hmac-key-file", help="File holding a new HMAC key (signs requests)."),
     no_hmac_key: bool = typer.Option(False, "--no-hmac-key", help="Send requests unsigned from now on."),
-    description: str = typer.Option(None, "--description"),
-    timeout: str = typer.Option(None, "--timeout"),
-    as_json: bool = typer.Option(False, "--json"),
+    description: str = typer.Option(None, "--description", help="What it checks (for people)."),
+    timeout: str = typer.Option(None, "--timeout", help="How long a result may take (e.g. 10m)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Change a run task. A new URL or key is verified (200) before it is saved."""
     from iacctl.services import runtasks
@@ -62,7 +62,7 @@ def update(
 
 
 @app.command("list")
-def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List run tasks and where they are attached."""
     from iacctl.services import runtasks
 
@@ -74,11 +74,12 @@ def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
           [[v["name"], v["url"], "yes" if v["hmac_key"] else "no", v["timeout"],
             ", ".join(f"{a['workspace']}@{a['stage']}({a['enforcement']})" for a in v["attachments"])]
            for v in views],
-          empty="no run tasks")
+          empty="no run tasks: iacctl runtask create NAME --url URL adds one")
 
 
 @app.command("show")
-def show(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+def show(ctx: typer.Context, name: str = typer.Argument(..., help="Run task name."),
+         as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Show a run task."""
     from iacctl.services import runtasks
 
@@ -94,7 +95,7 @@ def show(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = ty
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
+def delete(ctx: typer.Context, name: str = typer.Argument(..., help="Run task name.")) -> None:
     """Delete a run task and its attachments (past results stay)."""
     from iacctl.services import runtasks
 
@@ -109,7 +110,7 @@ def attach(
     workspace: str = typer.Argument(..., help="Workspace name."),
     stage: str = typer.Option("post_plan", "--stage", help="pre_plan, post_plan, pre_apply or post_apply."),
     enforcement: str = typer.Option("advisory", "--enforcement", help="advisory or mandatory."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Attach a run task to a workspace at a stage (attaching again changes stage and enforcement)."""
     from iacctl.services import runtasks
@@ -122,7 +123,8 @@ def attach(
 
 
 @app.command("detach")
-def detach(ctx: typer.Context, name: str = typer.Argument(...), workspace: str = typer.Argument(...)) -> None:
+def detach(ctx: typer.Context, name: str = typer.Argument(..., help="Run task name."),
+           workspace: str = typer.Argument(..., help="Workspace name.")) -> None:
     """Detach a run task from a workspace."""
     from iacctl.services import runtasks
 
@@ -131,8 +133,8 @@ def detach(ctx: typer.Context, name: str = typer.Argument(...), workspace: str =
 
 
 @app.command("results")
-def results(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=ID_MAX, help="Task id."),
-            as_json: bool = typer.Option(False, "--json")) -> None:
+def results(ctx: typer.Context, task_id: int = typer.Argument(..., callback=in_id_range, help="Task id."),
+            as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """The run-task results of a task: status, message, url and outcomes per run task and stage."""
     from iacctl.services import runtasks
 

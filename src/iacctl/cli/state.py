@@ -7,15 +7,15 @@ import sys
 
 import typer
 
-from iacctl.cli.context import ID_MAX, ID_MIN, app_of, check_file_target
+from iacctl.cli.context import app_of, check_file_target, in_id_range
 from iacctl.cli.render import message, print_json, table
 
 app = typer.Typer(help="State versions of workspaces.", no_args_is_help=True)
 
 
 @app.command("versions")
-def versions(ctx: typer.Context, workspace: str = typer.Argument(...),
-             as_json: bool = typer.Option(False, "--json")) -> None:
+def versions(ctx: typer.Context, workspace: str = typer.Argument(..., help="Workspace name."),
+             as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List a workspace's state versions."""
     from iacctl.services import state
 
@@ -31,8 +31,8 @@ def versions(ctx: typer.Context, workspace: str = typer.Argument(...),
 @app.command("pull")
 def pull(
     ctx: typer.Context,
-    workspace: str = typer.Argument(...),
-    version: int = typer.Option(None, "--version", min=ID_MIN, max=ID_MAX,
+    workspace: str = typer.Argument(..., help="Workspace name."),
+    version: int = typer.Option(None, "--version", callback=in_id_range,
                                 help="A state version id (default: the latest)."),
     output: str = typer.Option(None, "--output", "-o", help="Write to this file (mode 0600) instead of stdout."),
 ) -> None:
@@ -53,8 +53,8 @@ def pull(
 
 
 @app.command("save-applied")
-def save_applied(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=ID_MAX),
-                 as_json: bool = typer.Option(False, "--json")) -> None:
+def save_applied(ctx: typer.Context, task_id: int = typer.Argument(..., callback=in_id_range, help="Task id."),
+                 as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Store the state an applied_state_error task left behind, and unlock its workspace."""
     from iacctl.services import state
 
@@ -66,8 +66,8 @@ def save_applied(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_M
 
 
 @app.command("save-partial")
-def save_partial(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=ID_MAX),
-                 as_json: bool = typer.Option(False, "--json")) -> None:
+def save_partial(ctx: typer.Context, task_id: int = typer.Argument(..., callback=in_id_range, help="Task id."),
+                 as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Store the state of an apply that stopped part-way (full disk, killed Terraform) from the
     work directory kept for it, once there is room, and unlock its workspace."""
     from iacctl.services import state

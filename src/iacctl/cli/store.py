@@ -13,7 +13,7 @@ app = typer.Typer(help="The store itself: integrity check and online backup.", n
 
 
 @app.command("check")
-def check(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+def check(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Check every page and index of the store; exit 1 naming the damage."""
     from iacctl.services import store
 
@@ -26,7 +26,7 @@ def check(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
 
 @app.command("backup")
 def backup(ctx: typer.Context, file: Path = typer.Argument(..., help="The new backup file (must not exist)."),
-           as_json: bool = typer.Option(False, "--json")) -> None:
+           as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Copy the SQLite store to FILE, consistently, while other commands use it (SQLite's online
     backup API). On PostgreSQL, use pg_dump."""
     from iacctl.services import store

@@ -8,8 +8,8 @@ from typing import Any
 
 import typer
 
-from iacctl.cli.context import ID_MAX, ID_MIN, app_of, stop_gracefully_on_signals
-from iacctl.cli.render import message, print_json, table
+from iacctl.cli.context import app_of, in_id_range, stop_gracefully_on_signals
+from iacctl.cli.render import WIDE, message, nothing_listed, print_json, table
 from iacctl.domain.timeline import format_seconds
 
 app = typer.Typer(help="Tasks: runs of plans and applies.", no_args_is_help=True)
@@ -20,10 +20,13 @@ DEFAULT_TABLE_ROWS = 50
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    workspace: str = typer.Option(None, "--workspace", "-w"),
-    status: str = typer.Option(None, "--status"),
-    limit: int = typer.Option(None, "--limit", max=ID_MAX, help="Only the newest N (the table shows 50 by default)."),
+    workspace: str = typer.Option(None, "--workspace", "-w", help="Only this workspace's tasks."),
+    status: str = typer.Option(None, "--status", help="Only tasks with this status (pending, running, apply_pending, "
+                               "planned_and_finished, applied, applied_state_error, failed, cancelled)."),
+    limit: int = typer.Option(None, "--limit", callback=in_id_range,
+                              help="Only the newest N (the table shows 50 by default)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array (all matching tasks)."),
+    wide: bool = WIDE,
 ) -> None:
     """List tasks, oldest first."""
     from iacctl.services import tasks
@@ -38,7 +41,9 @@ def list_(
     table(["id", "workspace", "kind", "status", "changes", "created"],
           [[v["id"], v["workspace"], _KINDS.get(v["kind"], v["kind"]), _status(v),
             _changes(v["changes"]), (v["created_at"] or "").replace("T", " ")[:16]] for v in views],
-          empty="no tasks", fold=("workspace",))
+          empty=nothing_listed("tasks", [("--workspace", workspace), ("--status", status)],
+                               "no tasks yet: iacctl plan WORKSPACE starts one"),
+          fold=("workspace",), optional=("created", "changes", "kind"), wide=wide)
 
 
 _KINDS = {"plan_and_apply": "plan+apply", "plan": "plan", "drift_check": "drift"}
@@ -57,8 +62,8 @@ def _changes(counts: dict[str, int] | None) -> str:
 
 
 @app.command("show")
-def show(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=ID_MAX),
-         as_json: bool = typer.Option(False, "--json")) -> None:
+def show(ctx: typer.Context, task_id: int = typer.Argument(..., callback=in_id_range, help="Task id."),
+         as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Show a task: status, stage, plan hash, changes, slot, and its history."""
     from iacctl.services import tasks
 
@@ -101,7 +106,7 @@ def show(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=
 
 
 @app.command("logs")
-def logs(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=ID_MAX),
+def logs(ctx: typer.Context, task_id: int = typer.Argument(..., callback=in_id_range, help="Task id."),
          follow: bool = typer.Option(False, "--follow", "-f", help="Stream a running task's output until it "
                                      "ends, then exit with the task's exit code."),
          timestamps: bool = typer.Option(False, "--timestamps", "-t", help="Prefix each line with its time (UTC).")
@@ -123,9 +128,10 @@ def _stamp(at: float) -> str:
 
 
 @app.command("plan")
-def plan(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=ID_MAX),
+def plan(ctx: typer.Context, task_id: int = typer.Argument(..., callback=in_id_range, help="Task id."),
          as_json: bool = typer.Option(False, "--json", help="Print the stored plan JSON (as terraform show -json "
-                                      "gives it, sensitive values masked).")) -> None:
+                                      "gives it, sensitive values masked)."),
+         wide: bool = WIDE) -> None:
     """Review a task's saved plan: each resource change and the counts (also after the work
     directory is gone)."""
     from iacctl.services import tasks
@@ -138,11 +144,12 @@ def plan(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=
             f"plan {(review['plan_hash'] or '')[:16]}, planned {review['planned_at']}")
     table(["address", "action", "changes"],
           [[c["address"], c["action"], "; ".join(c["changes"])] for c in review["resource_changes"]],
-          empty="no resource changes")
+          empty="no resource changes", fold=("changes",), optional=("changes",), wide=wide)
     if review.get("resource_drift"):
         message("changed outside Terraform (drift found by the refresh):")
         table(["address", "drift", "changes"],
-              [[c["address"], c["action"], "; ".join(c["changes"])] for c in review["resource_drift"]])
+              [[c["address"], c["action"], "; ".join(c["changes"])] for c in review["resource_drift"]],
+              fold=("changes",), optional=("changes",), wide=wide)
     counts = review["changes"]
     line = (f"{counts['add']} to add, {counts['change']} to change, {counts['destroy']} to destroy, "
             f"{counts['replace']} to replace")
@@ -156,7 +163,7 @@ def plan(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=
 
 
 @app.command("run", hidden=True)
-def run(ctx: typer.Context, task_id: int = typer.Argument(..., min=ID_MIN, max=ID_MAX)) -> None:
+def run(ctx: typer.Context, task_id: int = typer.Argument(..., callback=in_id_range, help="Task id.")) -> None:
     """Run a queued task if it is its turn (started detached by iacctl itself)."""
     from iacctl.services import queue
 

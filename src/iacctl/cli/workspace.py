@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from iacctl.cli.context import app_of
-from iacctl.cli.render import message, print_json, table
+from iacctl.cli.render import WIDE, message, print_json, table
 from iacctl.errors import UsageError
 
 app = typer.Typer(help="Workspaces: a named Terraform configuration with variables, state and lock.",
@@ -86,7 +86,7 @@ def _show(view: dict[str, Any], as_json: bool) -> None:
 @app.command("create")
 def create(
     ctx: typer.Context,
-    name: str = typer.Argument(...),
+    name: str = typer.Argument(..., help="Workspace name."),
     directory: str = typer.Option(..., "--dir", help="The Terraform configuration directory."),
     pool: str = typer.Option("local", "--pool", help="Pool whose slots run its tasks."),
     terraform: str = typer.Option(None, "--terraform", help="Terraform or OpenTofu binary (name or path)."),
@@ -112,11 +112,14 @@ def create(
 @app.command("set")
 def set_(
     ctx: typer.Context,
-    name: str = typer.Argument(...),
-    directory: str = typer.Option(None, "--dir"),
-    terraform: str = typer.Option(None, "--terraform"),
-    terraform_version: str = typer.Option(None, "--terraform-version"),
-    plan_lifetime: str = typer.Option(None, "--plan-lifetime"),
+    name: str = typer.Argument(..., help="Workspace name."),
+    directory: str = typer.Option(None, "--dir", help="A new Terraform configuration directory."),
+    terraform: str = typer.Option(None, "--terraform", help="Terraform or OpenTofu binary (name or path); drops "
+                                  "--terraform-version."),
+    terraform_version: str = typer.Option(None, "--terraform-version", help="A release to download, verify and "
+                                          "cache (e.g. 1.11.4); drops --terraform."),
+    plan_lifetime: str = typer.Option(None, "--plan-lifetime", help="How long a plan may wait for confirmation "
+                                      "(e.g. 24h)."),
     as_json: bool = JSON,
 ) -> None:
     """Change a workspace's settings."""
@@ -127,7 +130,7 @@ def set_(
 
 
 @app.command("list")
-def list_(ctx: typer.Context, as_json: bool = JSON) -> None:
+def list_(ctx: typer.Context, as_json: bool = JSON, wide: bool = WIDE) -> None:
     """List workspaces."""
     from iacctl.services import workspaces
 
@@ -138,11 +141,12 @@ def list_(ctx: typer.Context, as_json: bool = JSON) -> None:
     table(["name", "pool", "lock", "state", "directory"],
           [[v["name"], v["pool"], _lock_text(v["lock"]),
             v["state_version"]["serial"] if v["state_version"] else "-", v["directory"]] for v in views],
-          empty="no workspaces yet: iacctl workspace create NAME --dir DIR")
+          empty="no workspaces yet: iacctl workspace create NAME --dir DIR",
+          fold=("lock", "directory"), optional=("directory", "state", "pool"), wide=wide)
 
 
 @app.command("show")
-def show(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = JSON) -> None:
+def show(ctx: typer.Context, name: str = typer.Argument(..., help="Workspace name."), as_json: bool = JSON) -> None:
     """Show a workspace, its lock and its variables (sensitive values hidden)."""
     from iacctl.services import workspaces
 
@@ -152,7 +156,7 @@ def show(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = JS
 @app.command("delete")
 def delete(
     ctx: typer.Context,
-    name: str = typer.Argument(...),
+    name: str = typer.Argument(..., help="Workspace name."),
     force: bool = typer.Option(False, "--force", help="Also when it has state versions or a lock."),
     as_json: bool = JSON,
 ) -> None:
@@ -170,8 +174,8 @@ def delete(
 @app.command("lock")
 def lock(
     ctx: typer.Context,
-    name: str = typer.Argument(...),
-    reason: str = typer.Option("locked by an operator", "--reason"),
+    name: str = typer.Argument(..., help="Workspace name."),
+    reason: str = typer.Option("locked by an operator", "--reason", help="Why (shown with the lock)."),
     as_json: bool = JSON,
 ) -> None:
     """Lock a workspace: its plan-and-apply tasks wait until it is unlocked."""
@@ -187,34 +191,45 @@ def lock(
 @app.command("unlock")
 def unlock(
     ctx: typer.Context,
-    name: str = typer.Argument(...),
+    name: str = typer.Argument(..., help="Workspace name."),
     force: bool = typer.Option(False, "--force", help="Also take the lock from a task: one waiting for "
                                "confirmation is cancelled; a running one only when its process is gone."),
+    text: str = typer.Option(None, "--message", "-m", metavar="TEXT",
+                             help="Why: recorded with who unlocked (tasks show of the task that held the lock)."),
     as_json: bool = JSON,
 ) -> None:
-    """Unlock a workspace."""
+    """Unlock a workspace. Says which task it ended, if it took the lock from one."""
     from iacctl.services import workspaces
 
-    view = workspaces.unlock(app_of(ctx), name, force=force)
+    view = workspaces.unlock(app_of(ctx), name, force=force, message=text)
     if as_json:
         print_json(view)
-    else:
+        return
+    ended = view["ended_task"]
+    if ended is None:
         message(f"workspace {name} unlocked")
+    else:
+        # Issue 21: a forced unlock says what it did to the task that held the lock.
+        message(f"workspace {name} unlocked; task {ended['task']} ({ended['was']}) is now {ended['now']}")
 
 
 @var_app.command("set")
 def var_set(
     ctx: typer.Context,
-    workspace: str = typer.Argument(...),
-    key: str = typer.Argument(...),
+    workspace: str = typer.Argument(..., help="Workspace name."),
+    key: str = typer.Argument(..., help="Variable name."),
     value: str = typer.Argument(None, help="The value; '-' reads it from standard input; omitted, it is asked "
                                 "for on a terminal (without echo)."),
     sensitive: bool = typer.Option(False, "--sensitive", help="Encrypt it and never show it."),
     env: bool = typer.Option(False, "--env", help="An environment variable, not a Terraform one."),
-    hcl: bool = typer.Option(False, "--hcl", help="The value is HCL (lists, maps)."),
+    hcl: bool = typer.Option(False, "--hcl", help="The value is an HCL expression (lists, maps); checked with "
+                             "Terraform's parser."),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="Accept an empty sensitive value (refused "
+                                     "otherwise: it is nearly always an unset shell variable)."),
     as_json: bool = JSON,
 ) -> None:
-    """Set a variable (TF_VAR_KEY for Terraform variables)."""
+    """Set a variable (TF_VAR_KEY for Terraform variables). Values are at most 64 KiB each and
+    1 MiB for a workspace together (they reach Terraform as environment variables)."""
     from iacctl.services import workspaces
 
     if value is None and not sys.stdin.isatty():
@@ -227,7 +242,8 @@ def var_set(
             value = sys.stdin.read().rstrip("\n")
     if value is None:
         raise UsageError("no value given")
-    view = workspaces.set_variable(app_of(ctx), workspace, key, value, sensitive=sensitive, env=env, hcl=hcl)
+    view = workspaces.set_variable(app_of(ctx), workspace, key, value, sensitive=sensitive, env=env, hcl=hcl,
+                                   allow_empty=allow_empty)
     if as_json:
         print_json(view)
     else:
@@ -237,9 +253,9 @@ def var_set(
 @var_app.command("unset")
 def var_unset(
     ctx: typer.Context,
-    workspace: str = typer.Argument(...),
-    key: str = typer.Argument(...),
-    env: bool = typer.Option(False, "--env"),
+    workspace: str = typer.Argument(..., help="Workspace name."),
+    key: str = typer.Argument(..., help="Variable name."),
+    env: bool = typer.Option(False, "--env", help="An environment variable, not a Terraform one."),
 ) -> None:
     """Remove a variable."""
     from iacctl.services import workspaces
@@ -249,7 +265,8 @@ def var_unset(
 
 
 @var_app.command("list")
-def var_list(ctx: typer.Context, workspace: str = typer.Argument(...), as_json: bool = JSON) -> None:
+def var_list(ctx: typer.Context, workspace: str = typer.Argument(..., help="Workspace name."),
+             as_json: bool = JSON) -> None:
     """List variables (sensitive values are never shown)."""
     from iacctl.services import workspaces
 
@@ -259,7 +276,7 @@ def var_list(ctx: typer.Context, workspace: str = typer.Argument(...), as_json: 
         return
     table(["key", "category", "value"],
           [[v["key"], v["category"], "(sensitive)" if v["sensitive"] else v["value"]] for v in views],
-          empty=f"workspace {workspace} has no variables")
+          empty=f"workspace {workspace} has no variables: iacctl workspace var set {workspace} KEY VALUE")
 
 
 @trigger_app.command("add")
@@ -285,7 +302,8 @@ def trigger_add(
 
 
 @trigger_app.command("list")
-def trigger_list(ctx: typer.Context, name: str = typer.Argument(...), as_json: bool = JSON) -> None:
+def trigger_list(ctx: typer.Context, name: str = typer.Argument(..., help="Workspace name."),
+                 as_json: bool = JSON) -> None:
     """The workspaces NAME follows."""
     from iacctl.services import triggers
 
@@ -302,7 +320,7 @@ def trigger_list(ctx: typer.Context, name: str = typer.Argument(...), as_json: b
 @trigger_app.command("remove")
 def trigger_remove(
     ctx: typer.Context,
-    name: str = typer.Argument(...),
+    name: str = typer.Argument(..., help="Workspace name."),
     source: str = typer.Option(..., "--source", help="The workspace it is to stop following."),
     as_json: bool = JSON,
 ) -> None:

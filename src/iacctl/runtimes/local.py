@@ -185,6 +185,31 @@ _FALLOC_FL_KEEP_SIZE = 1
 _OUTPUT_RESERVE = (8 << 20, 1 << 20)
 
 
+def hcl_syntax_error(binary: str, documents: Sequence[str]) -> str | None:
+    """Issue 21: Terraform's own HCL parser (`terraform fmt -`, which reads stdin, needs no
+    init, no provider and no network) on each document; the first error's summary, or None
+    when all parse."""
+    for doc in documents:
+        try:
+            proc = subprocess.run([binary, "fmt", "-no-color", "-"], input=doc, capture_output=True, text=True,
+                                  timeout=30, env=_fmt_environment())
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"{binary} could not check it: {exc}"
+        if proc.returncode != 0:
+            lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+            summary = next((line.removeprefix("Error: ") for line in lines if line.startswith("Error:")), None)
+            detail = lines[-1] if lines else ""
+            return f"{summary}: {detail}" if summary and detail and detail != lines[0] else (summary or detail)
+    return None
+
+
+def _fmt_environment() -> dict[str, str]:
+    env = {**os.environ, "CHECKPOINT_DISABLE": "1"}
+    if env.get("TF_CLI_CONFIG_FILE") and not Path(env["TF_CLI_CONFIG_FILE"]).is_file():
+        del env["TF_CLI_CONFIG_FILE"]  # it only makes Terraform warn (NOTES)
+    return env
+
+
 def _reserve_space(fd: int) -> None:
     """Issue 13 item 6: reserve blocks for the command's output file (without changing its
     size), so that when the work directory's disk fills up, Terraform's last words still reach

@@ -62,6 +62,12 @@ class App:
             return None
         return self._deliverer.finish()
 
+    def handle_run_triggers_now(self) -> None:
+        """F4, issue 21: this command's follow-ups, in their usual order (notifications within
+        the budget, then run triggers), before it reports, so that it can name the plans its
+        triggers queued. The command's end finds nothing more to do and says what is pending."""
+        self.finish_follow_ups()
+
     def queued_by_follow_ups(self) -> list[int]:
         """F4: the plans this command's run triggers queued (started by services.queue)."""
         return self._deliverer.queued_tasks() if self._deliverer is not None else []

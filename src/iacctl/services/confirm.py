@@ -212,3 +212,22 @@ def _say_dead_follow_ups(app: App, task_id: int, reporter: Reporter) -> None:
     notice = outbox.dead_notice(app.store, ws.id or 0, ws.name)
     if notice:
         reporter.note(notice)
+
+
+def queued_followers(app: App, task_id: int) -> list[dict[str, object]]:
+    """F4, issue 21: the plans the run triggers of this apply queued (or joined), each with its
+    workspace and task id, so that confirm-apply says what it set off. Empty when the task did
+    not apply or no workspace follows its workspace."""
+    task = queue.get_task(app, task_id)
+    if task.status != Status.APPLIED:
+        return []
+    app.handle_run_triggers_now()
+    followers = []
+    with app.store.read() as session:
+        for follower_id in app.queued_by_follow_ups():
+            follower = session.get(Task, follower_id)
+            if follower is None:
+                continue
+            ws = repo.workspace_by_id(session, follower.workspace_id)
+            followers.append({"workspace": ws.name, "task": follower_id, "status": str(follower.status)})
+    return followers

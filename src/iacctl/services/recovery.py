@@ -8,6 +8,7 @@ Every repair is a compare-and-set, so a sweep racing a live command changes noth
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,6 +35,9 @@ class Action:
     workspace: str | None = None
     slot: str | None = None
     detail: str = ""
+    # Issue 21: how it ended, for cron's log: "done", or for a re-plan its end ("failed: CAUSE",
+    # "apply_pending: waits for confirmation", "still running" when the sweep stopped waiting).
+    outcome: str = "done"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,7 +68,50 @@ def recover(app: App) -> list[Action]:
         # F4: the plans run triggers just queued start now, in the background.
         for task_id in queue.kick_queue(app):
             actions.append(Action("started", task=task_id, detail="queued task started in the background"))
+    _wait_for_replans(app, actions)
+    _name_workspaces(app, actions)
     return actions
+
+
+REPLAN_WAIT_SECONDS = 120.0
+
+
+def _wait_for_replans(app: App, actions: list[Action]) -> None:
+    """S5, issue 21: a sweep that re-planned a task says how the re-plan ended (a cron log that
+    says only "replanning" hides a plan that failed, say for a Terraform not on cron's PATH).
+    It waits for those plans, at most REPLAN_WAIT_SECONDS together."""
+    replanned = [a for a in actions if a.action == "replanning" and a.task is not None]
+    deadline = time.monotonic() + REPLAN_WAIT_SECONDS
+    for a in replanned:
+        while True:
+            task = queue.get_task(app, a.task or 0)
+            status = Status(task.status)
+            if status not in (Status.PENDING, Status.RUNNING):
+                break
+            if time.monotonic() > deadline:
+                a.outcome = f"still {status} (stage {task.stage}): see iacctl tasks show {a.task}"
+                break
+            time.sleep(0.3)
+        if status == Status.FAILED:
+            a.outcome = f"failed: {task.error}"
+        elif status == Status.APPLY_PENDING:
+            a.outcome = f"apply_pending: re-planned, waits for: iacctl confirm-apply {a.task}"
+        elif status not in (Status.PENDING, Status.RUNNING):
+            a.outcome = str(status)
+
+
+def _name_workspaces(app: App, actions: list[Action]) -> None:
+    """Issue 21: every action on a task names the task's workspace too."""
+    ids = {a.task for a in actions if a.task is not None and a.workspace is None}
+    if not ids:
+        return
+    with app.store.read() as session:
+        names = {t.id: ws.name for t, ws in session.exec(
+            select(Task, Workspace).join(Workspace, col(Workspace.id) == col(Task.workspace_id))
+            .where(col(Task.id).in_(ids))).all()}
+    for a in actions:
+        if a.task is not None and a.workspace is None:
+            a.workspace = names.get(a.task)
 
 
 _FOLLOW_UP_ACTIONS = {

@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 
+from iacctl.domain.actors import actor_view
 from iacctl.domain.durations import format_duration, parse_duration
 from iacctl.domain.lifecycle import Status
-from iacctl.domain.names import check_name, check_variable_name
+from iacctl.domain.names import check_name, check_variable_name, shown_name
+from iacctl.domain.variables import check_value, hcl_probes
 from iacctl.errors import Refused, UsageError
 from iacctl.services.app import LOCAL_POOL, App, current_actor
 from iacctl.services.views import drift_view, iso
@@ -53,8 +55,12 @@ def create(app: App, name: str, directory: str, *, pool: str = LOCAL_POOL,
     lifetime = parse_duration(plan_lifetime) if plan_lifetime else None
     try:
         with app.store.write() as session:
-            if session.exec(select(Workspace).where(Workspace.name == name)).first() is not None:
-                raise UsageError(f"workspace {name!r} already exists")
+            # Issue 21: unique regardless of case (`Net` beside `net` is a typo waiting to apply
+            # to the wrong one); stores that already hold such a pair keep both.
+            clash = session.exec(select(Workspace).where(func.lower(Workspace.name) == name.lower())).first()
+            if clash is not None:
+                same = "" if clash.name == name else f" as {clash.name!r} (names are unique regardless of case)"
+                raise UsageError(f"workspace {name!r} already exists{same}")
             pool_row = repo.get_pool(session, pool)
             session.add(Workspace(name=name, source_dir=source, pool_id=pool_row.id or 0,
                                   terraform_bin=binary, terraform_version=version,
@@ -141,15 +147,17 @@ def lock(app: App, name: str, reason: str, holder: str) -> dict[str, Any]:
     return show(app, name)
 
 
-def unlock(app: App, name: str, *, force: bool) -> dict[str, Any]:
+def unlock(app: App, name: str, *, force: bool, message: str | None = None) -> dict[str, Any]:
     """L5: remove the workspace lock. Held by a task, only with --force, and then for real: a
     task waiting for confirmation is cancelled with it (a task left apply_pending without its
     lock would block the workspace forever); a running task's lock is refused while its process
-    lives, and when the process is gone the task is ended as the sweep ends it."""
-    actor = current_actor()
+    lives, and when the process is gone the task is ended as the sweep ends it. Issue 21: the
+    view says which task the unlock ended (`ended_task`), and who unlocked, with their message."""
+    actor = current_actor(message)
     from iacctl.services import ending, queue  # issue 20: only unlocking ends tasks and starts the queue
 
-    by = actor.display()
+    by = actor.said()
+    ended: dict[str, Any] | None = None
     with app.store.read() as session:
         ws = repo.get_workspace(session, name)
         holder = session.get(Task, ws.locked_by_task_id) if ws.locked_by_task_id is not None else None
@@ -167,16 +175,19 @@ def unlock(app: App, name: str, *, force: bool) -> dict[str, Any]:
                 f"process {holder.runner_pid} on {holder.runner_host}; cancel it (iacctl cancel {holder.id}) "
                 "instead: removing the lock under a running Terraform would let another apply start beside it"
             )
-        ended = ending.end_abandoned(app, holder.id or 0, f"lock removed with --force by {by}; its process was gone")
-        if ended == Status.RUNNING:
+        final = ending.end_abandoned(app, holder.id or 0, f"lock removed with --force by {by}; its process was gone")
+        if final == Status.RUNNING:
             # Issue 18 item 3: its runner is dead but Terraform still applies in the pod; the
             # lock is what keeps another apply from starting beside it.
             raise Refused(
                 f"workspace {name} is locked by task {holder.id}, whose runner is gone but whose Terraform still "
                 f"applies in its pod; cancel it (iacctl cancel {holder.id}) or wait for it to end"
             )
+        ended = {"task": holder.id, "was": str(Status.RUNNING), "now": str(final)}
     elif holder is not None and holder.status == Status.APPLY_PENDING:
-        ending.end_waiting(app, holder.id or 0, Status.CANCELLED, f"lock removed with --force by {by}", by=actor)
+        final = ending.end_waiting(app, holder.id or 0, Status.CANCELLED, f"lock removed with --force by {by}",
+                                   by=actor)
+        ended = {"task": holder.id, "was": str(Status.APPLY_PENDING), "now": str(final)}
     with app.store.write() as session:
         ws = repo.get_workspace(session, name)
         # A failed task may keep its lock on purpose (a pod lost mid-apply; E8): the operator
@@ -187,7 +198,10 @@ def unlock(app: App, name: str, *, force: bool) -> dict[str, Any]:
                            f"workspace {name} unlocked by {by}")
     # Unlocking frees the workspace's turn: start what was queued behind the lock (task 6).
     queue.kick_queue(app)
-    return show(app, name)
+    view = show(app, name)
+    view["ended_task"] = ended
+    view["unlocked_by"] = actor_view(actor.to_json())
+    return view
 
 
 def delete(app: App, name: str, *, force: bool) -> dict[str, Any]:
@@ -239,10 +253,41 @@ def _var_view(var: Variable) -> dict[str, Any]:
             "value": None if var.sensitive else var.value}
 
 
+def _check_hcl(ws: Workspace, key: str, value: str) -> None:
+    """Issue 21: an --hcl value is one HCL expression, read by Terraform's own parser at `var set`
+    rather than at the next plan. The workspace's binary (or a cached release of its version)
+    parses it; nothing is downloaded for it."""
+    from iacctl.executor.binaries import cached_binary
+    from iacctl.executor.terraform import find_binary
+    from iacctl.runtimes.local import hcl_syntax_error
+
+    binary: str | None = None
+    if ws.terraform_version and cached_binary(ws.terraform_version).is_file():
+        binary = str(cached_binary(ws.terraform_version))
+    else:
+        with contextlib.suppress(Exception):
+            binary = find_binary(ws.terraform_bin)
+    if binary is None:
+        raise UsageError(f"cannot check the HCL value of {shown_name(key)}: workspace {ws.name}'s Terraform binary "
+                         "is not here yet (plan once, or set it without --hcl)")
+    error = hcl_syntax_error(binary, hcl_probes(value))
+    if error is not None:
+        raise UsageError(f"the value of {shown_name(key)} is not an HCL expression ({error}); "
+                         "quote strings inside it, or set it without --hcl")
+
+
 def set_variable(app: App, name: str, key: str, value: str, *, sensitive: bool, env: bool,
-                 hcl: bool) -> dict[str, Any]:
+                 hcl: bool, allow_empty: bool = False) -> dict[str, Any]:
     check_variable_name(key, env=env)
     category = "env" if env else "terraform"
+    with app.store.read() as session:
+        ws = repo.get_workspace(session, name)
+        others = [v for v in repo.variables_of(session, ws.id or 0) if (v.category, v.key) != (category, key)]
+        # Sizes of the others as they reach Terraform (a sensitive one's ciphertext is larger: fine).
+        sizes = [len((v.value or "").encode()) + (len(v.value_secret) if v.value_secret else 0) for v in others]
+    check_value(key, value, sensitive=sensitive, allow_empty=allow_empty, others=sizes)
+    if hcl:
+        _check_hcl(ws, key, value)
     blob = app.store.cipher.encrypt_text(value) if sensitive else None
     with app.store.write() as session:
         ws = repo.get_workspace(session, name)

@@ -583,7 +583,7 @@ def wal_writer(db_path: Path) -> str | None:
                 argv = [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
         except OSError:
             argv = []
-        if any("iacctl" in a for a in argv):
+        if is_iacctl(argv, _comm(pid)):
             kind = "another iacctl command"
         elif argv and "sqlite3" in Path(argv[0]).name:
             kind = "an sqlite3 shell"
@@ -609,6 +609,30 @@ def _a_stored_secret(session: Session) -> bytes | None:
         if found is not None:
             return bytes(found)
     return None
+def _comm(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def is_iacctl(argv: list[str], comm: str = "") -> bool:
+    """Issue 21: whether a process is iacctl by what it runs, not by "iacctl" anywhere in its
+    command line (a script given the store's path, under a directory named iacctl, is not):
+    the `iacctl` command, `python -m iacctl`, or a runner iacctl started (named iacctl-runner)."""
+    if not argv:
+        return comm.startswith("iacctl")
+    program = Path(argv[0]).name
+    if program == "iacctl" or comm.startswith("iacctl"):
+        return True
+    if program.startswith("python"):
+        rest = argv[1:]
+        if "-m" in rest and rest.index("-m") + 1 < len(rest) and rest[rest.index("-m") + 1].startswith("iacctl"):
+            return True
+        script = next((a for a in rest if not a.startswith("-")), "")
+        return Path(script).name == "iacctl"
+    return False
 
 
 def open_store(settings: Settings) -> Store:

@@ -21,7 +21,7 @@ from iacctl.domain.admission import PLAN, AdmissionFacts, LiveTask, PoolFacts, S
 from iacctl.domain.drift import DriftedResource, TaskFacts, fingerprint, notify_drift
 from iacctl.domain.freeze import active_window
 from iacctl.domain.lifecycle import Stage, Status, check_transition, is_terminal
-from iacctl.domain.names import did_you_mean
+from iacctl.domain.names import did_you_mean, quoted
 from iacctl.domain.notifications import GIVE_UP_AFTER_S, Event, Facts, event_of, sent_for
 from iacctl.domain.slots import PodStatus, SlotPlace, SlotState
 from iacctl.domain.triggers import apply_changed
@@ -260,7 +260,7 @@ def get_workspace(session: Session, name: str) -> Workspace:
     ws = session.exec(select(Workspace).where(Workspace.name == name)).first()
     if ws is None:
         # Issue 9: a near miss gets a did-you-mean.
-        raise NotFound(f"unknown workspace {name!r}" + did_you_mean(name, workspace_names(session)))
+        raise NotFound(f"unknown workspace {quoted(name)}" + did_you_mean(name, workspace_names(session)))
     return ws
 
 
