@@ -98,6 +98,9 @@ class Store:
         self.damaged: str | None = None
         # Told the ids of outbox entries a committed write transaction added (F1).
         self.on_outbox_written: Callable[[list[int]], None] | None = None
+        # Write transactions committed by this process: a command that wrote also sends the
+        # follow-ups due again (issue 19 item 2).
+        self.committed_writes = 0
 
     @property
     def cipher(self) -> Cipher:
@@ -125,6 +128,7 @@ class Store:
         with self.translate_errors(), Session(self.write_engine, expire_on_commit=False) as session:
             with session.begin():
                 yield session
+            self.committed_writes += 1
             written = session.info.pop("outbox_written", None)
         if written and self.on_outbox_written is not None:
             # F1: follow-ups are delivered at once, once the change that caused them is committed.

@@ -902,16 +902,24 @@ def outbox_lane(entry: OutboxEntry) -> Lane:
     return ("notification", entry.destination_id)
 
 
-def open_outbox_heads(session: Session) -> list[OutboxEntry]:
-    """The oldest open (pending or delivering) entry of each lane (outbox_lane): the others wait
-    behind it."""
-    rows = session.exec(
+def open_outbox_entries(session: Session) -> Sequence[OutboxEntry]:
+    """Every open (pending or delivering) entry, oldest first. Each is sent on its own: one
+    waiting for its retry holds back no later entry of its destination (issue 19 item 2)."""
+    return session.exec(
         select(OutboxEntry).where(col(OutboxEntry.status).in_(OUTBOX_OPEN)).order_by(col(OutboxEntry.id))
     ).all()
-    heads: dict[Lane, OutboxEntry] = {}
-    for entry in rows:
-        heads.setdefault(outbox_lane(entry), entry)
-    return list(heads.values())
+
+
+def due_outbox_ids(session: Session, at: float, limit: int = 100) -> list[int]:
+    """Issue 19 item 2: the entries due again after a failure, or whose claim's lease ran out,
+    for the next command that writes to the store to send (one query on ix_outbox_status_due)."""
+    rows = session.execute(
+        select(OutboxEntry.id)
+        .where(((col(OutboxEntry.status) == "pending") & (col(OutboxEntry.next_attempt_at) <= at))
+               | ((col(OutboxEntry.status) == "delivering") & (col(OutboxEntry.lease_until) < at)))
+        .order_by(col(OutboxEntry.id)).limit(limit)
+    ).all()
+    return [int(r[0]) for r in rows]
 
 
 def lock_destination(session: Session, destination_id: int) -> bool:
@@ -951,6 +959,19 @@ def settle_outbox_entry(session: Session, entry_id: int, token: str, **values: A
         .where(col(OutboxEntry.id) == entry_id, col(OutboxEntry.claim_token) == token,
                col(OutboxEntry.status) == "delivering")
         .values(claim_token=None, lease_until=None, updated_at=now(), **values)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def settle_late_delivery(session: Session, entry_id: int, *, at: float) -> bool:
+    """Issue 19 item 1: a receiver answered 2xx after the command had given the attempt up (its
+    claim released, the entry pending for a retry): the entry is delivered after all, unless
+    another claim has it by now (then that claim's attempt decides), so it is not sent twice."""
+    result = session.execute(
+        update(OutboxEntry)
+        .where(col(OutboxEntry.id) == entry_id, col(OutboxEntry.status) == "pending",
+               col(OutboxEntry.claim_token).is_(None))
+        .values(status="delivered", delivered_at=at, last_error=None, updated_at=at)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
