@@ -33,7 +33,7 @@ from iacctl.errors import StoreError, UsageError
 from iacctl.filelock import exclusive
 
 BUSY_TIMEOUT_MS = int(DEFAULT_BUSY_TIMEOUT_S * 1000)
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0010"
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # A new store file is empty only between its creation and the first pragma of the process
 # creating it (journal_mode = WAL writes the header at once): wait that long before calling
@@ -275,7 +275,9 @@ class Store:
         with self._migration_lock():
             if self._revision() == HEAD_REVISION:
                 return
-            if existed:
+            if existed and self._revision() is None:
+                # Tables without an Alembic revision are someone else's; a store at an older
+                # revision is upgraded (issue 19: migration 0010 for existing stores).
                 self._refuse_foreign_tables()
             self._upgrade()
 
@@ -373,10 +375,25 @@ class Store:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(_MIGRATIONS))
+        sqlite = self.settings.db_path is not None
         with self.write_engine.connect() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
-            conn.commit()
+            if sqlite:
+                # Migration 0010 rebuilds tables that others reference: SQLite checks foreign keys
+                # on DROP TABLE unless they are off, which can only be set outside a transaction.
+                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = OFF")  # type: ignore[union-attr]
+            try:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                if sqlite:
+                    broken = conn.execute(text("PRAGMA foreign_key_check")).first()
+                    if broken is not None:
+                        raise StoreError(f"the store's upgrade would break a reference ({tuple(broken)}); "
+                                         "nothing was changed; run: iacctl store check")
+                conn.commit()
+            finally:
+                if sqlite:
+                    conn.rollback()
+                    conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = ON")  # type: ignore[union-attr]
 
 
 def _short(exc: BaseException) -> str:

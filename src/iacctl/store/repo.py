@@ -335,8 +335,32 @@ def delete_workspace(session: Session, workspace_id: int) -> list[int]:
     session.execute(delete(InventoryResource).where(col(InventoryResource.workspace_id) == workspace_id))
     session.execute(delete(InventorySync).where(col(InventorySync.workspace_id) == workspace_id))
     session.execute(delete(WorkspaceDrift).where(col(WorkspaceDrift.workspace_id) == workspace_id))
+    _drop_open_follow_ups(session, workspace_id)
     session.execute(delete(Workspace).where(col(Workspace.id) == workspace_id))
     return task_ids
+
+
+def _drop_open_follow_ups(session: Session, workspace_id: int) -> None:
+    """Issue 19 item 3: the workspace's follow-ups still waiting are ended, each noted in the
+    delivery log, so that nothing of a deleted workspace is sent later or acts on another.
+    One being sent right now finishes and is recorded as it ends. Its own notification
+    destinations go with it, as HCP's notification configurations do with their workspace."""
+    ws_name = session.execute(select(Workspace.name).where(col(Workspace.id) == workspace_id)).scalar()
+    why = f"dropped with the workspace {ws_name}"
+    t = now()
+    waiting = session.exec(select(OutboxEntry).where(col(OutboxEntry.workspace_id) == workspace_id,
+                                                     col(OutboxEntry.status) == "pending")).all()
+    for entry in waiting:
+        done = session.execute(
+            update(OutboxEntry).where(col(OutboxEntry.id) == entry.id, col(OutboxEntry.status) == "pending")
+            .values(status="dismissed", last_error=why, updated_at=t))
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            continue
+        session.add(Delivery(outbox_id=entry.id, destination_id=entry.destination_id,
+                             destination_name=entry.destination_name or entry.kind, event=entry.event,
+                             task_id=entry.task_id, attempt=entry.attempts, at=t, duration_ms=0.0, error=why,
+                             result="dropped"))
+    session.execute(delete(NotificationDestination).where(col(NotificationDestination.workspace_id) == workspace_id))
 
 
 def delete_pool(session: Session, pool_id: int) -> None:
