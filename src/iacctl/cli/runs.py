@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from iacctl.cli.context import ID_MAX, ID_MIN, app_of, stop_gracefully_on_signals
 from iacctl.cli.render import TerminalReporter, message, print_json
-from iacctl.errors import EXIT_CHANGES, EXIT_OK, TaskCancelled, TaskFailed
+from iacctl.errors import EXIT_CHANGES, EXIT_OK, IacctlError, TaskCancelled, TaskFailed, UsageError
+
+if TYPE_CHECKING:
+    from iacctl.services.app import App
 
 WAIT_TIMEOUT = typer.Option(
     None, "--wait-timeout", envvar="IACCTL_WAIT_TIMEOUT", metavar="DURATION",
@@ -27,6 +32,23 @@ def _wait_timeout(text: str | None) -> float | None:
     from iacctl.domain.durations import parse_duration
 
     return parse_duration(text) if text else None
+
+
+@contextlib.contextmanager
+def _json_whatever_the_end(app: App, as_json: bool, task_id: int | None = None) -> Iterator[None]:
+    """Issue 19 item 5: with --json, a command that created or touched a task prints the task's
+    document on stdout whatever its exit code (a re-plan, a wait given up, a refusal), so that
+    `... | jq .id` works exactly where a script branches; the error stays one line on stderr."""
+    try:
+        yield
+    except IacctlError as exc:
+        about = exc.task_id if exc.task_id is not None else task_id
+        if as_json and about is not None and not isinstance(exc, UsageError):
+            from iacctl.services import tasks
+
+            with contextlib.suppress(IacctlError):  # a store that says no has no document to give
+                print_json(tasks.show(app, about))
+        raise
 
 
 def _finish(task_view: dict[str, Any], as_json: bool) -> int:
@@ -92,8 +114,9 @@ def plan(
     reporter = TerminalReporter(to_stderr=as_json, show_output=not quiet)
     limit = _wait_timeout(wait_timeout)
     stop_gracefully_on_signals()
-    task = planning.plan_workspace(app, workspace, plan_only=plan_only, wait=not no_wait, reporter=reporter,
-                                   wait_timeout=limit, message=text)
+    with _json_whatever_the_end(app, as_json):
+        task = planning.plan_workspace(app, workspace, plan_only=plan_only, wait=not no_wait, reporter=reporter,
+                                       wait_timeout=limit, message=text)
     view = tasks.show(app, task.id or 0)
     if no_wait and view["status"] == "failed":
         # Issue 10 item 6: the pool cannot start it (the cluster refuses its pods).
@@ -126,7 +149,9 @@ def confirm_apply(
     reporter = TerminalReporter(to_stderr=as_json, show_output=not quiet)
     limit = _wait_timeout(wait_timeout)
     stop_gracefully_on_signals()
-    task = confirm.confirm_apply(app, task_id, rebuild=rebuild, reporter=reporter, wait_timeout=limit, message=text)
+    with _json_whatever_the_end(app, as_json, task_id):
+        task = confirm.confirm_apply(app, task_id, rebuild=rebuild, reporter=reporter, wait_timeout=limit,
+                                     message=text)
     raise typer.Exit(_finish(tasks.show(app, task.id or 0), as_json))
 
 
@@ -142,7 +167,8 @@ def cancel(
 
     app = app_of(ctx)
     reporter = TerminalReporter(to_stderr=True, show_output=False)
-    task = cancelling.cancel(app, task_id, wait=not no_wait, reporter=reporter)
+    with _json_whatever_the_end(app, as_json, task_id):
+        task = cancelling.cancel(app, task_id, wait=not no_wait, reporter=reporter)
     view = tasks.show(app, task.id or 0)
     if as_json:
         print_json(view)

@@ -415,7 +415,8 @@ class Deliverer:
             return "; ".join(lines) or None
         parts = []
         for e in sorted(undelivered, key=lambda e: e.id or 0):
-            why = e.last_error or "not sent yet: its destination did not answer an earlier notification in time; the next iacctl command sends it"
+            why = e.last_error or ("not sent yet: its destination did not answer an earlier notification in time; "
+                                   "the next iacctl command sends it")
             state = "dead" if e.status == "dead" else "pending"
             parts.append(f"{e.destination_name} (task {e.task_id} {e.event}, entry {e.id}, {state}): {why}")
         dead = any(e.status == "dead" for e in undelivered)
