@@ -121,7 +121,9 @@ class TaskRun:
             return self._end(Status.FAILED, str(exc))
         except OSError as exc:
             # Issue 13 item 7: a file-system fault names its cause and path, not "internal error".
-            return self._end(Status.FAILED, f"at stage {self.stage}: {disk_error(exc, 'using', exc.filename or '?')}")
+            # Issue 19 item 6: a fault with no file named says so, never "using ?".
+            what = disk_error(exc, "using", exc.filename) if exc.filename else f"failed: {exc.strerror or exc}"
+            return self._end(Status.FAILED, f"at stage {self.stage}: {what}")
         except Exception as exc:
             return self._end(Status.FAILED, f"internal error at stage {self.stage}: {exc!r}")
         finally:
