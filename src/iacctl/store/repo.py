@@ -684,6 +684,13 @@ def task_actor(task: Task) -> str:
     return task.runner_host or task.creator_host or "iacctl"
 
 
+def task_message(task: Task) -> str | None:
+    """Issue 19 item 7: the --message the task was created with (HCP's run message), if any."""
+    view = actor_view(task.created_by)
+    message = view.get("message") if view is not None else None
+    return str(message) if message else None
+
+
 def destinations_for(session: Session, workspace_id: int, event: str) -> list[NotificationDestination]:
     """The enabled destinations of the workspace and the global ones that chose the event."""
     rows = session.exec(
@@ -728,7 +735,7 @@ def write_follow_ups(session: Session, task_id: int, previous: Status | None, ta
                   workspace_id=task.workspace_id, workspace_name=str(ws_name), created_at=task.created_at,
                   updated_at=t, actor=task_actor(task), plan_hash=task.plan_hash, changes=changes,
                   error=task.error if target in (Status.FAILED, Status.CANCELLED, Status.APPLIED_STATE_ERROR)
-                  else None).as_json()
+                  else None, message=task_message(task)).as_json()
     return _notification_entries(session, task, destinations, event, occurrence, facts, t)
 
 
@@ -1147,5 +1154,6 @@ def write_drift_follow_ups(session: Session, task_id: int, drifted: list[dict[st
     t = now()
     facts = Facts(event=Event.DRIFT_DETECTED, task_id=task_id, task_kind=task.kind, status=str(task.status),
                   workspace_id=task.workspace_id, workspace_name=str(ws_name), created_at=task.created_at,
-                  updated_at=t, actor=task_actor(task), plan_hash=task.plan_hash, drift=drifted).as_json()
+                  updated_at=t, actor=task_actor(task), plan_hash=task.plan_hash, drift=drifted,
+                  message=task_message(task)).as_json()
     return _notification_entries(session, task, destinations, Event.DRIFT_DETECTED, 1, facts, t)
