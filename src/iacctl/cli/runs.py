@@ -67,13 +67,13 @@ def _finish(task_view: dict[str, Any], as_json: bool) -> int:
     if status == "apply_pending":
         if not as_json:
             counts = task_view["changes"] or {}
-            message(f"task {task_view['id']}: plan has changes ({_summary(counts)}); "
+            message(f"task {task_view['id']}: plan has changes ({_summary(counts, task_view.get('moves'))}); "
                     f"review it with: iacctl tasks plan {task_view['id']}; "
                     f"apply it with: iacctl confirm-apply {task_view['id']}")
         return EXIT_CHANGES
     if status == "planned_and_finished":
         if not as_json:
-            message(f"task {task_view['id']}: {_summary(task_view['changes'] or {})}")
+            message(f"task {task_view['id']}: {_summary(task_view['changes'] or {}, task_view.get('moves'))}")
         # A speculative plan with changes exits 2, as terraform plan -detailed-exitcode does.
         return EXIT_CHANGES if task_view["has_changes"] else EXIT_OK
     if status == "applied" and not as_json:
@@ -81,11 +81,10 @@ def _finish(task_view: dict[str, Any], as_json: bool) -> int:
     return EXIT_OK
 
 
-def _summary(counts: dict[str, int]) -> str:
-    if not counts:
-        return "no changes"
-    if not any(counts.values()):
-        return "no changes"
+def _summary(counts: dict[str, int], moves: int | None = None) -> str:
+    if not counts or not any(counts.values()):
+        # Issue 19 item 7: a plan of moves only says so, never "plan has changes (no changes)".
+        return f"no changes; {moves} move{'s' if moves != 1 else ''}" if moves else "no changes"
     text = (f"{counts.get('add', 0)} to add, {counts.get('change', 0)} to change, "
             f"{counts.get('destroy', 0)} to destroy, {counts.get('replace', 0)} to replace")
     if counts.get("replace"):
@@ -93,6 +92,8 @@ def _summary(counts: dict[str, int]) -> str:
         # two never read as contradicting each other.
         text += (f"; Terraform's Plan line: {counts.get('add', 0) + counts['replace']} to add, "
                  f"{counts.get('change', 0)} to change, {counts.get('destroy', 0) + counts['replace']} to destroy")
+    if moves:
+        text += f"; {moves} move{'s' if moves != 1 else ''}"
     return text
 
 

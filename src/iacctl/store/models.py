@@ -171,6 +171,7 @@ class Task(SQLModel, table=True):
     destroy_count: int | None = None
     replace_count: int | None = None
     output_count: int | None = None
+    move_count: int | None = None  # issue 19 item 7: resources the plan moves (moved blocks)
     apply_path: str | None = None  # E6: same_slot | rebuilt
     state_version_id: int | None = None
     replans: int = 0
