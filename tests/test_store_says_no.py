@@ -30,7 +30,7 @@ def test_a_store_busy_while_plan_waits_leaves_no_task_to_run_later(env: Env) -> 
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(env.db_path), "4"], stdout=subprocess.PIPE,
                               text=True)
     try:
-        out, err = plan.communicate(timeout=60)
+        _, err = plan.communicate(timeout=60)
     finally:
         holder.wait(timeout=30)
     assert plan.returncode == 1, err
