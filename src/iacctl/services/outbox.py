@@ -127,6 +127,8 @@ def claim_next(store: Store, *, mine: set[int] | None = None, skip_lanes: set[re
                     if entry.destination_id is not None else None
                 session.refresh(entry)
                 return Claim(entry, token, destination)
+            # Another process claimed it since we read it: its lane is being sent to (order).
+            busy.add(lane)
     return None
 
 
