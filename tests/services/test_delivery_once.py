@@ -52,7 +52,8 @@ def test_each_answering_destination_gets_each_event_once_and_a_hanging_one_is_gi
     # No "not delivered yet" for the destinations that answered; the hanging one is said.
     warnings = [x for x in lines if "not delivered yet" in x]
     assert warnings and all("fast (" not in x and "slow (" not in x for x in warnings), warnings
-    assert all("hang (" in x and "no answer within the command's budget of 3 s" in x for x in warnings)
+    assert all("hang (" in x for x in warnings)
+    assert any("no answer within the command's budget of 3 s" in x for x in warnings)
     for name in ("fast", "slow"):
         log = _deliveries(env, name)
         assert Counter(d["result"] for d in log) == {"verified": 1, "delivered": expected}, log
