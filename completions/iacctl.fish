@@ -346,7 +346,7 @@ complete -c iacctl -n '__iacctl_at iacctl notify' -s h -l help -d 'Show the help
 complete -c iacctl -n '__iacctl_at iacctl notify create' -l url -x -d 'Where notifications are POSTed (a Slack incoming webhook URL for --type slack).'
 complete -c iacctl -n '__iacctl_at iacctl notify create' -l type -x -d 'generic (HCP Terraform\'s payload) or slack.'
 complete -c iacctl -n '__iacctl_at iacctl notify create' -l token-file -x -d 'File holding the token that signs requests (X-TFE-Notification-Signature).'
-complete -c iacctl -n '__iacctl_at iacctl notify create' -l events -x -d 'Comma-separated events: created, planning, needs_confirmation, applying, applied, planned, failed, cancelled (drift_detected is reserved).'
+complete -c iacctl -n '__iacctl_at iacctl notify create' -l events -x -d 'Comma-separated events: created, planning, needs_confirmation, applying, applied, planned, failed, cancelled, and drift_detected: a drift check (iacctl drift check) found drift not seen before, sent as HCP\'s assessment notification (payload_version 2, trigger assessment:drifted).'
 complete -c iacctl -n '__iacctl_at iacctl notify create' -l workspace -x -a '(__iacctl_values workspace)' -d 'Only this workspace\'s tasks (default: every workspace).'
 complete -c iacctl -n '__iacctl_at iacctl notify create' -l json -d 'Print JSON.'
 complete -c iacctl -n '__iacctl_at iacctl notify create' -s h -l help -d 'Show the help and exit.'

@@ -99,6 +99,8 @@ class Env:
         saved = dict(os.environ)
         os.environ.clear()
         os.environ.update(self.vars)
+        # It reads and arranges rows; sending follow-ups is the commands' business, not its own.
+        os.environ["IACCTL_FOLLOW_UP_BUDGET"] = "0"
         try:
             app = App()
             assert app.store is not None  # opens and migrates with this environment

@@ -20,6 +20,13 @@ class IacctlError(Exception):
     """Base of every error iacctl reports to the user."""
 
     exit_code = EXIT_FAILED
+    # Issue 19 item 5: the task the error is about, if one exists (`--json` then prints it).
+    task_id: int | None = None
+
+    def about(self, task_id: int) -> IacctlError:
+        """This error, naming the task it is about."""
+        self.task_id = task_id
+        return self
 
 
 class UsageError(IacctlError):

@@ -37,6 +37,35 @@ def test_generic_payload_is_hcp_terraforms_version_1_with_one_extra_key() -> Non
     assert doc["iacctl"]["changes"]["add"] == 2 and doc["iacctl"]["plan_hash"] == "ab" * 32
 
 
+def test_run_message_is_the_tasks_message_else_what_iacctl_says() -> None:
+    """Issue 19 item 7: HCP's run_message is the run's message: the task's --message."""
+    from dataclasses import replace
+
+    with_message = replace(FACTS, message="rotate the db password")
+    doc = payload.generic_payload(destination_id=4, facts=with_message, public_url="http://h", event_id="e", attempt=1)
+    assert doc["run_message"] == "rotate the db password"
+    doc = payload.generic_payload(destination_id=4, facts=FACTS, public_url="http://h", event_id="e", attempt=1)
+    assert doc["run_message"] == "iacctl task 7 (plan_and_apply)"
+
+
+def test_drift_is_hcps_assessment_notification_version_2() -> None:
+    from dataclasses import replace
+
+    drift = replace(FACTS, event=Event.DRIFT_DETECTED, task_kind="drift_check", changes=None,
+                    drift=[{"address": "a.b", "change": "updated", "attributes": ["x"]}])
+    doc = payload.generic_payload(destination_id=4, facts=drift, public_url="https://h/", event_id="e", attempt=1)
+    assert list(doc) == ["payload_version", "notification_configuration_id", "notification_configuration_url",
+                         "trigger_scope", "trigger", "message", "details", "iacctl"]
+    assert (doc["payload_version"], doc["trigger_scope"], doc["trigger"]) == (2, "assessment", "assessment:drifted")
+    assert doc["notification_configuration_url"] == "https://h/api/v2/notification-configurations/nc-4"
+    result = doc["details"]["new_assessment_result"]
+    assert list(result) == ["id", "url", "succeeded", "drifted", "all_checks_succeeded", "resources_drifted",
+                            "resources_undrifted", "checks_passed", "checks_failed", "checks_errored", "created_at"]
+    assert (result["id"], result["drifted"], result["resources_drifted"]) == ("asmtres-7", True, 1)
+    assert result["created_at"] == "2027-01-15T08:00:42.500Z"
+    assert doc["details"]["workspace_name"] == "net" and doc["details"]["organization_name"] == "iacctl"
+
+
 def test_signature_is_hex_hmac_sha512_of_the_exact_compact_body() -> None:
     doc = payload.generic_payload(destination_id=1, facts=FACTS, public_url="http://h", event_id="e", attempt=1)
     body = payload.encode(doc)

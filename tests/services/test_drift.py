@@ -110,8 +110,17 @@ def test_a_drift_notification_only_when_the_drifted_set_is_new_or_changed(drift_
         assert first["notified"] is True
         (note,) = receiver.wait_for(1)
         payload = note.payload
-        assert note.trigger == "assessment:drifted" and payload["workspace_name"] == "net"
-        assert payload["run_id"] == f"run-{first['task']}"
+        # Issue 19 item 7: HCP's assessment notification (payload version 2), as HCP receivers parse it.
+        assert note.trigger == "assessment:drifted" and payload["payload_version"] == 2
+        assert payload["trigger_scope"] == "assessment" and payload["message"] == "Drift Detected"
+        assert payload["notification_configuration_id"] == "nc-1"
+        details = payload["details"]
+        assert (details["workspace_name"], details["workspace_id"], details["prior_assessment_result"]) == (
+            "net", "ws-1", None)
+        result = details["new_assessment_result"]
+        assert result["id"] == f"asmtres-{first['task']}" and result["drifted"] is True
+        assert (result["resources_drifted"], result["succeeded"], result["checks_failed"]) == (1, True, 0)
+        assert "run_id" not in payload and "notifications" not in payload
         assert payload["iacctl"]["event"] == "drift_detected"
         assert payload["iacctl"]["drift"] == [{"address": "filedrift_file.a", "change": "updated",
                                                "attributes": ["content"]}]

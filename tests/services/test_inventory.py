@@ -122,6 +122,11 @@ def test_the_records_are_posted_signed_to_the_inventory_url(env: Env) -> None:
     assert [r["address"] for r in first["resources"]] == ['terraform_data.each["a"]', "terraform_data.fixed"]
     assert second["removed"] == ['terraform_data.each["a"]'] and second["serial"] > first["serial"]
     assert b"s3cret" not in got[0].body + got[1].body
+    # Issue 19 item 7: the POST and `inventory list --json` name each field the same way.
+    listed = {r["address"]: r for r in env.ok("inventory", "list", "--json").json()}
+    posted = first["resources"][1]
+    assert list(posted) == ["address", "module", "type", "name", "index", "provider", "mode", "id"]
+    assert {k: listed["terraform_data.fixed"][k] for k in posted} == posted
     shown = env.ok("inventory", "endpoint", "show", "--json").json()
     assert shown["url"] == receiver.url and shown["hmac_key"] == "********"
     assert key.decode() not in env.ok("inventory", "endpoint", "show").out

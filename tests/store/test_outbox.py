@@ -107,7 +107,7 @@ def test_a_claim_is_won_once_and_only_it_marks_the_entry(app: App) -> None:
     with app.store.write() as session:
         repo.transition(session, task_id, Status.RUNNING, Status.APPLY_PENDING, "plan has changes")
     with app.store.read() as session:
-        [head] = repo.open_outbox_heads(session)
+        [head] = repo.open_outbox_entries(session)
     claims = []
     for token in ("first", "second"):  # both read the entry as pending, both try to claim it
         with app.store.write() as session:

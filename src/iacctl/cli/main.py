@@ -77,7 +77,11 @@ def version() -> None:
 
 
 def _say(message: str) -> None:
-    sys.stderr.write(f"iacctl: {message}\n")
+    try:
+        sys.stderr.write(f"iacctl: {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass  # issue 19 item 6: nobody reads stderr any more; the exit code still says it
     sys.stderr.flush()
 
 

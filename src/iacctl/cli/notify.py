@@ -16,7 +16,8 @@ outbox_app = typer.Typer(help="The outbox: every follow-up of a task until it is
                          no_args_is_help=True)
 
 EVENTS_HELP = ("Comma-separated events: created, planning, needs_confirmation, applying, applied, planned, failed, "
-               "cancelled (drift_detected is reserved).")
+               "cancelled, and drift_detected: a drift check (iacctl drift check) found drift not seen before, "
+               "sent as HCP's assessment notification (payload_version 2, trigger assessment:drifted).")
 
 
 def _say(view: dict[str, Any], what: str, as_json: bool) -> None:

@@ -21,6 +21,28 @@ from iacctl.domain.lifecycle import Stage
 WIDE = typer.Option(False, "--wide", help="Show every column, however wide the terminal.")
 
 
+def write(stream: TextIO, text: str) -> None:
+    """Write and flush, whoever reads. Issue 19 item 6: a reader that went away (`| head`
+    closed the pipe, the terminal vanished) never fails the command or its task: the stream is
+    pointed at /dev/null and the command goes on silently, as a detached one would."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except (OSError, ValueError):
+        silence(stream)
+
+
+def silence(stream: TextIO) -> None:
+    """Point the stream's file descriptor at /dev/null, so that later writes (and Python's
+    flush at exit) succeed unseen instead of raising BrokenPipeError."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 def print_json(doc: Any) -> None:
     # Indented for a person at a terminal; compact for pipes and scripts, where the C encoder
     # keeps a 10,000-task listing fast.
@@ -28,8 +50,7 @@ def print_json(doc: Any) -> None:
         text = json.dumps(doc, indent=2)
     else:
         text = json.dumps(doc, separators=(",", ":"))
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+    write(sys.stdout, text + "\n")
 
 
 def fancy(stream: TextIO) -> bool:
@@ -137,9 +158,7 @@ def nothing_listed(what: str, filters: Sequence[tuple[str, Any]], empty: str) ->
 
 
 def message(text: str, *, err: bool = False) -> None:
-    stream = sys.stderr if err else sys.stdout
-    stream.write(text + "\n")
-    stream.flush()
+    write(sys.stderr if err else sys.stdout, text + "\n")
 
 
 class TerminalReporter:
@@ -158,7 +177,7 @@ class TerminalReporter:
 
     def stage(self, task_id: int, stage: Stage) -> None:
         if self._console is not None:
-            self._console.print(f"[bold cyan]▸ task {task_id}: {stage}[/]")
+            self._rich(f"[bold cyan]▸ task {task_id}: {stage}[/]")
         else:
             self._plain(f"[task {task_id}] stage: {stage}")
 
@@ -174,15 +193,20 @@ class TerminalReporter:
             from rich.text import Text
 
             # iacctl's own notes are information, not warnings: a dim prefix, plain text.
-            self._console.print(Text.assemble(("iacctl: ", "dim"), text))
+            self._rich(Text.assemble(("iacctl: ", "dim"), text))
         else:
             self._plain(f"iacctl: {text}")
 
     def summary(self, text: str) -> None:
         """On stderr whatever else goes where, so a --json document on stdout stays alone."""
-        sys.stderr.write(f"iacctl: {text}\n")
-        sys.stderr.flush()
+        write(sys.stderr, f"iacctl: {text}\n")
+
+    def _rich(self, text: Any) -> None:
+        try:
+            self._console.print(text)
+        except (OSError, ValueError):  # the terminal went away: see write()
+            silence(self.stream)
+            self._console = None
 
     def _plain(self, text: str) -> None:
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        write(self.stream, text + "\n")

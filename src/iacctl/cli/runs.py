@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from iacctl.cli.context import app_of, in_id_range, stop_gracefully_on_signals
 from iacctl.cli.render import TerminalReporter, message, print_json
-from iacctl.errors import EXIT_CHANGES, EXIT_OK, TaskCancelled, TaskFailed
+from iacctl.errors import EXIT_CHANGES, EXIT_OK, IacctlError, TaskCancelled, TaskFailed, UsageError
+
+if TYPE_CHECKING:
+    from iacctl.services.app import App
 
 WAIT_TIMEOUT = typer.Option(
     None, "--wait-timeout", envvar="IACCTL_WAIT_TIMEOUT", metavar="DURATION",
@@ -29,6 +34,23 @@ def _wait_timeout(text: str | None) -> float | None:
     return parse_duration(text) if text else None
 
 
+@contextlib.contextmanager
+def _json_whatever_the_end(app: App, as_json: bool, task_id: int | None = None) -> Iterator[None]:
+    """Issue 19 item 5: with --json, a command that created or touched a task prints the task's
+    document on stdout whatever its exit code (a re-plan, a wait given up, a refusal), so that
+    `... | jq .id` works exactly where a script branches; the error stays one line on stderr."""
+    try:
+        yield
+    except IacctlError as exc:
+        about = exc.task_id if exc.task_id is not None else task_id
+        if as_json and about is not None and not isinstance(exc, UsageError):
+            from iacctl.services import tasks
+
+            with contextlib.suppress(IacctlError):  # a store that says no has no document to give
+                print_json(tasks.show(app, about))
+        raise
+
+
 def _finish(task_view: dict[str, Any], as_json: bool) -> int:
     """Exit code for a task's end (C3)."""
     if as_json:
@@ -45,13 +67,13 @@ def _finish(task_view: dict[str, Any], as_json: bool) -> int:
     if status == "apply_pending":
         if not as_json:
             counts = task_view["changes"] or {}
-            message(f"task {task_view['id']}: plan has changes ({_summary(counts)}); "
+            message(f"task {task_view['id']}: plan has changes ({_summary(counts, task_view.get('moves'))}); "
                     f"review it with: iacctl tasks plan {task_view['id']}; "
                     f"apply it with: iacctl confirm-apply {task_view['id']}")
         return EXIT_CHANGES
     if status == "planned_and_finished":
         if not as_json:
-            message(f"task {task_view['id']}: {_summary(task_view['changes'] or {})}")
+            message(f"task {task_view['id']}: {_summary(task_view['changes'] or {}, task_view.get('moves'))}")
         # A speculative plan with changes exits 2, as terraform plan -detailed-exitcode does.
         return EXIT_CHANGES if task_view["has_changes"] else EXIT_OK
     if status == "applied" and not as_json:
@@ -63,11 +85,10 @@ def _finish(task_view: dict[str, Any], as_json: bool) -> int:
     return EXIT_OK
 
 
-def _summary(counts: dict[str, int]) -> str:
-    if not counts:
-        return "no changes"
-    if not any(counts.values()):
-        return "no changes"
+def _summary(counts: dict[str, int], moves: int | None = None) -> str:
+    if not counts or not any(counts.values()):
+        # Issue 19 item 7: a plan of moves only says so, never "plan has changes (no changes)".
+        return f"no changes; {moves} move{'s' if moves != 1 else ''}" if moves else "no changes"
     text = (f"{counts.get('add', 0)} to add, {counts.get('change', 0)} to change, "
             f"{counts.get('destroy', 0)} to destroy, {counts.get('replace', 0)} to replace")
     if counts.get("replace"):
@@ -75,6 +96,8 @@ def _summary(counts: dict[str, int]) -> str:
         # two never read as contradicting each other.
         text += (f"; Terraform's Plan line: {counts.get('add', 0) + counts['replace']} to add, "
                  f"{counts.get('change', 0)} to change, {counts.get('destroy', 0) + counts['replace']} to destroy")
+    if moves:
+        text += f"; {moves} move{'s' if moves != 1 else ''}"
     return text
 
 
@@ -96,8 +119,9 @@ def plan(
     reporter = TerminalReporter(to_stderr=as_json, show_output=not quiet)
     limit = _wait_timeout(wait_timeout)
     stop_gracefully_on_signals()
-    task = planning.plan_workspace(app, workspace, plan_only=plan_only, wait=not no_wait, reporter=reporter,
-                                   wait_timeout=limit, message=text)
+    with _json_whatever_the_end(app, as_json):
+        task = planning.plan_workspace(app, workspace, plan_only=plan_only, wait=not no_wait, reporter=reporter,
+                                       wait_timeout=limit, message=text)
     view = tasks.show(app, task.id or 0)
     if no_wait and view["status"] == "failed":
         # Issue 10 item 6: the pool cannot start it (the cluster refuses its pods).
@@ -130,7 +154,9 @@ def confirm_apply(
     reporter = TerminalReporter(to_stderr=as_json, show_output=not quiet)
     limit = _wait_timeout(wait_timeout)
     stop_gracefully_on_signals()
-    task = confirm.confirm_apply(app, task_id, rebuild=rebuild, reporter=reporter, wait_timeout=limit, message=text)
+    with _json_whatever_the_end(app, as_json, task_id):
+        task = confirm.confirm_apply(app, task_id, rebuild=rebuild, reporter=reporter, wait_timeout=limit,
+                                     message=text)
     view = tasks.show(app, task.id or 0)
     view["queued_followers"] = confirm.queued_followers(app, task.id or 0)
     raise typer.Exit(_finish(view, as_json))
@@ -149,7 +175,8 @@ def cancel(
 
     app = app_of(ctx)
     reporter = TerminalReporter(to_stderr=True, show_output=False)
-    task = cancelling.cancel(app, task_id, wait=not no_wait, reporter=reporter, message=text)
+    with _json_whatever_the_end(app, as_json, task_id):
+        task = cancelling.cancel(app, task_id, wait=not no_wait, reporter=reporter, message=text)
     view = tasks.show(app, task.id or 0)
     if as_json:
         print_json(view)

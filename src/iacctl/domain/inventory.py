@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -26,7 +26,10 @@ class Resource:
     resource_id: str | None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """As the inventory URL receives it, with the field names `inventory list --json` uses
+        (issue 19 item 7: one name per field wherever it is read)."""
+        return {"address": self.address, "module": self.module, "type": self.type, "name": self.name,
+                "index": self.index, "provider": self.provider, "mode": self.mode, "id": self.resource_id}
 
 
 def _index_text(key: Any) -> str | None:

@@ -72,6 +72,8 @@ class Facts:
     error: str | None = None
     # F5: a drift_detected event's drifted resources (address, change, attribute names; no values).
     drift: list[dict[str, Any]] | None = None
+    # Issue 19 item 7: the task's --message, HCP's run message.
+    message: str | None = None
 
     def as_json(self) -> str:
         return json.dumps({**self.__dict__, "event": self.event.value}, separators=(",", ":"))

@@ -50,6 +50,13 @@ def count_changes(plan_json: dict[str, Any]) -> ChangeCounts:
     return ChangeCounts(add, change, destroy, replace, outputs)
 
 
+def count_moves(plan_json: dict[str, Any]) -> int:
+    """Issue 19 item 7: resources the plan moves to a new address (moved blocks), whatever else
+    it does to them. A plan of moves only has changes, but none that the counts above show."""
+    return sum(1 for rc in plan_json.get("resource_changes") or []
+               if rc.get("previous_address") and rc.get("previous_address") != rc.get("address"))
+
+
 # -- review (issue 9): what a plan changes, resource by resource ---------------------------------
 
 SENSITIVE = "(sensitive value)"

@@ -21,7 +21,7 @@ from typing import Any
 from iacctl.domain.diagnostics import terraform_diagnostic
 from iacctl.domain.drift import DriftedResource, parse_resource_drift
 from iacctl.domain.lifecycle import SPECULATIVE, Stage, Status, TaskKind
-from iacctl.domain.plans import count_changes
+from iacctl.domain.plans import count_changes, count_moves
 from iacctl.domain.slots import SlotState
 from iacctl.errors import BackendError, IacctlError, TaskFailed, TerraformError
 from iacctl.executor import terraform as tf
@@ -121,7 +121,9 @@ class TaskRun:
             return self._end(Status.FAILED, str(exc))
         except OSError as exc:
             # Issue 13 item 7: a file-system fault names its cause and path, not "internal error".
-            return self._end(Status.FAILED, f"at stage {self.stage}: {disk_error(exc, 'using', exc.filename or '?')}")
+            # Issue 19 item 6: a fault with no file named says so, never "using ?".
+            what = disk_error(exc, "using", exc.filename) if exc.filename else f"failed: {exc.strerror or exc}"
+            return self._end(Status.FAILED, f"at stage {self.stage}: {what}")
         except Exception as exc:
             return self._end(Status.FAILED, f"internal error at stage {self.stage}: {exc!r}")
         finally:
@@ -286,6 +288,7 @@ class TaskRun:
                 session, self.task_id, plan_hash=plan_hash, planned_at=repo.now(),
                 has_changes=has_changes, add_count=counts.add, change_count=counts.change,
                 destroy_count=counts.destroy, replace_count=counts.replace, output_count=counts.outputs,
+                move_count=count_moves(plan_json),
             )
         self.log.note(f"plan saved: {counts.summary()}; plan_hash {plan_hash[:16]}")
         return has_changes

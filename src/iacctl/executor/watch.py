@@ -38,6 +38,10 @@ def stop_gracefully_on_signals() -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+    # Issue 19 item 6: only SIGINT, SIGTERM and `iacctl cancel` cancel. A terminal that goes
+    # away (SIGHUP) leaves the task to go on as a detached one would; its output stops
+    # (cli.render.write) and its result is in `tasks show`.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 class CancelWatch:

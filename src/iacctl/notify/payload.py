@@ -19,6 +19,7 @@ from typing import Any
 from iacctl.domain.notifications import HCP, VERIFICATION_TRIGGER, Event, Facts
 
 PAYLOAD_VERSION = 1
+ASSESSMENT_PAYLOAD_VERSION = 2  # HCP's drift (assessment) notifications
 ORGANIZATION = "iacctl"
 SIGNATURE_HEADER = "X-TFE-Notification-Signature"
 EXTRA_KEY = "iacctl"
@@ -55,14 +56,18 @@ def next_command(facts: Facts) -> str | None:
 
 def generic_payload(*, destination_id: int, facts: Facts, public_url: str, event_id: str,
                     attempt: int) -> dict[str, Any]:
-    """F3: HCP Terraform's notification payload version 1, and iacctl's facts under `iacctl`."""
+    """F3: HCP Terraform's notification payload version 1 (version 2 for drift, as HCP sends
+    assessments), and iacctl's facts under `iacctl`."""
+    if facts.event == Event.DRIFT_DETECTED:
+        return assessment_payload(destination_id=destination_id, facts=facts, public_url=public_url,
+                                  event_id=event_id, attempt=attempt)
     naming = HCP[facts.event]
     return {
         "payload_version": PAYLOAD_VERSION,
         "notification_configuration_id": f"nc-{destination_id}",
         "run_url": run_url(public_url, facts),
         "run_id": run_id(facts.task_id),
-        "run_message": f"iacctl task {facts.task_id} ({facts.task_kind})",
+        "run_message": facts.message or f"iacctl task {facts.task_id} ({facts.task_kind})",
         "run_created_at": iso8601(facts.created_at),
         "run_created_by": facts.actor,
         "workspace_id": f"ws-{facts.workspace_id}",
@@ -77,19 +82,63 @@ def generic_payload(*, destination_id: int, facts: Facts, public_url: str, event
                 "run_updated_by": facts.actor,
             }
         ],
-        EXTRA_KEY: {
-            "event": facts.event.value,
-            "event_id": event_id,
-            "attempt": attempt,
-            "task_id": facts.task_id,
-            "task_kind": facts.task_kind,
-            "task_status": facts.status,
-            "plan_hash": facts.plan_hash,
-            "changes": facts.changes,
-            "error": facts.error,
-            "drift": facts.drift,
-            "next_command": next_command(facts),
+        EXTRA_KEY: _extra(facts, event_id, attempt),
+    }
+
+
+def _extra(facts: Facts, event_id: str, attempt: int) -> dict[str, Any]:
+    return {
+        "event": facts.event.value,
+        "event_id": event_id,
+        "attempt": attempt,
+        "task_id": facts.task_id,
+        "task_kind": facts.task_kind,
+        "task_status": facts.status,
+        "plan_hash": facts.plan_hash,
+        "changes": facts.changes,
+        "error": facts.error,
+        "drift": facts.drift,
+        "next_command": next_command(facts),
+    }
+
+
+def assessment_payload(*, destination_id: int, facts: Facts, public_url: str, event_id: str,
+                       attempt: int) -> dict[str, Any]:
+    """Issue 19 item 7: a drift check's notification in the shape HCP Terraform sends its
+    assessments (a workspace notification, payload version 2, trigger_scope `assessment`), so a
+    receiver written for HCP, which switches on payload_version, parses it. The drift check task
+    is the assessment; iacctl keeps no prior result to compare with (null, as HCP sends for a
+    first assessment). Checks (HCP's continuous validation) are not run: zero counts."""
+    naming = HCP[facts.event]
+    base = public_url.rstrip("/")
+    drifted = facts.drift or []
+    return {
+        "payload_version": ASSESSMENT_PAYLOAD_VERSION,
+        "notification_configuration_id": f"nc-{destination_id}",
+        "notification_configuration_url": f"{base}/api/v2/notification-configurations/nc-{destination_id}",
+        "trigger_scope": "assessment",
+        "trigger": naming.trigger,
+        "message": naming.message,
+        "details": {
+            "new_assessment_result": {
+                "id": f"asmtres-{facts.task_id}",
+                "url": f"{base}/api/v2/assessment-results/asmtres-{facts.task_id}",
+                "succeeded": True,
+                "drifted": bool(drifted),
+                "all_checks_succeeded": True,
+                "resources_drifted": len(drifted),
+                "resources_undrifted": 0,
+                "checks_passed": 0,
+                "checks_failed": 0,
+                "checks_errored": 0,
+                "created_at": iso8601(facts.updated_at),
+            },
+            "prior_assessment_result": None,
+            "workspace_id": f"ws-{facts.workspace_id}",
+            "workspace_name": facts.workspace_name,
+            "organization_name": ORGANIZATION,
         },
+        EXTRA_KEY: _extra(facts, event_id, attempt),
     }
 
 

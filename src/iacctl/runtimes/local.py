@@ -234,6 +234,8 @@ def _read(path: Path) -> bytes | None:
 
 
 def _interrupt_when_parent_dies() -> None:
+    # iacctl ignores SIGHUP while a task runs (issue 19 item 6); Terraform gets the default back.
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGINT, 0, 0, 0)

@@ -172,7 +172,7 @@ def _start_apply(app: App, task_id: int, reporter: Reporter, wait_timeout: float
             # The plan stays waiting for confirmation: only this confirmation gives up.
             raise Refused(f"task {task_id} was not applied: gave up after waiting "
                           f"{format_duration(wait_timeout or 0)} for {decision.waiting_for}; it still waits "
-                          f"for confirmation")
+                          f"for confirmation").about(task_id)
         time.sleep(queue.WAIT_POLL_SECONDS)
 
 
@@ -201,7 +201,7 @@ def _plan_again(app: App, task_id: int, lost: str, reporter: Reporter, wait_time
     if task.status == Status.APPLY_PENDING:
         raise Replanned(
             f"task {task_id} was re-planned because {lost}; review it and run: iacctl confirm-apply {task_id}"
-        )
+        ).about(task_id)
     return task
 
 

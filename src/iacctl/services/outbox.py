@@ -3,8 +3,12 @@ delivery log, retries with backoff, `dead` entries, and the command's short wait
 
 Entries are written by `repo.transition()` in the transaction of the status change that causes
 them. Here they are sent: by the command that wrote them, at once, in background threads (at
-most 8 in flight, one at a time per destination, so its events arrive in order), waited for at
-most the budget when the command ends; and by the sweep (`pods recover`) when due.
+most 8 in flight, one at a time per destination, so a working destination gets its events in
+order), waited for at most the budget when the command ends; and, when due again after a
+failure, by the next command that writes to the store, or by the sweep (`pods recover`).
+Each entry is sent on its own, as HCP Terraform sends notifications: one that waits for its
+retry holds back no later event of its destination (issue 19 item 2); the payload carries the
+time of the change, by which a receiver orders what it got.
 
 An entry is claimed with a compare-and-set (status, claim token) and a lease; it is marked
 delivered only by the claim that sent it, so at most once. A claimer that dies is noticed by
@@ -80,38 +84,41 @@ def _due(entry: OutboxEntry, at: float) -> bool:
 
 def claim_next(store: Store, *, mine: set[int] | None = None, skip_lanes: set[repo.Lane] | None = None,
                exclude: set[int] | None = None, kinds: tuple[str, ...] | None = None) -> Claim | None:
-    """Claim the next due entry: the oldest open entry of a lane (repo.outbox_lane: one at a time
-    per destination), due now, not claimed by a live process. With `mine`, only lanes that have
-    one of those entries still open (a command sends what it wrote, and what is ahead of it);
-    with `kinds`, only entries of those kinds."""
+    """Claim the next due entry: the oldest open entry due now, not claimed by a live process,
+    of a lane (repo.outbox_lane: one at a time per destination) not in `skip_lanes`. An entry
+    waiting for its retry holds back no other (issue 19 item 2). With `mine`, only those
+    entries; with `kinds`, only entries of those kinds."""
     host, pid, start = local.this_process()
     with store.write() as session:
         at = repo.now()
-        heads = repo.open_outbox_heads(session)
-        wanted: set[repo.Lane] | None = None
-        if mine is not None:
-            wanted = {repo.outbox_lane(e) for e in repo.outbox_entries(session, statuses=repo.OUTBOX_OPEN, ids=mine)}
-        for head in heads:
-            lane = repo.outbox_lane(head)
-            if wanted is not None and lane not in wanted:
+        entries = repo.open_outbox_entries(session)
+        busy: set[repo.Lane] = set(skip_lanes or ())
+        # A lane waits while one of its entries is being sent by a live process; a run trigger's
+        # also while one waits for its retry (F4: a source's applies queue plans in order).
+        busy.update(repo.outbox_lane(e) for e in entries
+                    if not _due(e, at) and (e.status == "delivering" or e.kind == "trigger"))
+        for entry in entries:
+            lane = repo.outbox_lane(entry)
+            if lane in busy or (mine is not None and entry.id not in mine):
                 continue
-            if kinds is not None and head.kind not in kinds:
+            if kinds is not None and entry.kind not in kinds:
                 continue
-            if skip_lanes and lane in skip_lanes:
+            if exclude and entry.id in exclude:
                 continue
-            if exclude and head.id in exclude:
+            if not _due(entry, at):
+                continue  # waits for its retry, holding back no other entry (issue 19 item 2)
+            if entry.destination_id is not None and not repo.lock_destination(session, entry.destination_id):
+                busy.add(lane)  # another process is claiming for this destination right now (PostgreSQL)
                 continue
-            if not _due(head, at):
-                continue
-            if head.destination_id is not None and not repo.lock_destination(session, head.destination_id):
-                continue  # another process is claiming for this destination right now (PostgreSQL)
             token = uuid.uuid4().hex
-            if repo.claim_outbox_entry(session, head, at=at, lease_s=LEASE_S, token=token, host=host, pid=pid,
+            if repo.claim_outbox_entry(session, entry, at=at, lease_s=LEASE_S, token=token, host=host, pid=pid,
                                        start=start):
-                destination = session.get(NotificationDestination, head.destination_id) \
-                    if head.destination_id is not None else None
-                session.refresh(head)
-                return Claim(head, token, destination)
+                destination = session.get(NotificationDestination, entry.destination_id) \
+                    if entry.destination_id is not None else None
+                session.refresh(entry)
+                return Claim(entry, token, destination)
+            # Another process claimed it since we read it: its lane is being sent to (order).
+            busy.add(lane)
     return None
 
 
@@ -171,9 +178,13 @@ def deliver(store: Store, claim: Claim) -> Result:
             values.update(status="pending", next_attempt_at=nxt)
     with store.write() as session:
         if not repo.settle_outbox_entry(session, entry.id or 0, claim.token, **values):
-            # Our claim was taken over meanwhile (lease out, or given up at the command's end):
-            # the entry is not marked by this attempt; the log still keeps it.
-            result, detail = "late", f"{detail}; recorded after its claim had ended"
+            # Our claim was taken over meanwhile (lease out, or given up at the command's end).
+            # Issue 19 item 1: a late answer of success still marks the entry delivered when
+            # nobody has claimed it again, so that it is never sent twice.
+            if outcome == Outcome.DELIVERED and repo.settle_late_delivery(session, entry.id or 0, at=at):
+                result, detail = "delivered", f"{detail} (answered after the command had given up on it)"
+            else:
+                result, detail = "late", f"{detail}; recorded after its claim had ended"
         repo.add_delivery(session, Delivery(
             outbox_id=entry.id, destination_id=destination.id, destination_name=destination.name, event=entry.event,
             task_id=entry.task_id, attempt=attempt_no, at=at, duration_ms=round(attempt.duration_s * 1000, 1),
@@ -245,13 +256,14 @@ class Deliverer:
     def __init__(self, store: Store, budget_s: float) -> None:
         self.store = store
         self.budget_s = budget_s
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._mine: set[int] = set()
+        self._retries: set[int] = set()
         self._attempted: set[int] = set()
         self._failed_lanes: set[repo.Lane] = set()
         self._in_flight: dict[int, Claim] = {}
         self._results: list[Result] = []
-        self._workers: list[threading.Thread] = []
+        self._workers = 0  # alive, whenever started (issue 19 item 1: finish() waits for each)
         self._generation = 0
         self._closing = False
 
@@ -262,22 +274,33 @@ class Deliverer:
             self._spawn()
 
     def _spawn(self) -> None:
-        self._workers = [w for w in self._workers if w.is_alive()]
-        if self._closing or len(self._workers) >= MAX_IN_FLIGHT:
+        if self._closing or self._workers >= MAX_IN_FLIGHT:
             return
+        self._workers += 1
         worker = threading.Thread(target=self._work, name="iacctl-follow-ups", daemon=True)
-        self._workers.append(worker)
-        worker.start()
+        try:
+            worker.start()
+        except RuntimeError:  # no thread to be had (interpreter shutting down): the sweep sends
+            self._workers -= 1
 
     def _work(self) -> None:
+        try:
+            self._deliver_mine()
+        finally:
+            with self._lock:
+                self._workers -= 1
+                self._lock.notify_all()
+
+    def _deliver_mine(self) -> None:
         while True:
             with self._lock:
                 if self._closing:
                     return
                 generation = self._generation
-                mine, exclude = set(self._mine), set(self._attempted)
-                # A destination that failed in this command is left to the sweep's backoff; one
-                # being sent to by another thread here waits its turn (order).
+                mine, exclude = self._mine | self._retries, set(self._attempted)
+                # A destination that failed in this command is tried again at its next retry,
+                # by the next command or the sweep; one being sent to by another thread here
+                # waits its turn (a working destination gets its events in order).
                 skip = self._failed_lanes | {repo.outbox_lane(c.entry) for c in self._in_flight.values()}
             try:
                 claim = claim_next(self.store, mine=mine, skip_lanes=skip, exclude=exclude, kinds=("notification",))
@@ -295,26 +318,46 @@ class Deliverer:
             try:
                 result = deliver(self.store, claim)
             except Exception as exc:
-                result = Result(claim.entry.id or 0, claim.entry.destination_name or "?", claim.entry.event,
-                                claim.entry.task_id, "retry", f"not sent: {exc}")
+                result = Result(claim.entry.id or 0, claim.entry.destination_name or claim.entry.kind,
+                                claim.entry.event, claim.entry.task_id, "retry", f"not sent: {exc}")
             with self._lock:
                 self._in_flight.pop(claim.entry.id or 0, None)
                 self._results.append(result)
                 if result.result != "delivered":
                     self._failed_lanes.add(repo.outbox_lane(claim.entry))
+                self._generation += 1  # its lane is free: what waited for it may go now
+
+    def _take_due_retries(self) -> None:
+        """Issue 19 item 2: a command that wrote to the store also sends the entries due again
+        (a failed attempt's retry, an expired claim), so that none needs cron to be sent. One
+        indexed query when there is nothing to do; not with a budget of 0 (nothing is waited for)."""
+        if self.budget_s <= 0 or not self.store.committed_writes:
+            return
+        with self.store.read() as session:
+            due = set(repo.due_outbox_ids(session, repo.now())) - self._mine
+        if due:
+            with self._lock:
+                self._retries.update(due)
+                self._generation += 1
+                self._spawn()
 
     def finish(self) -> str | None:
-        """Wait at most the budget for the deliveries under way; give up the rest (they are due
-        again after the backoff); then handle this command's run triggers and inventory syncs
-        (F4, F2) here; say in one line what is not done."""
+        """Wait at most the budget for every delivery under way, whenever its worker started;
+        give up the rest (they are due again after the backoff); then handle this command's run
+        triggers and inventory syncs (F4, F2) here; say in one line what is not done."""
+        try:
+            self._take_due_retries()
+        except Exception:
+            pass  # the store is failing; the sweep sends them
         with self._lock:
-            if not self._mine:
+            if not self._mine and not self._retries:
                 return None
-            workers = list(self._workers)
-        deadline = time.monotonic() + self.budget_s
-        for worker in workers:
-            worker.join(timeout=max(0.0, deadline - time.monotonic()))
-        with self._lock:
+            deadline = time.monotonic() + self.budget_s
+            while self._workers > 0:
+                left_s = deadline - time.monotonic()
+                if left_s <= 0:
+                    break
+                self._lock.wait(left_s)
             self._closing = True
             left = list(self._in_flight.values())
         reason = f"no answer within the command's budget of {self.budget_s:g} s"
@@ -336,7 +379,7 @@ class Deliverer:
         for kinds in (("trigger",), ("inventory",)):
             while True:
                 try:
-                    claim = claim_next(self.store, mine=set(self._mine), exclude=attempted, kinds=kinds)
+                    claim = claim_next(self.store, mine=self._mine | self._retries, exclude=attempted, kinds=kinds)
                 except Exception:
                     return  # the store is failing; the entries stay for the sweep
                 if claim is None:
@@ -364,7 +407,8 @@ class Deliverer:
             return "; ".join(lines) or None
         parts = []
         for e in sorted(undelivered, key=lambda e: e.id or 0):
-            why = e.last_error or "waits behind an earlier notification of its destination"
+            why = e.last_error or ("not sent yet: its destination did not answer an earlier notification in time; "
+                                   "the next iacctl command sends it")
             state = "dead" if e.status == "dead" else "pending"
             parts.append(f"{e.destination_name} (task {e.task_id} {e.event}, entry {e.id}, {state}): {why}")
         dead = any(e.status == "dead" for e in undelivered)

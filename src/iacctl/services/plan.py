@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from iacctl.domain.lifecycle import Status, TaskKind
-from iacctl.errors import UsageError
+from iacctl.errors import StoreError, UsageError
 from iacctl.executor import terraform as tf
 from iacctl.executor.progress import Reporter
 from iacctl.runtimes import local
-from iacctl.services import outbox, queue
+from iacctl.services import ending, outbox, queue
 from iacctl.services.app import App, current_actor
 from iacctl.store import repo
 from iacctl.store.models import Task
@@ -54,7 +54,26 @@ def plan_workspace(
         # S3, issue 10 item 4: the pool scales to every queued task, this one included.
         queue.kick_queue(app, reporter)
         return queue.get_task(app, task_id)
-    return queue.run_when_turn(app, task_id, reporter, wait_timeout=wait_timeout)
+    try:
+        return queue.run_when_turn(app, task_id, reporter, wait_timeout=wait_timeout)
+    except StoreError as exc:
+        raise StoreError(_left_behind(app, task_id, str(exc))).about(task_id) from exc
+
+
+def _left_behind(app: App, task_id: int, said: str) -> str:
+    """Issue 19 item 4: the store said no while this command waited for or ran its task. A
+    task still queued is cancelled now if the store lets us; else its command is gone when we
+    exit, and the queue and the sweep cancel it (queue._left_behind): it never runs by itself."""
+    said = said.replace("; nothing was changed", "")
+    try:
+        task = queue.get_task(app, task_id)
+        if task.status == Status.PENDING:
+            ending.end_waiting(app, task_id, Status.CANCELLED, f"the store said no while it waited: {said}")
+            return f"{said}; task {task_id} was cancelled: it never runs"
+    except Exception:
+        return (f"{said}; task {task_id} could not be ended here: it never runs by itself (its command is "
+                "gone), and the next iacctl command or `iacctl pods recover` ends it")
+    return f"{said}; task {task_id} is {task.status}: see iacctl tasks show {task_id}"
 
 
 def _check_secrets(app: App, workspace_id: int) -> None:

@@ -151,8 +151,8 @@ def _give_up(app: App, task_id: int, why: str, waiting_for: str | None) -> None:
         return  # it started or ended meanwhile; the caller reads how
     kick_queue(app)
     if waiting_for is None:
-        raise TaskCancelled(f"task {task_id} cancelled: {reason}")
-    raise Refused(f"task {task_id} cancelled: {reason}")
+        raise TaskCancelled(f"task {task_id} cancelled: {reason}").about(task_id)
+    raise Refused(f"task {task_id} cancelled: {reason}").about(task_id)
 
 
 def scale_for(app: App, task_id: int, reporter: Reporter) -> bool:
@@ -169,7 +169,7 @@ def scale_for(app: App, task_id: int, reporter: Reporter) -> bool:
         changes = scaling.reconcile_pool(app, pool.name)
     except BackendRefused as exc:
         _refused(app, [task_id], str(exc))
-        raise BackendRefused(f"task {task_id} failed: {exc}") from None
+        raise BackendRefused(f"task {task_id} failed: {exc}").about(task_id) from None
     except BackendError as exc:
         # Not waited out in silence: the task stays queued and the user hears why.
         raise BackendError(f"task {task_id} stays queued: {exc}; it starts once pool {pool.name} has a "

@@ -35,7 +35,7 @@ _COLUMNS: tuple[Any, ...] = tuple(col(c) for c in (
     Task.change_count, Task.destroy_count, Task.replace_count, Task.output_count, Task.apply_path,
     Task.state_version_id, Task.confirmed_at, Task.replans, Task.cancel_requested_at,
     Task.slot_id, Task.plan_slot_id, Task.warmup_status, Task.warmup_attempts, Task.warmup_expires_at,
-    Task.warmup_error,
+    Task.warmup_error, Task.move_count,
 ))
 
 
@@ -44,7 +44,7 @@ def _row_view(row: Any) -> dict[str, Any]:
     (task_id, kind, status, stage, error, created_at, started_at, finished_at, plan_hash, planned_at,
      has_changes, add, change, destroy, replace, outputs, apply_path, state_version_id, confirmed_at,
      replans, cancel_requested_at, _slot_id, _plan_slot_id, warmup_status, warmup_attempts, warmup_expires_at,
-     warmup_error, workspace, pool, pod, slot) = row
+     warmup_error, moves, workspace, pool, pod, slot) = row
     counts = None
     if add is not None:
         counts = {"add": add, "change": change, "destroy": destroy, "replace": replace, "outputs": outputs}
@@ -58,6 +58,8 @@ def _row_view(row: Any) -> dict[str, Any]:
         "plan_hash": plan_hash,
         "has_changes": has_changes,
         "changes": counts,
+        # Issue 19 item 7: resources the plan only moves (moved blocks): a change with no count above.
+        "moves": moves,
         "pool": pool,
         "pod": pod,
         "slot": slot,

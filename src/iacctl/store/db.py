@@ -51,7 +51,7 @@ from iacctl.errors import KeyRefused, SecretKeyError, StoreError, UsageError
 from iacctl.filelock import exclusive
 
 BUSY_TIMEOUT_MS = int(DEFAULT_BUSY_TIMEOUT_S * 1000)
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0010"
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # A new store file is empty only between its creation and the first pragma of the process
 # creating it (journal_mode = WAL writes the header at once): wait that long before calling
@@ -132,6 +132,9 @@ class Store:
         self.damaged: str | None = None
         # Told the ids of outbox entries a committed write transaction added (F1).
         self.on_outbox_written: Callable[[list[int]], None] | None = None
+        # Write transactions committed by this process: a command that wrote also sends the
+        # follow-ups due again (issue 19 item 2).
+        self.committed_writes = 0
 
     @property
     def cipher(self) -> Cipher:
@@ -226,6 +229,7 @@ class Store:
                 try:
                     yield session
                     session.commit()
+                    self.committed_writes += 1
                 except BaseException:
                     session.rollback()
                     raise
@@ -416,7 +420,9 @@ class Store:
         with self._migration_lock():
             if self._revision() == HEAD_REVISION:
                 return
-            if existed:
+            if existed and self._revision() is None:
+                # Tables without an Alembic revision are someone else's; a store at an older
+                # revision is upgraded (issue 19: migration 0010 for existing stores).
                 self._refuse_foreign_tables()
             self._upgrade()
 
@@ -543,10 +549,25 @@ class Store:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(_MIGRATIONS))
+        sqlite = self.settings.db_path is not None
         with self.write_engine.connect() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
-            conn.commit()
+            if sqlite:
+                # Migration 0010 rebuilds tables that others reference: SQLite checks foreign keys
+                # on DROP TABLE unless they are off, which can only be set outside a transaction.
+                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = OFF")  # type: ignore[union-attr]
+            try:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                if sqlite:
+                    broken = conn.execute(text("PRAGMA foreign_key_check")).first()
+                    if broken is not None:
+                        raise StoreError(f"the store's upgrade would break a reference ({tuple(broken)}); "
+                                         "nothing was changed; run: iacctl store check")
+                conn.commit()
+            finally:
+                if sqlite:
+                    conn.rollback()
+                    conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = ON")  # type: ignore[union-attr]
 
 
 def _must_retry(exc: BaseException | None) -> bool:

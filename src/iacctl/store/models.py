@@ -8,9 +8,40 @@ from __future__ import annotations
 from sqlalchemy import Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+# Issue 19 item 3: on SQLite an id is never given again after its row is deleted (AUTOINCREMENT;
+# without it SQLite reuses the largest rowid), so nothing keyed to a deleted record (a task's
+# run_id, a destination's nc-N, an outbox entry) lands on a new one. PostgreSQL's sequences never
+# reuse ids. Tables whose ids nobody sees or keeps (task events and log lines) do without.
+# Migration 0010 rebuilds the tables of existing SQLite stores with it, keeping their ids.
+AUTOINCREMENT = {"sqlite_autoincrement": True}
+AUTOINCREMENT_TABLES = (
+    "pools",
+    "freeze_windows",
+    "pods",
+    "slots",
+    "workspaces",
+    "variables",
+    "tasks",
+    "state_versions",
+    "config_snapshots",
+    "plan_artifacts",
+    "run_tasks",
+    "workspace_run_tasks",
+    "task_results",
+    "runtask_servers",
+    "notification_destinations",
+    "outbox",
+    "deliveries",
+    "run_triggers",
+    "inventory_resources",
+    "inventory_syncs",
+    "inventory_endpoints",
+)
+
 
 class Pool(SQLModel, table=True):
     __tablename__ = "pools"
+    __table_args__ = AUTOINCREMENT
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, max_length=90)
     backend: str = Field(default="local", max_length=20)  # S1: local | kubernetes
@@ -32,6 +63,7 @@ class FreezeWindow(SQLModel, table=True):
     """S4: while now is in [starts_at, ends_at) no task starts in the pool and it has no pods."""
 
     __tablename__ = "freeze_windows"
+    __table_args__ = AUTOINCREMENT
     id: int | None = Field(default=None, primary_key=True)
     pool_id: int = Field(foreign_key="pools.id", index=True)
     starts_at: float
@@ -42,7 +74,7 @@ class FreezeWindow(SQLModel, table=True):
 
 class Pod(SQLModel, table=True):
     __tablename__ = "pods"
-    __table_args__ = (UniqueConstraint("pool_id", "name"),)
+    __table_args__ = (UniqueConstraint("pool_id", "name"), AUTOINCREMENT)
     id: int | None = Field(default=None, primary_key=True)
     pool_id: int = Field(foreign_key="pools.id", index=True)
     name: str = Field(max_length=253)
@@ -53,7 +85,7 @@ class Pod(SQLModel, table=True):
 
 class Slot(SQLModel, table=True):
     __tablename__ = "slots"
-    __table_args__ = (UniqueConstraint("pod_id", "slot_index"), Index("ix_slots_state", "state"))
+    __table_args__ = (UniqueConstraint("pod_id", "slot_index"), Index("ix_slots_state", "state"), AUTOINCREMENT)
     id: int | None = Field(default=None, primary_key=True)
     pod_id: int = Field(foreign_key="pods.id", index=True)
     slot_index: int
@@ -64,6 +96,7 @@ class Slot(SQLModel, table=True):
 
 class Workspace(SQLModel, table=True):
     __tablename__ = "workspaces"
+    __table_args__ = AUTOINCREMENT
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, max_length=90)
     source_dir: str
@@ -81,7 +114,7 @@ class Workspace(SQLModel, table=True):
 
 class Variable(SQLModel, table=True):
     __tablename__ = "variables"
-    __table_args__ = (UniqueConstraint("workspace_id", "category", "key"),)
+    __table_args__ = (UniqueConstraint("workspace_id", "category", "key"), AUTOINCREMENT)
     id: int | None = Field(default=None, primary_key=True)
     workspace_id: int = Field(foreign_key="workspaces.id", index=True)
     key: str = Field(max_length=128)
@@ -95,7 +128,7 @@ class Variable(SQLModel, table=True):
 
 class Task(SQLModel, table=True):
     __tablename__ = "tasks"
-    __table_args__ = (Index("ix_tasks_workspace_status", "workspace_id", "status"),)
+    __table_args__ = (Index("ix_tasks_workspace_status", "workspace_id", "status"), AUTOINCREMENT)
     id: int | None = Field(default=None, primary_key=True)
     workspace_id: int = Field(foreign_key="workspaces.id")
     kind: str = Field(max_length=20)
@@ -138,6 +171,7 @@ class Task(SQLModel, table=True):
     destroy_count: int | None = None
     replace_count: int | None = None
     output_count: int | None = None
+    move_count: int | None = None  # issue 19 item 7: resources the plan moves (moved blocks)
     apply_path: str | None = None  # E6: same_slot | rebuilt
     state_version_id: int | None = None
     replans: int = 0
@@ -181,6 +215,7 @@ class TaskLog(SQLModel, table=True):
 
 class StateVersion(SQLModel, table=True):
     __tablename__ = "state_versions"
+    __table_args__ = AUTOINCREMENT
     id: int | None = Field(default=None, primary_key=True)
     workspace_id: int = Field(foreign_key="workspaces.id", index=True)
     serial: int
@@ -196,6 +231,7 @@ class ConfigSnapshot(SQLModel, table=True):
     """E7: the workspace's source directory as planned (tar.gz, encrypted)."""
 
     __tablename__ = "config_snapshots"
+    __table_args__ = AUTOINCREMENT
     id: int | None = Field(default=None, primary_key=True)
     workspace_id: int = Field(foreign_key="workspaces.id", index=True)
     sha256: str
@@ -208,6 +244,7 @@ class PlanArtifact(SQLModel, table=True):
     """E5: the saved plan file and its JSON rendering, encrypted."""
 
     __tablename__ = "plan_artifacts"
+    __table_args__ = AUTOINCREMENT
     id: int | None = Field(default=None, primary_key=True)
     task_id: int = Field(foreign_key="tasks.id", unique=True)
     plan_hash: str
@@ -220,6 +257,7 @@ class RunTask(SQLModel, table=True):
     """R1: an external HTTP service that passes or fails a stage (HCP Terraform run task)."""
 
     __tablename__ = "run_tasks"
+    __table_args__ = AUTOINCREMENT
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, max_length=90)
     url: str
@@ -234,7 +272,7 @@ class WorkspaceRunTask(SQLModel, table=True):
     """R1: a run task attached to a workspace at a stage with an enforcement level."""
 
     __tablename__ = "workspace_run_tasks"
-    __table_args__ = (UniqueConstraint("workspace_id", "run_task_id"),)
+    __table_args__ = (UniqueConstraint("workspace_id", "run_task_id"), AUTOINCREMENT)
     id: int | None = Field(default=None, primary_key=True)
     workspace_id: int = Field(foreign_key="workspaces.id", index=True)
     run_task_id: int = Field(foreign_key="run_tasks.id", index=True)
@@ -247,7 +285,7 @@ class TaskResult(SQLModel, table=True):
     """R2-R6: one call of a run task for one stage of one task, and what came back."""
 
     __tablename__ = "task_results"
-    __table_args__ = (Index("ix_task_results_status", "status"),)
+    __table_args__ = (Index("ix_task_results_status", "status"), AUTOINCREMENT)
     id: int | None = Field(default=None, primary_key=True)
     task_id: int = Field(foreign_key="tasks.id", index=True)
     run_task_id: int | None = None  # the run task may be deleted later; its name stays
@@ -270,6 +308,7 @@ class RunTaskServer(SQLModel, table=True):
     """R8: a live `iacctl runtask serve`: waiting tasks give services its public URL."""
 
     __tablename__ = "runtask_servers"
+    __table_args__ = AUTOINCREMENT
     id: int | None = Field(default=None, primary_key=True)
     public_url: str
     listen: str
@@ -284,6 +323,7 @@ class NotificationDestination(SQLModel, table=True):
     workspace_id is None. The token and a Slack URL are secrets (X1)."""
 
     __tablename__ = "notification_destinations"
+    __table_args__ = AUTOINCREMENT
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, max_length=90)
     kind: str = Field(default="generic", max_length=20)  # generic | slack
@@ -305,7 +345,7 @@ class OutboxEntry(SQLModel, table=True):
 
     __tablename__ = "outbox"
     __table_args__ = (Index("ix_outbox_status_due", "status", "next_attempt_at"),
-                      Index("ix_outbox_destination_status", "destination_id", "status"))
+                      Index("ix_outbox_destination_status", "destination_id", "status"), AUTOINCREMENT)
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(unique=True, max_length=200)
     kind: str = Field(default="notification", max_length=20)
@@ -336,6 +376,7 @@ class Delivery(SQLModel, table=True):
     HTTP code, duration, error, the first 1 KB of the answer. Never a secret."""
 
     __tablename__ = "deliveries"
+    __table_args__ = AUTOINCREMENT
     id: int | None = Field(default=None, primary_key=True)
     outbox_id: int | None = Field(default=None, index=True)
     destination_id: int | None = Field(default=None, index=True)
@@ -348,14 +389,14 @@ class Delivery(SQLModel, table=True):
     http_status: int | None = None
     error: str | None = None
     response_excerpt: str | None = None
-    result: str = Field(max_length=20)  # delivered | retry | rejected | dead | abandoned | verified
+    result: str = Field(max_length=20)  # delivered | retry | rejected | dead | abandoned | verified | dropped
 
 
 class RunTrigger(SQLModel, table=True):
     """F4: an apply of the source workspace queues a plan of the follower."""
 
     __tablename__ = "run_triggers"
-    __table_args__ = (UniqueConstraint("workspace_id", "source_workspace_id"),)
+    __table_args__ = (UniqueConstraint("workspace_id", "source_workspace_id"), AUTOINCREMENT)
     id: int | None = Field(default=None, primary_key=True)
     workspace_id: int = Field(foreign_key="workspaces.id", index=True)  # the follower
     source_workspace_id: int = Field(foreign_key="workspaces.id", index=True)
@@ -369,7 +410,7 @@ class InventoryResource(SQLModel, table=True):
     was removed. Its `id` attribute is the only attribute value kept (X2)."""
 
     __tablename__ = "inventory_resources"
-    __table_args__ = (UniqueConstraint("workspace_id", "address"), Index("ix_inventory_type", "type"))
+    __table_args__ = (UniqueConstraint("workspace_id", "address"), Index("ix_inventory_type", "type"), AUTOINCREMENT)
     id: int | None = Field(default=None, primary_key=True)
     workspace_id: int = Field(foreign_key="workspaces.id", index=True)
     address: str
@@ -394,6 +435,7 @@ class InventorySync(SQLModel, table=True):
     later sync."""
 
     __tablename__ = "inventory_syncs"
+    __table_args__ = AUTOINCREMENT
     id: int | None = Field(default=None, primary_key=True)
     workspace_id: int = Field(foreign_key="workspaces.id", unique=True)
     status: str = Field(default="idle", max_length=20)  # idle | syncing
@@ -413,6 +455,7 @@ class InventoryEndpoint(SQLModel, table=True):
     at most. The HMAC key is a secret (X1)."""
 
     __tablename__ = "inventory_endpoints"
+    __table_args__ = AUTOINCREMENT
     id: int | None = Field(default=None, primary_key=True)
     url: str
     hmac_key_secret: bytes | None = Field(default=None, sa_column=Column(LargeBinary))

@@ -335,8 +335,32 @@ def delete_workspace(session: Session, workspace_id: int) -> list[int]:
     session.execute(delete(InventoryResource).where(col(InventoryResource.workspace_id) == workspace_id))
     session.execute(delete(InventorySync).where(col(InventorySync.workspace_id) == workspace_id))
     session.execute(delete(WorkspaceDrift).where(col(WorkspaceDrift.workspace_id) == workspace_id))
+    _drop_open_follow_ups(session, workspace_id)
     session.execute(delete(Workspace).where(col(Workspace.id) == workspace_id))
     return task_ids
+
+
+def _drop_open_follow_ups(session: Session, workspace_id: int) -> None:
+    """Issue 19 item 3: the workspace's follow-ups still waiting are ended, each noted in the
+    delivery log, so that nothing of a deleted workspace is sent later or acts on another.
+    One being sent right now finishes and is recorded as it ends. Its own notification
+    destinations go with it, as HCP's notification configurations do with their workspace."""
+    ws_name = session.execute(select(Workspace.name).where(col(Workspace.id) == workspace_id)).scalar()
+    why = f"dropped with the workspace {ws_name}"
+    t = now()
+    waiting = session.exec(select(OutboxEntry).where(col(OutboxEntry.workspace_id) == workspace_id,
+                                                     col(OutboxEntry.status) == "pending")).all()
+    for entry in waiting:
+        done = session.execute(
+            update(OutboxEntry).where(col(OutboxEntry.id) == entry.id, col(OutboxEntry.status) == "pending")
+            .values(status="dismissed", last_error=why, updated_at=t))
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            continue
+        session.add(Delivery(outbox_id=entry.id, destination_id=entry.destination_id,
+                             destination_name=entry.destination_name or entry.kind, event=entry.event,
+                             task_id=entry.task_id, attempt=entry.attempts, at=t, duration_ms=0.0, error=why,
+                             result="dropped"))
+    session.execute(delete(NotificationDestination).where(col(NotificationDestination.workspace_id) == workspace_id))
 
 
 def delete_pool(session: Session, pool_id: int) -> None:
@@ -665,6 +689,13 @@ def task_actor(task: Task) -> str:
     return task.runner_host or task.creator_host or "iacctl"
 
 
+def task_message(task: Task) -> str | None:
+    """Issue 19 item 7: the --message the task was created with (HCP's run message), if any."""
+    view = actor_view(task.created_by)
+    message = view.get("message") if view is not None else None
+    return str(message) if message else None
+
+
 def destinations_for(session: Session, workspace_id: int, event: str) -> list[NotificationDestination]:
     """The enabled destinations of the workspace and the global ones that chose the event."""
     rows = session.exec(
@@ -709,7 +740,7 @@ def write_follow_ups(session: Session, task_id: int, previous: Status | None, ta
                   workspace_id=task.workspace_id, workspace_name=str(ws_name), created_at=task.created_at,
                   updated_at=t, actor=task_actor(task), plan_hash=task.plan_hash, changes=changes,
                   error=task.error if target in (Status.FAILED, Status.CANCELLED, Status.APPLIED_STATE_ERROR)
-                  else None).as_json()
+                  else None, message=task_message(task)).as_json()
     return _notification_entries(session, task, destinations, event, occurrence, facts, t)
 
 
@@ -917,16 +948,24 @@ def outbox_lane(entry: OutboxEntry) -> Lane:
     return ("notification", entry.destination_id)
 
 
-def open_outbox_heads(session: Session) -> list[OutboxEntry]:
-    """The oldest open (pending or delivering) entry of each lane (outbox_lane): the others wait
-    behind it."""
-    rows = session.exec(
+def open_outbox_entries(session: Session) -> Sequence[OutboxEntry]:
+    """Every open (pending or delivering) entry, oldest first. Each is sent on its own: one
+    waiting for its retry holds back no later entry of its destination (issue 19 item 2)."""
+    return session.exec(
         select(OutboxEntry).where(col(OutboxEntry.status).in_(OUTBOX_OPEN)).order_by(col(OutboxEntry.id))
     ).all()
-    heads: dict[Lane, OutboxEntry] = {}
-    for entry in rows:
-        heads.setdefault(outbox_lane(entry), entry)
-    return list(heads.values())
+
+
+def due_outbox_ids(session: Session, at: float, limit: int = 100) -> list[int]:
+    """Issue 19 item 2: the entries due again after a failure, or whose claim's lease ran out,
+    for the next command that writes to the store to send (one query on ix_outbox_status_due)."""
+    rows = session.execute(
+        select(OutboxEntry.id)
+        .where(((col(OutboxEntry.status) == "pending") & (col(OutboxEntry.next_attempt_at) <= at))
+               | ((col(OutboxEntry.status) == "delivering") & (col(OutboxEntry.lease_until) < at)))
+        .order_by(col(OutboxEntry.id)).limit(limit)
+    ).all()
+    return [int(r[0]) for r in rows]
 
 
 def lock_destination(session: Session, destination_id: int) -> bool:
@@ -966,6 +1005,19 @@ def settle_outbox_entry(session: Session, entry_id: int, token: str, **values: A
         .where(col(OutboxEntry.id) == entry_id, col(OutboxEntry.claim_token) == token,
                col(OutboxEntry.status) == "delivering")
         .values(claim_token=None, lease_until=None, updated_at=now(), **values)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def settle_late_delivery(session: Session, entry_id: int, *, at: float) -> bool:
+    """Issue 19 item 1: a receiver answered 2xx after the command had given the attempt up (its
+    claim released, the entry pending for a retry): the entry is delivered after all, unless
+    another claim has it by now (then that claim's attempt decides), so it is not sent twice."""
+    result = session.execute(
+        update(OutboxEntry)
+        .where(col(OutboxEntry.id) == entry_id, col(OutboxEntry.status) == "pending",
+               col(OutboxEntry.claim_token).is_(None))
+        .values(status="delivered", delivered_at=at, last_error=None, updated_at=at)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
@@ -1117,5 +1169,6 @@ def write_drift_follow_ups(session: Session, task_id: int, drifted: list[dict[st
     t = now()
     facts = Facts(event=Event.DRIFT_DETECTED, task_id=task_id, task_kind=task.kind, status=str(task.status),
                   workspace_id=task.workspace_id, workspace_name=str(ws_name), created_at=task.created_at,
-                  updated_at=t, actor=task_actor(task), plan_hash=task.plan_hash, drift=drifted).as_json()
+                  updated_at=t, actor=task_actor(task), plan_hash=task.plan_hash, drift=drifted,
+                  message=task_message(task)).as_json()
     return _notification_entries(session, task, destinations, Event.DRIFT_DETECTED, 1, facts, t)
