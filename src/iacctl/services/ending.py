@@ -9,12 +9,14 @@ and so through `repo.transition()`, the one end of a task that frees its slot an
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 from iacctl.domain.actors import Actor
-from iacctl.domain.durations import format_duration
+from iacctl.domain.durations import format_duration, parse_duration
 from iacctl.domain.lifecycle import Stage, Status, is_terminal
 from iacctl.domain.slots import SlotPlace
+from iacctl.errors import UsageError
 from iacctl.executor.binaries import product
 from iacctl.executor.progress import SilentReporter
 from iacctl.executor.tasklog import TaskLog
@@ -30,10 +32,23 @@ HEARTBEAT_TIMEOUT_S = 120.0
 _FINISHED_APPLY = frozenset({Stage.SAVING_STATE, Stage.POST_APPLY})
 
 
+def heartbeat_timeout() -> float:
+    """How long a process on another machine may stay silent before it is judged gone: the one
+    place that says it: IACCTL_HEARTBEAT_TIMEOUT (seconds, or a duration such as 2m), else
+    HEARTBEAT_TIMEOUT_S (issue 18 items 3 and 4)."""
+    raw = os.environ.get("IACCTL_HEARTBEAT_TIMEOUT")
+    if not raw:
+        return HEARTBEAT_TIMEOUT_S
+    try:
+        return float(raw) if raw.replace(".", "", 1).isdigit() else parse_duration(raw)
+    except ValueError:
+        raise UsageError(f"IACCTL_HEARTBEAT_TIMEOUT must be seconds or a duration (2m), not {raw!r}") from None
+
+
 def runner_gone(task: Task) -> bool:
     alive = local.process_alive(task.runner_host, task.runner_pid, task.runner_start)
     if alive is None:
-        return task.heartbeat_at is None or repo.now() - task.heartbeat_at > HEARTBEAT_TIMEOUT_S
+        return task.heartbeat_at is None or repo.now() - task.heartbeat_at > heartbeat_timeout()
     return not alive
 
 

@@ -33,7 +33,7 @@ from iacctl.errors import StoreError, UsageError
 from iacctl.filelock import exclusive
 
 BUSY_TIMEOUT_MS = int(DEFAULT_BUSY_TIMEOUT_S * 1000)
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0009"
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # A new store file is empty only between its creation and the first pragma of the process
 # creating it (journal_mode = WAL writes the header at once): wait that long before calling
