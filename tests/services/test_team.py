@@ -179,8 +179,10 @@ def test_a_kubernetes_pool_shared_by_two_machines(team: Any, fake_kube: Any) -> 
     assert _state_of(b, "net")["outputs"]["net"]["value"] == "net-eu-central-1"
 
     # Item 5: plans from both machines at once each get their own task's outcome.
+    # (net is applied: its plans have no changes; these two have.)
     a.workspace("w2", "simple", "--pool", POOL)
-    results = _plans_from_two_machines(a, b, ["net", "w2"], per_machine=3)
+    a.workspace("w3", "simple", "--pool", POOL)
+    results = _plans_from_two_machines(a, b, ["w2", "w3"], per_machine=3)
     _assert_each_got_its_own_outcome(results)
     assert fake_kube.pods(NS)
 
