@@ -109,7 +109,7 @@ def test_each_machine_has_its_own_places_and_a_dead_machines_stop_counting(team:
         # ... which makes A's next plan wait, naming A's places, while B plans at once.
         r = a.run("plan", "net", "--plan-only", "--wait-timeout", "2s")
         assert r.code == 5, r.out + r.err
-        assert f"all 1 running places of pool local on machine {name_a} are in use (task 1)" in r.out + r.err
+        assert f"all 1 running places of pool local are in use (task 1) on machine {name_a}" in r.out + r.err
         assert b.ok("plan", "net", code=2).code == 2
 
         # A dies mid-apply: its places count until its heartbeat times out, then for nobody.

@@ -168,8 +168,8 @@ def _capacity(facts: AdmissionFacts) -> Admission:
         busy = [u.task_id for u in pool.uses if u.state == "running"]
         where = f" on machine {pool.machine}" if pool.machine else ""
         return Admission(False, Blocker.NO_CAPACITY,
-                         f"all {pool.slots_per_pod} running places of pool {pool.name}{where} are in use "
-                         f"({_tasks(busy)}); it starts when one ends (more places: "
+                         f"all {pool.slots_per_pod} running places of pool {pool.name} are in use "
+                         f"({_tasks(busy)}){where}; it starts when one ends (more places: "
                          f"iacctl pool set {pool.name} --slots-per-pod N)", holders=tuple(busy))
     if facts.wants == APPLY or pool.idle_slots > 0:
         return Admission(True)  # a confirmed task applies in the slot it reserved
