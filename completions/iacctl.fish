@@ -275,7 +275,7 @@ complete -c iacctl -n '__iacctl_at iacctl pool unfreeze' -l json -d 'Print JSON.
 complete -c iacctl -n '__iacctl_at iacctl pool unfreeze' -s h -l help -d 'Show the help and exit.'
 complete -c iacctl -n '__iacctl_at iacctl pool show' -l json -d 'Print JSON.'
 complete -c iacctl -n '__iacctl_at iacctl pool show' -s h -l help -d 'Show the help and exit.'
-complete -c iacctl -n '__iacctl_at iacctl pool set' -l slots-per-pod -x -d 'Slots per pod (the local pool: how many tasks run at once).'
+complete -c iacctl -n '__iacctl_at iacctl pool set' -l slots-per-pod -x -d 'Slots per pod (the local pool: how many tasks run at once on this machine).'
 complete -c iacctl -n '__iacctl_at iacctl pool set' -l plan-lifetime -x -d 'How long a plan may wait for confirmation (e.g. 24h).'
 complete -c iacctl -n '__iacctl_at iacctl pool set' -l max-pods -x -d 'Kubernetes pools: the most pods it scales up to.'
 complete -c iacctl -n '__iacctl_at iacctl pool set' -l min-pods -x -d 'Kubernetes pools: the fewest pods it keeps.'

@@ -26,8 +26,10 @@ def list_(ctx: typer.Context, pool: str = typer.Option(None, "--pool", help="Onl
     for p in views:
         slots = ", ".join(f"{s['index']}:{s['state']}" + (f"(task {s['task']})" if s["task"] else "")
                           for s in p["slots"])
-        rows.append([p["pool"], p["name"], p["status"], slots])
-    table(["pool", "pod", "status", "slots"], rows,
+        machine = p.get("machine") or ""
+        rows.append([p["pool"], p["name"], p["status"], slots,
+                     machine + (" (this machine)" if p.get("this_machine") else "")])
+    table(["pool", "pod", "status", "slots", "machine"], rows,
           empty=nothing_listed("pods", [("--pool", pool)], "no pods: Kubernetes pools create them as tasks need "
                                "slots (iacctl pool create NAME --backend kubernetes)"), fold=("slots",), wide=wide)
 
@@ -192,7 +194,8 @@ def pool_set(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Pool name."),
     slots_per_pod: int = typer.Option(None, "--slots-per-pod",
-                                      help="Slots per pod (the local pool: how many tasks run at once)."),
+                                      help="Slots per pod (the local pool: how many tasks run at once on "
+                                           "this machine)."),
     plan_lifetime: str = typer.Option(None, "--plan-lifetime",
                                       help="How long a plan may wait for confirmation (e.g. 24h)."),
     max_pods: int = typer.Option(None, "--max-pods", help="Kubernetes pools: the most pods it scales up to."),

@@ -66,6 +66,7 @@ class PoolFacts:
     idle_slots: int  # idle slots of ready pods
     uses: tuple[SlotUse, ...] = ()
     freeze_windows: tuple[tuple[float, float], ...] = ()
+    machine: str | None = None  # a local pool's places counted on this machine's pod (issue 18 item 4)
 
     @property
     def reserved_holds_capacity(self) -> bool:
@@ -165,9 +166,10 @@ def _capacity(facts: AdmissionFacts) -> Admission:
         if pool.running < pool.slots_per_pod:
             return Admission(True)
         busy = [u.task_id for u in pool.uses if u.state == "running"]
+        where = f" on machine {pool.machine}" if pool.machine else ""
         return Admission(False, Blocker.NO_CAPACITY,
                          f"all {pool.slots_per_pod} running places of pool {pool.name} are in use "
-                         f"({_tasks(busy)}); it starts when one ends (more places: "
+                         f"({_tasks(busy)}){where}; it starts when one ends (more places: "
                          f"iacctl pool set {pool.name} --slots-per-pod N)", holders=tuple(busy))
     if facts.wants == APPLY or pool.idle_slots > 0:
         return Admission(True)  # a confirmed task applies in the slot it reserved

@@ -26,7 +26,7 @@ from iacctl.domain.slots import SlotState
 from iacctl.errors import BackendError, IacctlError, TaskFailed, TerraformError
 from iacctl.executor import terraform as tf
 from iacctl.executor.progress import Reporter
-from iacctl.executor.snapshot import archive_directory
+from iacctl.executor.snapshot import archive_directory, store_snapshot
 from iacctl.executor.tasklog import TaskLog
 from iacctl.executor.termination import Cancelled, add_state_version, end_task, keep_applied_state
 from iacctl.executor.watch import CancelWatch
@@ -223,20 +223,30 @@ class TaskRun:
         return self._finish_plan(has_changes)
 
     def _fetch(self) -> None:
-        data, digest = archive_directory(Path(self.workspace.source_dir))
         cipher = self.store.cipher
         with self.store.write() as session:
-            snapshot = ConfigSnapshot(
-                workspace_id=self.workspace.id or 0, sha256=digest, size=len(data),
-                created_at=repo.now(), data_secret=cipher.encrypt(data),
-            )
-            repo.add_config_snapshot(session, snapshot)
+            # Issue 18 item 1: the configuration the task was created with (stored by the command
+            # that queued it), whichever machine plans or re-plans it; this machine's checkout
+            # of the directory is read only for a task that has none (queued by an older iacctl).
+            snapshot = (session.get(ConfigSnapshot, self.task.config_snapshot_id)
+                        if self.task.config_snapshot_id else None)
+            stored = snapshot is not None
+            if snapshot is None:
+                data, digest = archive_directory(Path(self.workspace.source_dir))
+                snapshot = store_snapshot(session, cipher, self.workspace.id or 0, data, digest)
+            else:
+                data, digest = cipher.decrypt(snapshot.data_secret), snapshot.sha256
             base = repo.latest_state_version(session, self.workspace.id or 0)
             repo.update_task(
                 session, self.task_id, config_snapshot_id=snapshot.id,
                 base_state_version_id=base.id if base else None,
             )
-        self.log.note(f"config snapshot {digest[:12]} ({len(data)} bytes) of {self.workspace.source_dir}")
+        if stored:
+            again = " (planning again)" if self.task.replans else ""
+            self.log.note(f"config snapshot {digest[:12]} ({len(data)} bytes) stored when task {self.task_id} was "
+                          f"created{again}; this machine's checkout of {self.workspace.source_dir} is not read")
+        else:
+            self.log.note(f"config snapshot {digest[:12]} ({len(data)} bytes) of {self.workspace.source_dir}")
         self._prepare_work_dir(data, base)
 
     def _prepare_work_dir(self, config_tar: bytes, base: StateVersion | None) -> None:
@@ -389,6 +399,12 @@ class TaskRun:
         if rebuild:
             return "--rebuild was given"
         if self.task.plan_slot_id is not None and self.task.plan_slot_id != self.task.slot_id and not self._warmed():
+            with self.store.read() as session:
+                planned_on = repo.machine_of_slot(session, self.task.plan_slot_id)
+                applies_on = repo.machine_of_slot(session, self.task.slot_id)
+            if planned_on != applies_on:
+                # Issue 18 item 2: confirmed on another machine than the one that planned.
+                return f"the plan was made on machine {planned_on} and the apply runs on machine {applies_on}"
             return "the apply runs in another slot than the plan"
         plan_bytes = self.runtime.read_file(place, tf.PLAN_FILE)
         if plan_bytes is None:

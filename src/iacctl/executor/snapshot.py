@@ -13,7 +13,12 @@ import os
 import tarfile
 from pathlib import Path
 
+from sqlmodel import Session
+
+from iacctl.crypto import Cipher
 from iacctl.errors import UsageError
+from iacctl.store import repo
+from iacctl.store.models import ConfigSnapshot
 
 _SKIP_DIRS = {".terraform", ".git", ".iacctl"}
 _SKIP_SUFFIXES = (".tfstate", ".tfstate.backup", ".tfplan")
@@ -66,3 +71,12 @@ def _walk(root: Path) -> list[Path]:
                 continue
             found.append(path)
     return found
+
+
+def store_snapshot(session: Session, cipher: Cipher, workspace_id: int, data: bytes, digest: str) -> ConfigSnapshot:
+    """Issue 18 item 1: the configuration a task is created with, stored (encrypted) with the
+    task, so that whichever machine plans, re-plans or applies it uses exactly this, never its
+    own checkout of the workspace's directory."""
+    snapshot = ConfigSnapshot(workspace_id=workspace_id, sha256=digest, size=len(data), created_at=repo.now(),
+                              data_secret=cipher.encrypt(data))
+    return repo.add_config_snapshot(session, snapshot)

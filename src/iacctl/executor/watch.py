@@ -105,7 +105,7 @@ class CancelWatch:
         t = time.monotonic()
         if t - self._last_beat > self._beat_every:
             with self.store.write() as session:
-                repo.update_task(session, self.task_id, heartbeat_at=repo.now())
+                repo.beat_task(session, self.task_id, repo.now())
             self._last_beat = t
         if self.log is not None:
             self.log.flush_if_due()

@@ -7,11 +7,13 @@ import os
 from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
 
 from iacctl.config import Settings, follow_up_budget, load_settings
 from iacctl.domain.actors import Actor, actor_from
 from iacctl.domain.slots import PodStatus, SlotState
 from iacctl.errors import UsageError
+from iacctl.machine import machine
 from iacctl.store import repo
 from iacctl.store.db import Store, open_store
 from iacctl.store.models import Pod, Pool, Slot
@@ -31,6 +33,7 @@ class App:
         self._store: Store | None = None
         self._deliverer: outbox.Deliverer | None = None
         self._budget = 0.0
+        self.local_pod_id: int | None = None  # this machine's pod of the local pool (issue 18 item 4)
 
     @property
     def store(self) -> Store:
@@ -38,6 +41,7 @@ class App:
             self._budget = follow_up_budget()
             self._store = open_store(self.settings)
             ensure_local_pool(self._store)
+            self.local_pod_id = ensure_machine_pod(self._store)
             # F1: what this command's status changes write to the outbox, it delivers at once.
             self._store.on_outbox_written = self._outbox_written
         return self._store
@@ -155,3 +159,60 @@ def ensure_local_pool(store: Store) -> None:
                 session.add(Slot(pod_id=pod.id or 0, slot_index=i, state=SlotState.IDLE, updated_at=t))
     except IntegrityError:
         pass  # another process created it first (PostgreSQL)
+
+
+# Issue 18 item 4: how often a command or runner of this machine writes its pod's heartbeat (at
+# most); other machines judge this one dead when it is older than the heartbeat timeout.
+POD_BEAT_SECONDS = 5.0
+
+
+def pod_name_of(machine: str) -> str:
+    """A machine's pod name: its machine name (hostname/fingerprint) as one path segment."""
+    return machine.replace("/", "-")
+
+
+def ensure_machine_pod(store: Store) -> int | None:
+    """Issue 18 item 4: this machine's own pod of the local pool, registered on first use by its
+    machine name (iacctl.machine.machine()), and its heartbeat. The first machine to use a
+    store adopts the pod named `local` that every store had before (its slots and the plans
+    waiting in them stay where they are); every other machine gets a pod of its own with the
+    pool's slot count (or IACCTL_LOCAL_SLOTS). Returns its id."""
+    me = machine()
+    t = repo.now()
+    with store.read() as session:
+        pool = repo.find_pool(session, LOCAL_POOL)
+        if pool is None:
+            return None
+        pod = repo.machine_pod(session, pool.id or 0, me)
+        if pod is not None and pod.heartbeat_at is not None and t - pod.heartbeat_at < POD_BEAT_SECONDS:
+            return pod.id
+    try:
+        with store.write() as session:
+            pod = repo.machine_pod(session, pool.id or 0, me)
+            if pod is None:
+                pod = _adopt_or_add_pod(session, pool, me, t)
+            repo.beat_pod(session, pod.id, t)
+            return pod.id
+    except IntegrityError:
+        with store.read() as session:  # another process of this machine registered it first
+            pod = repo.machine_pod(session, pool.id or 0, me)
+            return pod.id if pod is not None else None
+
+
+def _adopt_or_add_pod(session: Session, pool: Pool, me: str, t: float) -> Pod:
+    legacy = session.exec(select(Pod).where(Pod.pool_id == pool.id, Pod.name == LOCAL_POD,
+                                            col(Pod.machine).is_(None))).first()
+    if legacy is not None:
+        legacy.machine = me
+        legacy.slots_per_pod = legacy.slots_per_pod or pool.slots_per_pod
+        session.add(legacy)
+        session.flush()
+        return legacy
+    slots = _local_slots() if os.environ.get("IACCTL_LOCAL_SLOTS") else pool.slots_per_pod
+    pod = Pod(pool_id=pool.id or 0, name=pod_name_of(me), machine=me, status=PodStatus.READY, created_at=t,
+              heartbeat_at=t, slots_per_pod=slots)
+    session.add(pod)
+    session.flush()
+    for i in range(slots):
+        session.add(Slot(pod_id=pod.id or 0, slot_index=i, state=SlotState.IDLE, updated_at=t))
+    return pod

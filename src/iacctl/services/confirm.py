@@ -88,6 +88,9 @@ def confirm_apply(app: App, task_id: int, *, rebuild: bool, reporter: Reporter,
     _discard_if_expired(app, task_id)
     with app.store.read() as session:
         task = _confirmable(session, task_id)
+    # Issue 18 item 2: a plan made on another machine is not lost here (lost() judges only this
+    # machine's slots and pods); it is applied here, rebuilt from the store.
+    elsewhere = plan_context.made_elsewhere(app, task)
     lost = plan_context.lost(app, task)
     if lost is None and plan_context.expired(task):
         lost = "its warm-up expired"
@@ -101,6 +104,8 @@ def confirm_apply(app: App, task_id: int, *, rebuild: bool, reporter: Reporter,
             lost = None
     if lost is not None:
         return _replan(app, task_id, lost, reporter, wait_timeout)
+    if elsewhere is not None:
+        _move_here(app, task_id, elsewhere, reporter)
     _start_apply(app, task_id, reporter, wait_timeout, actor)
     # Issue 9: said once the confirmation is taken (a refused one applies nothing), before the
     # apply starts.
@@ -116,6 +121,18 @@ def confirm_apply(app: App, task_id: int, *, rebuild: bool, reporter: Reporter,
         # directory; the task was put back to be planned again, never applied elsewhere.
         return _plan_again(app, task_id, f"pod {place.pod if place else '?'} is gone", reporter, wait_timeout)
     return done
+
+
+def _move_here(app: App, task_id: int, elsewhere: str, reporter: Reporter) -> None:
+    """Issue 18 item 2: the plan's reservation moves to this machine, whose apply rebuilds the
+    work directory from the store (config snapshot, plan file, init, plan hash checked)."""
+    me = local.machine()
+    if not plan_context.move_here(app, task_id, f"confirmed on machine {me}; the plan was made on machine {elsewhere}"):
+        with app.store.read() as session:
+            _confirmable(session, task_id)  # says why it cannot be confirmed now
+        raise Refused(f"task {task_id} changed while it was being confirmed; run: iacctl tasks show {task_id}")
+    reporter.note(f"task {task_id}: planned on machine {elsewhere}, confirmed on machine {me}: rebuild of the "
+                  "work directory here from the store (config snapshot, plan file, init, plan hash checked)")
 
 
 def _restatement(app: App, task: Task) -> str:
@@ -146,7 +163,12 @@ def _start_apply(app: App, task_id: int, reporter: Reporter, wait_timeout: float
             repo.lock_workspace_of_task(session, task_id)
             task = _confirmable(session, task_id)
             repo.lock_pool_row(session, task.pool_id or 0)
-            decision = admit(repo.admission_facts(session, [task], wants=APPLY)[task_id], repo.now())
+            facts = repo.admission_facts(session, [task], wants=APPLY, machine=local.machine())[task_id]
+            holder = repo.machine_of_slot(session, task.slot_id)
+            if facts.pool.machine is not None and holder is not None and holder != facts.pool.machine:
+                # Issue 18 item 2: a confirmation on another machine moved the plan there first.
+                raise Refused(f"task {task_id} is being confirmed on machine {holder}")
+            decision = admit(facts, repo.now())
             if decision.start:
                 try:
                     repo.transition(

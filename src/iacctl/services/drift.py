@@ -26,6 +26,7 @@ from iacctl.domain.lifecycle import Status, TaskKind
 from iacctl.errors import IacctlError, TaskCancelled, UsageError
 from iacctl.executor import terraform as tf
 from iacctl.executor.progress import Reporter
+from iacctl.executor.snapshot import archive_directory, store_snapshot
 from iacctl.executor.watch import interrupted
 from iacctl.runtimes import local
 from iacctl.services import queue
@@ -133,6 +134,9 @@ def _queue(app: App, name: str) -> tuple[int | None, str | None]:
     the transaction that writes the task, so a plan queued meanwhile is seen."""
     actor = current_actor(None)
     host, pid, start = local.this_process()
+    with app.store.read() as session:
+        source = Path(repo.get_workspace(session, name).source_dir)
+    data, digest = archive_directory(source)  # issue 18 item 1: the configuration it is created with
     with app.store.write() as session:
         ws = repo.get_workspace(session, name)
         live, last = repo.drift_facts(session, ws.id or 0)
@@ -141,9 +145,10 @@ def _queue(app: App, name: str) -> tuple[int | None, str | None]:
             return None, why
         t = repo.now()
         # The command waits for it: if it exits first, the task is cancelled, never run later.
+        snapshot = store_snapshot(session, app.store.cipher, ws.id or 0, data, digest)
         task = Task(workspace_id=ws.id or 0, kind=TaskKind.DRIFT_CHECK, status=Status.PENDING, created_at=t,
                     updated_at=t, pool_id=ws.pool_id, creator_host=host, creator_pid=pid, creator_start=start,
-                    created_by=actor.to_json())
+                    heartbeat_at=t, config_snapshot_id=snapshot.id, created_by=actor.to_json())
         session.add(task)
         session.flush()
         repo.add_event(session, task.id or 0, "status", None, Status.PENDING,

@@ -9,6 +9,7 @@ from iacctl.domain.lifecycle import Status, TaskKind
 from iacctl.errors import StoreError, UsageError
 from iacctl.executor import terraform as tf
 from iacctl.executor.progress import Reporter
+from iacctl.executor.snapshot import archive_directory, store_snapshot
 from iacctl.runtimes import local
 from iacctl.services import ending, outbox, queue
 from iacctl.services.app import App, current_actor
@@ -37,12 +38,19 @@ def plan_workspace(
     _check_secrets(app, ws.id or 0)
     host, pid, start = local.this_process()
     kind = TaskKind.PLAN if plan_only else TaskKind.PLAN_AND_APPLY
+    # Issue 18 item 1: the configuration is this command's, taken now and stored with the task:
+    # whichever machine runs the plan (or a re-plan, or the apply) uses it, not its own checkout.
+    data, digest = archive_directory(source)
     with app.store.write() as session:
         t = repo.now()
+        snapshot = store_snapshot(session, app.store.cipher, ws.id or 0, data, digest)
+        # heartbeat_at: while the task is pending it is its waiting command's (issue 18 item 5),
+        # which other machines judge by it (they cannot see its pid).
         task = Task(workspace_id=ws.id or 0, kind=kind, status=Status.PENDING, created_at=t, updated_at=t,
-                    pool_id=ws.pool_id,
+                    pool_id=ws.pool_id, config_snapshot_id=snapshot.id,
                     creator_host=host if wait else None, creator_pid=pid if wait else None,
-                    creator_start=start if wait else None, created_by=actor.to_json())
+                    creator_start=start if wait else None, heartbeat_at=t if wait else None,
+                    created_by=actor.to_json())
         session.add(task)
         session.flush()
         repo.add_event(session, task.id or 0, "status", None, Status.PENDING,

@@ -23,6 +23,7 @@ from iacctl.domain.slots import PodStatus, SlotState
 from iacctl.errors import BackendError
 from iacctl.executor.progress import Reporter, SilentReporter
 from iacctl.executor.run import TaskRun
+from iacctl.runtimes import local
 from iacctl.runtimes.base import RuntimeError_, SlotPlace
 from iacctl.services import scaling
 from iacctl.services.app import App
@@ -47,6 +48,11 @@ def lost(app: App, task: Task) -> str | None:
         return f"slot {slot.id} is no longer reserved for it"
     if pod.status != PodStatus.READY:
         return f"pod {pod.name} is gone"
+    if pool.backend == "local" and pod.machine is not None and pod.machine != local.machine():
+        # Issue 18 item 2: a slot of another machine's local pod is on that machine's disk, which
+        # this one cannot see: not this machine's to judge lost. Its plan is rebuilt here from
+        # the store when confirmed here (made_elsewhere, move_here).
+        return None
     runtime = app.runtime_for(pool)
     try:
         alive = runtime.pod_alive(pod.name)
@@ -62,6 +68,62 @@ def lost(app: App, task: Task) -> str | None:
     if not exists:
         return f"the work directory of slot {pool.name}/{pod.name}/slot-{slot.slot_index} is gone"
     return None
+
+
+def made_elsewhere(app: App, task: Task) -> str | None:
+    """Issue 18 item 2: the machine whose local pod holds the task's plan context, when that is
+    not this machine (a plan made on runner A, confirmed on runner B); else None."""
+    with app.store.read() as session:
+        machine = repo.machine_of_slot(session, task.slot_id)
+    if machine is None or machine == local.machine():
+        return None
+    return machine
+
+
+def move_here(app: App, task_id: int, note: str) -> bool:
+    """Issue 18 item 2: the task's reservation moves to a slot of this machine's local pod (a new
+    slot row if every one is taken: only running tasks count against a machine's places). The
+    slot on the other machine is freed in the same transaction; its directory there is removed
+    when that machine next looks (remove_freed_work_dirs, or its next use of the slot). The
+    apply then rebuilds the work directory here from the store (E6). False if the task changed."""
+    with app.store.write() as session:
+        task = repo.get_task(session, task_id)
+        if task.status != Status.APPLY_PENDING or task.confirmed_at is not None or app.local_pod_id is None:
+            return False
+        before = repo.slot_place(session, task.slot_id)
+        slot = repo.claim_slot(session, task.pool_id or 0, task_id, grow=True, pod_id=app.local_pod_id)
+        if slot is None:
+            return False
+        session.execute(
+            update(Slot).where(col(Slot.task_id) == task_id, col(Slot.id) != slot.id)
+            .values(state=SlotState.IDLE, task_id=None, updated_at=repo.now())
+        )
+        repo.set_slot_state(session, slot.id or 0, task_id, SlotState.RUNNING, SlotState.RESERVED)
+        repo.update_task(session, task_id, slot_id=slot.id, pod_id=slot.pod_id)
+        repo.add_event(session, task_id, "note", None, None,
+                       f"{note}: from slot {before} to slot {repo.slot_place(session, slot.id)}")
+    return True
+
+
+def remove_freed_work_dirs(app: App) -> list[str]:
+    """Issue 18 item 2: the work directories left on this machine in slots of its local pod that
+    are idle now (a plan of this machine applied on another, which freed the slot from there).
+    Each is removed with its slot row locked, so a task claiming the slot at that moment (which
+    skips a locked row) never loses a directory it just made. For the sweep (`pods recover`);
+    returns the places cleaned."""
+    removed: list[str] = []
+    with app.store.read() as session:
+        pool = repo.find_pool(session, "local")
+    if pool is None or app.local_pod_id is None:
+        return removed
+    runtime = app.runtime_for(pool)
+    with app.store.write() as session:
+        for slot in repo.idle_slots_of_pod(session, app.local_pod_id):
+            place = repo.slot_place(session, slot.id)
+            if place is not None and runtime.work_dir_exists(place):
+                runtime.remove_work_dir(place)
+                removed.append(str(place))
+    return removed
 
 
 def reset_to_pending(session: Session, task: Task, reason: str) -> None:

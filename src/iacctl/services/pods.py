@@ -7,9 +7,11 @@ from typing import Any
 
 from sqlmodel import col, select
 
+from iacctl.config import heartbeat_timeout
 from iacctl.domain.durations import parse_duration
 from iacctl.domain.slots import PodStatus, SlotState
 from iacctl.errors import Refused, UsageError
+from iacctl.runtimes import local
 from iacctl.services import queue, scaling
 from iacctl.services.app import App
 from iacctl.services.pools import KUBE_NAME, check_context, show_pool
@@ -31,13 +33,24 @@ def list_pods(app: App, pool: str | None = None) -> list[dict[str, Any]]:
         for s in session.exec(slot_query).all():
             slots_by_pod.setdefault(s.pod_id, []).append(s)
         out = []
+        me, now, timeout = local.machine(), repo.now(), heartbeat_timeout()
         for pod, pool_row in session.exec(query).all():
             slots = slots_by_pod.get(pod.id or 0, [])
-            out.append({
+            view: dict[str, Any] = {
                 "pool": pool_row.name, "name": pod.name, "status": pod.status,
                 "created_at": iso(pod.created_at), "idle_since": iso(pod.idle_since),
                 "slots": [{"index": s.slot_index, "state": s.state, "task": s.task_id} for s in slots],
-            })
+            }
+            if pool_row.backend == "local":
+                # Issue 18 item 4: each machine its own pod; one silent past the heartbeat timeout is
+                # offline, and its places count for nobody.
+                alive = pod.machine == me or (pod.heartbeat_at is not None and now - pod.heartbeat_at <= timeout)
+                if pod.status == PodStatus.READY and not alive:
+                    view["status"] = "offline"
+                # (The heartbeat's time itself is not shown: it changes with every command.)
+                view.update({"machine": pod.machine, "this_machine": pod.machine == me,
+                             "places": (pod.slots_per_pod or pool_row.slots_per_pod) if alive else 0})
+            out.append(view)
         return out
 
 
@@ -91,6 +104,13 @@ def set_pool(app: App, name: str, *, slots_per_pod: int | None, plan_lifetime: s
             pool.spec_json = json.dumps(spec, sort_keys=True)
         if slots_per_pod is not None:
             pool.slots_per_pod = slots_per_pod
+            if pool.backend == "local" and app.local_pod_id is not None:
+                # Issue 18 item 4: the local pool's places are each machine's: this sets this
+                # machine's (and the number a machine using the store for the first time gets).
+                mine = session.get(Pod, app.local_pod_id)
+                if mine is not None:
+                    mine.slots_per_pod = slots_per_pod
+                    session.add(mine)
         if lifetime is not None:
             pool.plan_lifetime_s = lifetime
         session.add(pool)
@@ -121,14 +141,15 @@ def reconcile(app: App, pool: str | None = None) -> list[dict[str, Any]]:
                 if pod.status != "ready":
                     continue
                 slots = by_pod.get(pod.id or 0, {})
-                for i in range(p.slots_per_pod):
+                count = pod.slots_per_pod or p.slots_per_pod  # issue 18 item 4: a machine's own count
+                for i in range(count):
                     if i not in slots:
                         session.add(Slot(pod_id=pod.id or 0, slot_index=i, state=SlotState.IDLE,
                                          updated_at=repo.now()))
                         changes.append({"pool": p.name, "pod": pod.name, "change": "slot_added",
                                         "detail": f"slot {i} added"})
                 for i, s in slots.items():
-                    if i >= p.slots_per_pod and s.state == SlotState.IDLE:
+                    if i >= count and s.state == SlotState.IDLE:
                         session.delete(s)
                         changes.append({"pool": p.name, "pod": pod.name, "change": "slot_removed",
                                         "detail": f"slot {i} removed"})

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, select
 
+from iacctl.config import heartbeat_timeout
 from iacctl.domain.admission import Admission, AdmissionFacts, Blocker, PoolFacts, admit
 from iacctl.domain.durations import format_duration
-from iacctl.domain.lifecycle import Status
+from iacctl.domain.lifecycle import Stage, Status
 from iacctl.domain.scaling import desired_pods
 from iacctl.domain.slots import PodStatus
-from iacctl.errors import BackendError, BackendRefused, Refused, TaskCancelled
+from iacctl.errors import BackendError, BackendRefused, Refused, TaskCancelled, TransitionConflict
 from iacctl.executor.progress import Reporter, SilentReporter
 from iacctl.executor.run import TaskRun
 from iacctl.executor.termination import end_task
@@ -61,6 +62,15 @@ def try_start(app: App, task_id: int) -> StartResult:
 
 
 def _try_start_once(app: App, task_id: int) -> tuple[StartResult, int | None]:
+    try:
+        return _start_here(app, task_id)
+    except TransitionConflict:
+        # Issue 18 item 5: another process (on this machine or another) started or ended it
+        # between our read and our compare-and-set: not a refusal, the caller reads how it is.
+        return StartResult(False, Status(get_task(app, task_id).status)), None
+
+
+def _start_here(app: App, task_id: int) -> tuple[StartResult, int | None]:
     host, pid, start = local.this_process()
 
     def attempt(session: Session) -> tuple[StartResult, int | None]:
@@ -70,14 +80,17 @@ def _try_start_once(app: App, task_id: int) -> tuple[StartResult, int | None]:
             return StartResult(False, Status(task.status)), None
         ws = session.exec(select(Workspace).where(Workspace.id == task.workspace_id).with_for_update()).one()
         repo.lock_pool_row(session, ws.pool_id)
-        facts = repo.admission_facts(session, [task])[task_id]
+        facts = repo.admission_facts(session, [task], machine=local.machine())[task_id]
         decision = admit(facts, repo.now())
         if decision.expired_task is not None:
             return StartResult(False, Status.PENDING, decision.waiting_for, decision.blocker), decision.expired_task
         if not decision.start:
             return StartResult(False, Status.PENDING, decision.waiting_for, decision.blocker,
                                decision.can_scale), None
-        slot = repo.claim_slot(session, ws.pool_id, task_id, grow=not facts.pool.reserved_holds_capacity)
+        # Issue 18 item 4: on the local pool, a slot of this machine's own pod.
+        here = app.local_pod_id if facts.pool.machine is not None else None
+        slot = repo.claim_slot(session, ws.pool_id, task_id, grow=not facts.pool.reserved_holds_capacity,
+                               pod_id=here)
         if slot is None:
             # Admission counted a slot that is not there (a pod being lost): wait and ask again.
             return StartResult(False, Status.PENDING, f"no free slot in pool {facts.pool.name}",
@@ -97,7 +110,7 @@ def admission_of(app: App, task_id: int) -> Admission:
     """What admission says of the task now (read only; try_start decides for real)."""
     with app.store.read() as session:
         task = repo.get_task(session, task_id)
-        facts = repo.admission_facts(session, [task]).get(task_id)
+        facts = repo.admission_facts(session, [task], machine=local.machine()).get(task_id)
     if facts is None or task.status != Status.PENDING:
         return Admission(False)
     return admit(facts, repo.now())
@@ -111,14 +124,24 @@ def run_when_turn(app: App, task_id: int, reporter: Reporter, *, wait_timeout: f
     deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
     last_reason: str | None = None
     next_scale = 0.0
+    next_beat = 0.0
     while True:
         if interrupted.is_set():
             _give_up(app, task_id, "interrupted while waiting", None)
+        if time.monotonic() >= next_beat:
+            # Issue 18 item 5: this command still waits for its task (other machines read it).
+            _beat_waiting(app, task_id)
+            next_beat = time.monotonic() + WAITING_BEAT_SECONDS
         result = try_start(app, task_id)
         if result.started:
             break
         if result.status != Status.PENDING:
-            return get_task(app, task_id)
+            # Started (or ended) by another process, maybe on another machine: this command
+            # still reports the task's own outcome, followed through the store.
+            followed = follow(app, task_id, reporter)
+            if followed.status != Status.PENDING:
+                return followed
+            continue  # placed again (its pod was gone before Terraform started): wait again
         if result.waiting_for != last_reason:
             reporter.note(f"task {task_id} waits: {result.waiting_for}")
             last_reason = result.waiting_for
@@ -142,6 +165,46 @@ def run_when_turn(app: App, task_id: int, reporter: Reporter, *, wait_timeout: f
                                                         "(iacctl pods list) and plan again")
         return get_task(app, task_id)
     return task
+
+
+WAITING_BEAT_SECONDS = 5.0
+FOLLOW_POLL_SECONDS = 0.3
+
+
+def _beat_waiting(app: App, task_id: int) -> None:
+    with app.store.write() as session:
+        task = repo.get_task(session, task_id)
+        if task.status == Status.PENDING:
+            repo.update_task(session, task_id, heartbeat_at=repo.now())
+        repo.beat_pod(session, app.local_pod_id, repo.now())
+
+
+def follow(app: App, task_id: int, reporter: Reporter) -> Task:
+    """Issue 18 item 5: a task another process runs, followed through the store (its stages, its
+    log, its outcome) until it ends or waits for confirmation, so the command that waited for it
+    exits with the task's own exit code. A runner that dies is the sweep's to settle; the task
+    still ends, and this ends with it."""
+    task = get_task(app, task_id)
+    if task.status == Status.RUNNING:
+        where = f" on machine {task.runner_host}" if task.runner_host else ""
+        reporter.note(f"task {task_id} was started by another process{where}; following it")
+    seq = 0
+    stage: str | None = None
+    cipher = app.store.cipher
+    while True:
+        with app.store.read() as session:
+            task = repo.get_task(session, task_id)
+            lines = repo.log_lines_after(session, task_id, seq)
+        if task.stage is not None and task.stage != stage and task.status == Status.RUNNING:
+            stage = task.stage
+            reporter.stage(task_id, Stage(stage))
+        for s, blob in lines:
+            seq = s
+            reporter.line(cipher.decrypt_text(blob))
+        if not lines and task.status != Status.RUNNING:
+            return task
+        if not lines:
+            time.sleep(FOLLOW_POLL_SECONDS)
 
 
 def _give_up(app: App, task_id: int, why: str, waiting_for: str | None) -> None:
@@ -273,9 +336,14 @@ def _left_behind(app: App, task: Task) -> bool:
     """A task queued by a command that waits for it is that command's: if the command is gone
     before its task started (killed, or it failed), the task is cancelled, never started later
     behind the user's back. True if the task is taken care of here (cancelled or waited for)."""
-    alive = local.process_alive(task.creator_host, task.creator_pid, task.creator_start)
-    if task.creator_pid is None or alive is None:
+    if task.creator_pid is None:
         return False
+    alive = local.process_alive(task.creator_host, task.creator_pid, task.creator_start)
+    if alive is None:
+        # Issue 18 item 5: a command waiting on another machine is judged by the heartbeat it
+        # beats on its pending task: alive, it starts the task itself; silent past the timeout,
+        # it is gone.
+        alive = task.heartbeat_at is not None and repo.now() - task.heartbeat_at <= heartbeat_timeout()
     if alive:
         return True
     reason = (f"its command ({task.creator_host} pid {task.creator_pid}) exited before the task started; "
@@ -315,12 +383,12 @@ def kick_queue(app: App, reporter: Reporter | None = None) -> list[int]:
     started: list[int] = []
     with app.store.read() as session:
         pending = list(repo.pending_tasks(session))
-        facts = repo.admission_facts(session, pending)
+        facts = repo.admission_facts(session, pending, machine=local.machine())
     if any(f.pool.reserved_holds_capacity for f in facts.values()):
         _scale_to_queue(app, pending, facts, reporter)
         with app.store.read() as session:
             pending = list(repo.pending_tasks(session))
-            facts = repo.admission_facts(session, pending)
+            facts = repo.admission_facts(session, pending, machine=local.machine())
     now = repo.now()
     handed: dict[str, int] = {}
     for task in pending:
@@ -353,7 +421,7 @@ def take_next(app: App) -> int | None:
     or None when there is none (a runner going on with the next task)."""
     with app.store.read() as session:
         pending = repo.pending_tasks(session)
-        facts = repo.admission_facts(session, pending)
+        facts = repo.admission_facts(session, pending, machine=local.machine())
     now = repo.now()
     for task in pending:
         f = facts.get(task.id or 0)

@@ -81,6 +81,12 @@ class Pod(SQLModel, table=True):
     status: str = Field(default="ready", max_length=20)
     created_at: float
     idle_since: float | None = None
+    # Issue 18 item 4: a pod of the local pool is one machine (runtimes.local.machine()), beating
+    # its heartbeat while that machine's commands and runners are alive, with its own slot count
+    # (None: the pool's). Kubernetes pods have none of these.
+    machine: str | None = Field(default=None, max_length=253)
+    heartbeat_at: float | None = None
+    slots_per_pod: int | None = None
 
 
 class Slot(SQLModel, table=True):

@@ -94,18 +94,22 @@ def mark_pod_lost(session: Session, pool: str, pod: str) -> bool:
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def claim_idle_slot(session: Session, pool_id: int, task_id: int) -> Slot | None:
-    """S2: take an idle slot of the pool for the task, or None. The compare-and-set on the
+def claim_idle_slot(session: Session, pool_id: int, task_id: int, *, pod_id: int | None = None) -> Slot | None:
+    """S2: take an idle slot of the pool (of its pod `pod_id` only, if given: a local pool's
+    slots on this machine, issue 18 item 4) for the task, or None. The compare-and-set on the
     slot's state makes two processes racing for it get different slots (or one gets none)."""
     # On PostgreSQL, SKIP LOCKED passes over slots another transaction is changing (one being
     # released by a finishing task, say) instead of waiting on them, which could deadlock with
     # that transaction's next step. SQLite has no row locks; BEGIN IMMEDIATE serializes it.
-    candidates = session.exec(
+    query = (
         select(Slot)
         .join(Pod, col(Pod.id) == col(Slot.pod_id))
         .where(Pod.pool_id == pool_id, Pod.status == PodStatus.READY, Slot.state == SlotState.IDLE)
-        .order_by(col(Slot.pod_id), col(Slot.slot_index))
-        .with_for_update(skip_locked=True, of=Slot)
+    )
+    if pod_id is not None:
+        query = query.where(col(Slot.pod_id) == pod_id)
+    candidates = session.exec(
+        query.order_by(col(Slot.pod_id), col(Slot.slot_index)).with_for_update(skip_locked=True, of=Slot)
     ).all()
     for slot in candidates:
         result = session.execute(
@@ -119,16 +123,17 @@ def claim_idle_slot(session: Session, pool_id: int, task_id: int) -> Slot | None
     return None
 
 
-def claim_slot(session: Session, pool_id: int, task_id: int, *, grow: bool) -> Slot | None:
+def claim_slot(session: Session, pool_id: int, task_id: int, *, grow: bool, pod_id: int | None = None) -> Slot | None:
     """S2: a slot for a task that admission let start. With `grow` (the local pool, where only
     running tasks count against the slot number), a new slot row is added to the pool's pod when
     every row is taken by plans waiting for confirmation: their work directories stay (E6)."""
-    slot = claim_idle_slot(session, pool_id, task_id)
+    slot = claim_idle_slot(session, pool_id, task_id, pod_id=pod_id)
     if slot is not None or not grow:
         return slot
-    pod = session.exec(
-        select(Pod).where(Pod.pool_id == pool_id, Pod.status == PodStatus.READY).order_by(col(Pod.id))
-    ).first()
+    pods = select(Pod).where(Pod.pool_id == pool_id, Pod.status == PodStatus.READY)
+    if pod_id is not None:
+        pods = pods.where(col(Pod.id) == pod_id)
+    pod = session.exec(pods.order_by(col(Pod.id))).first()
     if pod is None:
         return None
     top = session.execute(select(func.max(Slot.slot_index)).where(Slot.pod_id == pod.id)).scalar()
@@ -137,6 +142,41 @@ def claim_slot(session: Session, pool_id: int, task_id: int, *, grow: bool) -> S
     session.add(slot)
     session.flush()
     return slot
+
+
+def machine_pod(session: Session, pool_id: int, machine: str) -> Pod | None:
+    """Issue 18 item 4: the pod of a local pool that is this machine (runtimes.local.machine())."""
+    return session.exec(select(Pod).where(Pod.pool_id == pool_id, Pod.machine == machine)).first()
+
+
+def machine_of_slot(session: Session, slot_id: int | None) -> str | None:
+    """The machine whose local pod holds the slot; None for a pod of no machine (Kubernetes)."""
+    if slot_id is None:
+        return None
+    return session.execute(select(Pod.machine).join(Slot, col(Slot.pod_id) == col(Pod.id))
+                           .where(col(Slot.id) == slot_id)).scalar()
+
+
+def idle_slots_of_pod(session: Session, pod_id: int) -> Sequence[Slot]:
+    """The pod's idle slots, their rows locked (a claim skips them meanwhile, claim_idle_slot)."""
+    return session.exec(select(Slot).where(Slot.pod_id == pod_id, Slot.state == SlotState.IDLE)
+                        .order_by(col(Slot.slot_index)).with_for_update(skip_locked=True)).all()
+
+
+def beat_pod(session: Session, pod_id: int | None, at: float) -> None:
+    """Issue 18 item 4: the machine of a local pod is alive (its commands and runners say so)."""
+    if pod_id is not None:
+        session.execute(update(Pod).where(col(Pod.id) == pod_id).values(heartbeat_at=at))
+
+
+def beat_task(session: Session, task_id: int, at: float) -> None:
+    """The heartbeat of the process running (or, while pending, waiting for) the task, and of
+    the local pod (the machine) it runs on (issue 18 items 4, 5)."""
+    session.execute(update(Task).where(col(Task.id) == task_id).values(heartbeat_at=at))
+    pod_id = session.execute(select(Task.pod_id).where(Task.id == task_id)).scalar()
+    if pod_id is not None:
+        session.execute(update(Pod).where(col(Pod.id) == pod_id, col(Pod.machine).is_not(None))
+                        .values(heartbeat_at=at))
 
 
 def lock_pool_row(session: Session, pool_id: int) -> None:
@@ -159,10 +199,12 @@ def freeze_windows(session: Session, pool_ids: Iterable[int]) -> dict[int, tuple
     return {k: tuple(v) for k, v in out.items()}
 
 
-def admission_facts(session: Session, tasks: Sequence[Task], *, wants: str = PLAN) -> dict[int, AdmissionFacts]:
+def admission_facts(session: Session, tasks: Sequence[Task], *, wants: str = PLAN,
+                    machine: str | None = None) -> dict[int, AdmissionFacts]:
     """Everything `domain.admission.admit()` needs about these pending tasks (or, with wants=apply,
-    confirmed ones), in six queries however many tasks there are (item 10: the sweep reads the
-    queue of 1,000 pods)."""
+    confirmed ones), in seven queries however many tasks there are (item 10: the sweep reads the
+    queue of 1,000 pods). With `machine`, a local pool's places are that machine's pod's (issue
+    18 item 4: each machine runs as many tasks as its own pod has places, whatever the others run)."""
     if not tasks:
         return {}
     ws_ids = list({t.workspace_id for t in tasks})
@@ -171,6 +213,12 @@ def admission_facts(session: Session, tasks: Sequence[Task], *, wants: str = PLA
     pool_ids = list(set(pool_of.values()))
     pools = {p.id: p for p in session.exec(select(Pool).where(col(Pool.id).in_(pool_ids))).all()}
     windows = freeze_windows(session, pool_ids)
+    mine: dict[int, Pod] = {}
+    if machine is not None:
+        local_ids = [pid for pid, p in pools.items() if p.backend == "local"]
+        if local_ids:
+            mine = {p.pool_id: p for p in session.exec(
+                select(Pod).where(col(Pod.pool_id).in_(local_ids), Pod.machine == machine)).all()}
     live_pods = {int(pid): int(n) for pid, n in session.execute(
         select(Pod.pool_id, func.count(col(Pod.id)))
         .where(col(Pod.pool_id).in_(pool_ids), col(Pod.status).in_([PodStatus.READY, PodStatus.CREATING]))
@@ -178,13 +226,15 @@ def admission_facts(session: Session, tasks: Sequence[Task], *, wants: str = PLA
     ).all()}
     idle: dict[int, int] = {}
     uses: dict[int, list[SlotUse]] = {}
-    for pid, task_id, state, status in session.execute(
-        select(Pod.pool_id, Slot.task_id, Slot.state, Task.status)
+    for pid, pod_id, task_id, state, status in session.execute(
+        sa_select(Pod.pool_id, Pod.id, Slot.task_id, Slot.state, Task.status)  # type: ignore[call-overload]
         .join(Slot, col(Slot.pod_id) == col(Pod.id))
         .join(Task, col(Task.id) == col(Slot.task_id), isouter=True)
         .where(col(Pod.pool_id).in_(pool_ids), col(Pod.status) == PodStatus.READY)
         .order_by(col(Slot.task_id))
     ).all():
+        if pid in mine and pod_id != mine[pid].id:
+            continue  # another machine's places (issue 18 item 4)
         if state == SlotState.IDLE:
             idle[pid] = idle.get(pid, 0) + 1
         else:
@@ -207,11 +257,14 @@ def admission_facts(session: Session, tasks: Sequence[Task], *, wants: str = PLA
         if ws is None or pool is None:
             continue
         pid = pool.id or 0
+        own = mine.get(pid)
         facts[task.id or 0] = AdmissionFacts(
             task_id=task.id or 0, kind=task.kind, workspace=ws.name, wants=wants,
-            pool=PoolFacts(name=pool.name, backend=pool.backend, slots_per_pod=pool.slots_per_pod,
+            pool=PoolFacts(name=pool.name, backend=pool.backend,
+                           slots_per_pod=(own.slots_per_pod or pool.slots_per_pod) if own else pool.slots_per_pod,
                            max_pods=pool.max_pods, live_pods=live_pods.get(pid, 0), idle_slots=idle.get(pid, 0),
-                           uses=tuple(uses.get(pid, ())), freeze_windows=windows.get(pid, ())),
+                           uses=tuple(uses.get(pid, ())), freeze_windows=windows.get(pid, ()),
+                           machine=own.machine if own else None),
             others=tuple(o for o in others.get(ws.id or 0, ()) if o.id != task.id),
             lock_task_id=ws.locked_by_task_id, lock_holder=ws.lock_holder, lock_reason=ws.lock_reason,
             plan_lifetime_s=ws.plan_lifetime_s or pool.plan_lifetime_s,
@@ -516,6 +569,15 @@ def append_logs(session: Session, task_id: int, first_seq: int, lines: Sequence[
         [{"task_id": task_id, "seq": first_seq + i, "at": at[i] if at is not None else t, "line_secret": b}
          for i, b in enumerate(lines)],
     )
+
+
+def log_lines_after(session: Session, task_id: int, seq: int) -> list[tuple[int, bytes]]:
+    """The task's stored log lines (encrypted) after `seq`, in order."""
+    rows = session.execute(
+        select(col(TaskLog.seq), col(TaskLog.line_secret))
+        .where(col(TaskLog.task_id) == task_id, col(TaskLog.seq) > seq).order_by(col(TaskLog.seq))
+    ).all()
+    return [(int(s), bytes(b)) for s, b in rows]
 
 
 def last_log_seq(session: Session, task_id: int) -> int:

@@ -19,7 +19,7 @@ from alembic import op
 from iacctl.store.models import AUTOINCREMENT, AUTOINCREMENT_TABLES
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
