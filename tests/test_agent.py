@@ -86,9 +86,11 @@ def agent_env(env: Env) -> Iterator[Env]:
         _stop_agents(env)
 
 
-def _installed(env: Env, *args: str, input: str | None = None, **extra: str) -> tuple[int, str, str]:
+def _installed(env: Env, *args: str, input: str | None = None, **extra: str | None) -> tuple[int, str, str]:
+    """`iacctl ARGS` through the installed entry point; an `extra` variable given as None is unset."""
+    variables = {k: v for k, v in {**env.vars, **extra}.items() if v is not None}
     proc = subprocess.run([INSTALLED, *args], capture_output=True, text=True, input=input,
-                          env={**env.vars, **extra}, cwd=env.root, timeout=180)
+                          env=variables, cwd=env.root, timeout=180)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -277,10 +279,10 @@ def test_two_stores_through_one_agent_never_mix(agent_env: Env, tmp_path_factory
     src = env.config("simple", into="src")
     other = env.root / "other.db"
     pg = postgres_server(tmp_path_factory).create_database("t_" + uuid.uuid4().hex[:12])
-    stores: list[tuple[list[str], dict[str, str], str]] = [
+    stores: list[tuple[list[str], dict[str, str | None], str]] = [
         ([], {}, "in-default"),
         (["--db", str(other)], {}, "in-other"),
-        ([], {"IACCTL_DATABASE_URL": pg, "IACCTL_DB": ""}, "in-postgres"),
+        ([], {"IACCTL_DATABASE_URL": pg, "IACCTL_DB": None}, "in-postgres"),
     ]
     for args, extra, name in stores:
         code, _, err = _installed(env, *args, "workspace", "create", name, "--dir", str(src), **extra)

@@ -54,7 +54,7 @@ def test_listings_keep_addresses_and_actions_whole_at_60_80_and_100_columns(env:
 
         inventory = _screen(env, "inventory", "list", columns=columns)
         _whole(inventory, LONG, OTHER, "net")
-        assert all(len(line) <= columns for line in inventory if LONG not in line and OTHER not in line)
+        assert all(len(line) <= columns for line in inventory if LONG not in line and OTHER not in line), inventory
 
         listing = _screen(env, "tasks", "list", columns=columns)
         _whole(listing, "plan+apply", "apply_pending", "applied")

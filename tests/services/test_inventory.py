@@ -151,8 +151,8 @@ def test_a_sync_left_syncing_by_a_killed_process_is_reset_by_the_sweep(env: Env,
         assert env.ok("inventory", "list", "--json").json() == []
         actions = env.ok("pods", "recover", "--json").json()
         receiver.wait_for(2)
-    kinds = [(a["action"], a["workspace"] or a["task"]) for a in actions]
-    assert kinds == [("inventory_reset", "net"), ("inventory_synced", 1)]
+    kinds = [(a["action"], a["workspace"], a["task"]) for a in actions]
+    assert kinds == [("inventory_reset", "net", None), ("inventory_synced", "net", 1)]
     assert actions[0]["detail"].startswith("sync of serial ") and "is gone" in actions[0]["detail"]
     status = env.ok("inventory", "status", "net", "--json").json()
     assert (status["status"], status["serial"]) == ("idle", _serial(env, "net"))

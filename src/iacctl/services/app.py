@@ -56,14 +56,22 @@ class App:
         self._deliverer.written(ids)
 
     def wrote_follow_ups(self) -> bool:
-        """F1: whether this command wrote outbox entries (and so has follow-ups to finish)."""
-        return self._deliverer is not None
+        """F1: whether this command has follow-ups to finish: it wrote outbox entries, or it wrote
+        to the store at all, and so also sends the entries due again (issue 19 item 2: no event
+        needs cron). A listing writes nothing and imports no delivery (issue 20)."""
+        if self._deliverer is not None:
+            return True
+        return self._store is not None and self._store.committed_writes > 0 and self._budget > 0
 
     def finish_follow_ups(self) -> str | None:
         """F1: wait at most the budget for this command's follow-ups; a line saying what is not
         delivered yet, or None."""
-        if self._deliverer is None:
+        if not self.wrote_follow_ups():
             return None
+        if self._deliverer is None:
+            from iacctl.services import outbox
+
+            self._deliverer = outbox.Deliverer(self.store, self._budget)
         return self._deliverer.finish()
 
     def handle_run_triggers_now(self) -> None:

@@ -256,6 +256,7 @@ class Deliverer:
     def __init__(self, store: Store, budget_s: float) -> None:
         self.store = store
         self.budget_s = budget_s
+        self._deadline: float | None = None  # when this command's budget runs out, once it is waited on
         self._lock = threading.Condition()
         self._mine: set[int] = set()
         self._retries: set[int] = set()
@@ -352,7 +353,11 @@ class Deliverer:
         with self._lock:
             if not self._mine and not self._retries:
                 return None
-            deadline = time.monotonic() + self.budget_s
+            # One budget per command, however often its end is reached (confirm-apply settles its
+            # follow-ups before naming the plans its triggers queued, and again at the very end).
+            if self._deadline is None:
+                self._deadline = time.monotonic() + self.budget_s
+            deadline = self._deadline
             while self._workers > 0:
                 left_s = deadline - time.monotonic()
                 if left_s <= 0:

@@ -84,8 +84,8 @@ def move_here(app: App, task_id: int, note: str) -> bool:
     """Issue 18 item 2: the task's reservation moves to a slot of this machine's local pod (a new
     slot row if every one is taken: only running tasks count against a machine's places). The
     slot on the other machine is freed in the same transaction; its directory there is removed
-    when that machine next looks (remove_freed_work_dirs, or its next use of the slot). The
-    apply then rebuilds the work directory here from the store (E6). False if the task changed."""
+    when that machine next looks (its sweep removes the directories of idle slots, or its next use
+    of the slot resets it). The apply then rebuilds the work directory here from the store (E6). False if the task changed."""
     with app.store.write() as session:
         task = repo.get_task(session, task_id)
         if task.status != Status.APPLY_PENDING or task.confirmed_at is not None or app.local_pod_id is None:
@@ -103,27 +103,6 @@ def move_here(app: App, task_id: int, note: str) -> bool:
         repo.add_event(session, task_id, "note", None, None,
                        f"{note}: from slot {before} to slot {repo.slot_place(session, slot.id)}")
     return True
-
-
-def remove_freed_work_dirs(app: App) -> list[str]:
-    """Issue 18 item 2: the work directories left on this machine in slots of its local pod that
-    are idle now (a plan of this machine applied on another, which freed the slot from there).
-    Each is removed with its slot row locked, so a task claiming the slot at that moment (which
-    skips a locked row) never loses a directory it just made. For the sweep (`pods recover`);
-    returns the places cleaned."""
-    removed: list[str] = []
-    with app.store.read() as session:
-        pool = repo.find_pool(session, "local")
-    if pool is None or app.local_pod_id is None:
-        return removed
-    runtime = app.runtime_for(pool)
-    with app.store.write() as session:
-        for slot in repo.idle_slots_of_pod(session, app.local_pod_id):
-            place = repo.slot_place(session, slot.id)
-            if place is not None and runtime.work_dir_exists(place):
-                runtime.remove_work_dir(place)
-                removed.append(str(place))
-    return removed
 
 
 def reset_to_pending(session: Session, task: Task, reason: str) -> None:

@@ -185,7 +185,8 @@ def follow(app: App, task_id: int, reporter: Reporter) -> Task:
     exits with the task's own exit code. A runner that dies is the sweep's to settle; the task
     still ends, and this ends with it."""
     task = get_task(app, task_id)
-    if task.status == Status.RUNNING:
+    if task.status != Status.PENDING:
+        # Said also when its plan was over before this command looked again (a quick plan).
         where = f" on machine {task.runner_host}" if task.runner_host else ""
         reporter.note(f"task {task_id} was started by another process{where}; following it")
     seq = 0

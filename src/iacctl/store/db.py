@@ -610,7 +610,7 @@ def wal_writer(db_path: Path) -> str | None:
             kind = "an sqlite3 shell"
         else:
             kind = "a process that is not iacctl"
-        shown = " ".join(argv)[:60] if argv else "?"
+        shown = " ".join(" ".join(argv).split())[:60] if argv else "?"  # one line, whatever its arguments hold
         return f"{kind} (pid {pid}: {shown})" if pid != "-1" else kind
     return None
 

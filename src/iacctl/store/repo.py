@@ -157,12 +157,6 @@ def machine_of_slot(session: Session, slot_id: int | None) -> str | None:
                            .where(col(Slot.id) == slot_id)).scalar()
 
 
-def idle_slots_of_pod(session: Session, pod_id: int) -> Sequence[Slot]:
-    """The pod's idle slots, their rows locked (a claim skips them meanwhile, claim_idle_slot)."""
-    return session.exec(select(Slot).where(Slot.pod_id == pod_id, Slot.state == SlotState.IDLE)
-                        .order_by(col(Slot.slot_index)).with_for_update(skip_locked=True)).all()
-
-
 def beat_pod(session: Session, pod_id: int | None, at: float) -> None:
     """Issue 18 item 4: the machine of a local pod is alive (its commands and runners say so)."""
     if pod_id is not None:
