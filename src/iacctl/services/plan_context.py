@@ -85,7 +85,8 @@ def move_here(app: App, task_id: int, note: str) -> bool:
     slot row if every one is taken: only running tasks count against a machine's places). The
     slot on the other machine is freed in the same transaction; its directory there is removed
     when that machine next looks (its sweep removes the directories of idle slots, or its next use
-    of the slot resets it). The apply then rebuilds the work directory here from the store (E6). False if the task changed."""
+    of the slot resets it). The apply then rebuilds the work directory here from the store (E6).
+    False if the task changed."""
     with app.store.write() as session:
         task = repo.get_task(session, task_id)
         if task.status != Status.APPLY_PENDING or task.confirmed_at is not None or app.local_pod_id is None:
