@@ -116,6 +116,24 @@ def test_unreachable_postgresql_stores_name_the_fix(pg_url: str, tmp_path: Path)
         assert fix in line and "IACCTL_DATABASE_URL" in line, line
 
 
+def test_a_wrong_password_names_the_fix_and_the_right_one_opens_the_store(
+        pg_url: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    server = postgres_server(tmp_path_factory)
+    role = f"runner_{uuid.uuid4().hex[:6]}"
+    server.role_with_password(role, "right-horse")
+    host_port = pg_url.rsplit("/", 1)[0].split("@", 1)[1]
+    database = pg_url.rsplit("/", 1)[1]
+    wrong = _machine(tmp_path / "wrong", f"postgresql://{role}:battery@{host_port}/{database}", TEAM_KEY)
+    r = wrong.run("workspace", "list")
+    assert r.code == 1, r.err
+    line = _one_line(r.err)
+    assert "password" in line and role in line and "IACCTL_DATABASE_URL" in line, line
+    assert "battery" not in r.err  # the password given is never printed
+    right = _machine(tmp_path / "right", f"postgresql://{role}:right-horse@{host_port}/postgres", TEAM_KEY)
+    r = right.run("workspace", "list")
+    assert "password" not in r.err, r.err
+
+
 def test_a_missing_postgresql_driver_names_the_extra(pg_url: str, tmp_path: Path) -> None:
     # The runner's Python cannot import psycopg (a module on PYTHONPATH that raises, as an
     # interpreter without the extra would): setting up the environment, not changing iacctl.
