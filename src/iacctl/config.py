@@ -32,24 +32,30 @@ class Settings:
     busy_timeout_s: float = 60.0  # IACCTL_BUSY_TIMEOUT: how long a write waits for another writer
 
 
+def _seconds(name: str, default: float, low: float, high: float, *, low_allowed: bool = True) -> float:
+    """A setting in seconds from the environment variable `name`: `default` when unset or empty,
+    else a number in [low, high] (above `low` when it is not allowed), or one line, exit 64."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not (low <= value if low_allowed else low < value) or value > high:
+        from iacctl.errors import UsageError
+
+        raise UsageError(f"{name} must be a number of seconds between {low:g} and {high:g}, not {raw!r}")
+    return value
+
+
 DEFAULT_BUSY_TIMEOUT_S = 60.0
 
 
 def busy_timeout() -> float:
     """IACCTL_BUSY_TIMEOUT in seconds (default 60): how long a command waits for another
     process's write transaction on the SQLite store before it gives up (issue 13)."""
-    raw = os.environ.get("IACCTL_BUSY_TIMEOUT")
-    if raw is None or raw == "":
-        return DEFAULT_BUSY_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 86_400:
-        from iacctl.errors import UsageError
-
-        raise UsageError(f"IACCTL_BUSY_TIMEOUT must be a number of seconds between 0 and 86400, not {raw!r}")
-    return value
+    return _seconds("IACCTL_BUSY_TIMEOUT", DEFAULT_BUSY_TIMEOUT_S, 0, 86_400, low_allowed=False)
 
 
 DEFAULT_HEARTBEAT_TIMEOUT_S = 120.0
@@ -63,18 +69,7 @@ def heartbeat_timeout() -> float:
     heartbeat a machine other than its runner's takes the runner for dead (issue 18 item 3). The
     sweep, `cancel` and `workspace unlock --force` judge another machine's runner by it alone, since
     its pid means nothing here. Every machine of a team should use the same value."""
-    raw = os.environ.get("IACCTL_HEARTBEAT_TIMEOUT")
-    if raw is None or raw == "":
-        return DEFAULT_HEARTBEAT_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 2 <= value <= 86_400:
-        from iacctl.errors import UsageError
-
-        raise UsageError(f"IACCTL_HEARTBEAT_TIMEOUT must be a number of seconds between 2 and 86400, not {raw!r}")
-    return value
+    return _seconds("IACCTL_HEARTBEAT_TIMEOUT", DEFAULT_HEARTBEAT_TIMEOUT_S, 2, 86_400)
 
 
 def heartbeat_interval() -> float:
@@ -89,18 +84,7 @@ DEFAULT_BUDGET_S = 5.0
 def follow_up_budget() -> float:
     """IACCTL_FOLLOW_UP_BUDGET: the most seconds a command waits at its end for its follow-ups
     (F1). Read here, not in the outbox, so a command checks it without importing delivery."""
-    raw = os.environ.get("IACCTL_FOLLOW_UP_BUDGET")
-    if raw is None or raw == "":
-        return DEFAULT_BUDGET_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 60:
-        from iacctl.errors import UsageError
-
-        raise UsageError(f"IACCTL_FOLLOW_UP_BUDGET must be a number of seconds between 0 and 60, not {raw!r}")
-    return value
+    return _seconds("IACCTL_FOLLOW_UP_BUDGET", DEFAULT_BUDGET_S, 0, 60)
 
 
 def load_settings(db: str | None = None) -> Settings:
