@@ -120,7 +120,8 @@ class Env:
 
 def _base_vars(root: Path) -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items()
-            if not k.startswith(("IACCTL_", "TF_", "XDG_")) and k not in ("NO_COLOR", "CI")}
+            # COLUMNS and LINES would override the size of the terminal a test runs the command on.
+            if not k.startswith(("IACCTL_", "TF_", "XDG_")) and k not in ("NO_COLOR", "CI", "COLUMNS", "LINES")}
     keep.update({
         "IACCTL_CONFIG_DIR": str(root / "config"),
         "IACCTL_WORK_ROOT": str(root / "work"),

@@ -17,7 +17,8 @@ from tests.conftest import PYTHON, Env
 def run_on_a_terminal(env: Env, *args: str, columns: int | None = None) -> tuple[int, str]:
     """`iacctl ARGS` with stdin, stdout and stderr on a pseudo-terminal (of `columns` columns
     when given); its exit code and everything it wrote."""
-    vars = {k: v for k, v in env.vars.items() if k not in ("NO_COLOR", "CI")}
+    # COLUMNS would override the terminal's own size, which is what these tests are about.
+    vars = {k: v for k, v in env.vars.items() if k not in ("NO_COLOR", "CI", "COLUMNS", "LINES")}
     vars["TERM"] = "xterm-256color"
     main, child = pty.openpty()
     if columns is not None:

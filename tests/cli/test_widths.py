@@ -54,18 +54,19 @@ def test_listings_keep_addresses_and_actions_whole_at_60_80_and_100_columns(env:
 
         inventory = _screen(env, "inventory", "list", columns=columns)
         _whole(inventory, LONG, OTHER, "net")
-        assert all(len(line) <= columns for line in inventory if LONG not in line and OTHER not in line), inventory
+        assert all(len(line) <= columns for line in inventory if LONG not in line and OTHER not in line), \
+            "\n".join(inventory)
 
         listing = _screen(env, "tasks", "list", columns=columns)
         _whole(listing, "plan+apply", "apply_pending", "applied")
-        assert all(len(line) <= columns for line in listing), listing
+        assert all(len(line) <= columns for line in listing), "\n".join(listing)
 
         pods = _screen(env, "pods", "list", columns=columns)
         _whole(pods, "local", "ready", "(task 2)")
 
         workspaces = _screen(env, "workspace", "list", columns=columns)
         _whole(workspaces, "net", "locked by task 2")
-        assert all(len(line) <= columns for line in workspaces), workspaces
+        assert all(len(line) <= columns for line in workspaces), "\n".join(workspaces)
 
     # At 80 columns the inventory leaves columns out and says so; --wide shows them all.
     narrow = _screen(env, "inventory", "list", columns=80)
