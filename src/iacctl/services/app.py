@@ -33,6 +33,7 @@ class App:
         self._store: Store | None = None
         self._deliverer: outbox.Deliverer | None = None
         self._budget = 0.0
+        self._swept = False  # this command is a sweep: it sent every due entry itself, and said so
         self.local_pod_id: int | None = None  # this machine's pod of the local pool (issue 18 item 4)
 
     @property
@@ -53,7 +54,16 @@ class App:
             from iacctl.services import outbox
 
             self._deliverer = outbox.Deliverer(self.store, self._budget)
+            self._deliverer.due_retries = not self._swept
         self._deliverer.written(ids)
+
+    def outbox_swept(self) -> None:
+        """S8: this command (a sweep) sends every due entry itself and reports each; its end
+        sends no due retries beside them, which its report would not name (two cron sweeps at
+        once each sent some without saying so)."""
+        self._swept = True
+        if self._deliverer is not None:
+            self._deliverer.due_retries = False
 
     def wrote_follow_ups(self) -> bool:
         """F1: whether this command has follow-ups to finish: it wrote outbox entries, or it wrote
@@ -61,7 +71,7 @@ class App:
         needs cron). A listing writes nothing and imports no delivery (issue 20)."""
         if self._deliverer is not None:
             return True
-        return self._store is not None and self._store.committed_writes > 0 and self._budget > 0
+        return self._store is not None and self._store.committed_writes > 0 and self._budget > 0 and not self._swept
 
     def finish_follow_ups(self) -> str | None:
         """F1: wait at most the budget for this command's follow-ups; a line saying what is not

@@ -89,8 +89,7 @@ def confirm_apply(app: App, task_id: int, *, rebuild: bool, reporter: Reporter,
     with app.store.read() as session:
         task = _confirmable(session, task_id)
     # Issue 18 item 2: a plan made on another machine is not lost here (lost() judges only this
-    # machine's slots and pods); it is applied here, rebuilt from the store.
-    elsewhere = plan_context.made_elsewhere(app, task)
+    # machine's slots and pods); it is applied here, rebuilt from the store (_start_apply).
     lost = plan_context.lost(app, task)
     if lost is None and plan_context.expired(task):
         lost = "its warm-up expired"
@@ -104,9 +103,11 @@ def confirm_apply(app: App, task_id: int, *, rebuild: bool, reporter: Reporter,
             lost = None
     if lost is not None:
         return _replan(app, task_id, lost, reporter, wait_timeout)
-    if elsewhere is not None:
-        _move_here(app, task_id, elsewhere, reporter)
-    _start_apply(app, task_id, reporter, wait_timeout, actor)
+    moved_from = _start_apply(app, task_id, reporter, wait_timeout, actor)
+    if moved_from is not None:
+        reporter.note(f"task {task_id}: planned on machine {moved_from}, confirmed on machine {local.machine()}: "
+                      "rebuild of the work directory here from the store (config snapshot, plan file, init, plan "
+                      "hash checked)")
     # Issue 9: said once the confirmation is taken (a refused one applies nothing), before the
     # apply starts.
     reporter.summary(_restatement(app, task))
@@ -123,18 +124,6 @@ def confirm_apply(app: App, task_id: int, *, rebuild: bool, reporter: Reporter,
     return done
 
 
-def _move_here(app: App, task_id: int, elsewhere: str, reporter: Reporter) -> None:
-    """Issue 18 item 2: the plan's reservation moves to this machine, whose apply rebuilds the
-    work directory from the store (config snapshot, plan file, init, plan hash checked)."""
-    me = local.machine()
-    if not plan_context.move_here(app, task_id, f"confirmed on machine {me}; the plan was made on machine {elsewhere}"):
-        with app.store.read() as session:
-            _confirmable(session, task_id)  # says why it cannot be confirmed now
-        raise Refused(f"task {task_id} changed while it was being confirmed; run: iacctl tasks show {task_id}")
-    reporter.note(f"task {task_id}: planned on machine {elsewhere}, confirmed on machine {me}: rebuild of the "
-                  "work directory here from the store (config snapshot, plan file, init, plan hash checked)")
-
-
 def _restatement(app: App, task: Task) -> str:
     """Issue 9: what confirm-apply is about to apply, said before it does: workspace, task,
     plan hash, the counts (and how they read as Terraform's own Plan line) and the plan's age."""
@@ -149,14 +138,17 @@ def _restatement(app: App, task: Task) -> str:
     return text + (f" ({relation})" if relation else "")
 
 
-def _start_apply(app: App, task_id: int, reporter: Reporter, wait_timeout: float | None, actor: Actor) -> None:
+def _start_apply(app: App, task_id: int, reporter: Reporter, wait_timeout: float | None,
+                 actor: Actor) -> str | None:
     """apply_pending -> running, once admission gives the apply a running place (on the local
-    pool the slot count limits how many tasks run at once; elsewhere the reserved slot is it)."""
+    pool the slot count limits how many tasks run at once; elsewhere the reserved slot is it).
+    A plan made on another machine moves to this one in that same transaction (issue 18 item 2);
+    the machine it came from, or None."""
     host, pid, start = local.this_process()
     deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
     last: str | None = None
     while True:
-        def attempt(session: Session) -> Admission:
+        def attempt(session: Session) -> tuple[Admission, str | None]:
             # Issue 18 item 6: rows only, so a deadlock runs it again (Store.transaction).
             # Issue 18 item 6: the workspace row, then the pool row (the order of store/db.py);
             # checked after the lock, so a racing confirmation that got there first is named.
@@ -164,29 +156,37 @@ def _start_apply(app: App, task_id: int, reporter: Reporter, wait_timeout: float
             task = _confirmable(session, task_id)
             repo.lock_pool_row(session, task.pool_id or 0)
             facts = repo.admission_facts(session, [task], wants=APPLY, machine=local.machine())[task_id]
-            holder = repo.machine_of_slot(session, task.slot_id)
-            if facts.pool.machine is not None and holder is not None and holder != facts.pool.machine:
-                # Issue 18 item 2: a confirmation on another machine moved the plan there first.
-                raise Refused(f"task {task_id} is being confirmed on machine {holder}")
             decision = admit(facts, repo.now())
-            if decision.start:
-                try:
-                    repo.transition(
-                        session, task_id, Status.APPLY_PENDING, Status.RUNNING, f"confirmed by {actor.said()}",
-                        confirmed_at=repo.now(), confirmed_by=actor.to_json(),
-                        runner_host=host, runner_pid=pid, runner_start=start,
-                        heartbeat_at=repo.now(), cancel_requested_at=None,
-                    )
-                except TransitionConflict as exc:
-                    raise Refused(str(exc)) from None
-                if not repo.set_slot_state(session, task.slot_id or 0, task_id, SlotState.RESERVED,
-                                           SlotState.RUNNING):
-                    raise Refused(f"slot {task.slot_id} is no longer reserved for task {task_id}")
-                repo.set_lock_reason(session, task.workspace_id, task_id, f"task {task_id} is applying")
-            return decision
-        decision = app.store.transaction(attempt)
+            if not decision.start:
+                return decision, None
+            holder = repo.machine_of_slot(session, task.slot_id)
+            moved_from = None
+            if facts.pool.machine is not None and holder is not None and holder != facts.pool.machine:
+                # Issue 18 item 2: planned on another machine, applied here. Moved only by the
+                # confirmation that wins (the workspace row is locked): the others are refused
+                # below and leave the plan where the winner put it.
+                if app.local_pod_id is None or not plan_context.move_here(
+                        session, task, app.local_pod_id,
+                        f"confirmed on machine {facts.pool.machine}; the plan was made on machine {holder}"):
+                    raise Refused(f"task {task_id}: no place on this machine for its apply")
+                moved_from = holder
+            try:
+                repo.transition(
+                    session, task_id, Status.APPLY_PENDING, Status.RUNNING, f"confirmed by {actor.said()}",
+                    confirmed_at=repo.now(), confirmed_by=actor.to_json(),
+                    runner_host=host, runner_pid=pid, runner_start=start,
+                    heartbeat_at=repo.now(), cancel_requested_at=None,
+                )
+            except TransitionConflict as exc:
+                raise Refused(str(exc)) from None
+            if not repo.set_slot_state(session, task.slot_id or 0, task_id, SlotState.RESERVED,
+                                       SlotState.RUNNING):
+                raise Refused(f"slot {task.slot_id} is no longer reserved for task {task_id}")
+            repo.set_lock_reason(session, task.workspace_id, task_id, f"task {task_id} is applying")
+            return decision, moved_from
+        decision, moved_from = app.store.transaction(attempt)
         if decision.start:
-            return
+            return moved_from
         if decision.waiting_for != last:
             reporter.note(f"task {task_id} waits: {decision.waiting_for}")
             last = decision.waiting_for

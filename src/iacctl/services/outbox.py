@@ -267,6 +267,7 @@ class Deliverer:
         self._workers = 0  # alive, whenever started (issue 19 item 1: finish() waits for each)
         self._generation = 0
         self._closing = False
+        self.due_retries = True  # False in a sweep, which sends the due entries itself (App.outbox_swept)
 
     def written(self, ids: list[int]) -> None:
         with self._lock:
@@ -332,7 +333,7 @@ class Deliverer:
         """Issue 19 item 2: a command that wrote to the store also sends the entries due again
         (a failed attempt's retry, an expired claim), so that none needs cron to be sent. One
         indexed query when there is nothing to do; not with a budget of 0 (nothing is waited for)."""
-        if self.budget_s <= 0 or not self.store.committed_writes:
+        if self.budget_s <= 0 or not self.store.committed_writes or not self.due_retries:
             return
         with self.store.read() as session:
             due = set(repo.due_outbox_ids(session, repo.now())) - self._mine

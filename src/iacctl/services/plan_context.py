@@ -51,7 +51,7 @@ def lost(app: App, task: Task) -> str | None:
     if pool.backend == "local" and pod.machine is not None and pod.machine != local.machine():
         # Issue 18 item 2: a slot of another machine's local pod is on that machine's disk, which
         # this one cannot see: not this machine's to judge lost. Its plan is rebuilt here from
-        # the store when confirmed here (made_elsewhere, move_here).
+        # the store when confirmed here (move_here, in the confirmation's transaction).
         return None
     runtime = app.runtime_for(pool)
     try:
@@ -70,39 +70,28 @@ def lost(app: App, task: Task) -> str | None:
     return None
 
 
-def made_elsewhere(app: App, task: Task) -> str | None:
-    """Issue 18 item 2: the machine whose local pod holds the task's plan context, when that is
-    not this machine (a plan made on runner A, confirmed on runner B); else None."""
-    with app.store.read() as session:
-        machine = repo.machine_of_slot(session, task.slot_id)
-    if machine is None or machine == local.machine():
-        return None
-    return machine
-
-
-def move_here(app: App, task_id: int, note: str) -> bool:
-    """Issue 18 item 2: the task's reservation moves to a slot of this machine's local pod (a new
-    slot row if every one is taken: only running tasks count against a machine's places). The
-    slot on the other machine is freed in the same transaction; its directory there is removed
-    when that machine next looks (its sweep removes the directories of idle slots, or its next use
-    of the slot resets it). The apply then rebuilds the work directory here from the store (E6).
-    False if the task changed."""
-    with app.store.write() as session:
-        task = repo.get_task(session, task_id)
-        if task.status != Status.APPLY_PENDING or task.confirmed_at is not None or app.local_pod_id is None:
-            return False
-        before = repo.slot_place(session, task.slot_id)
-        slot = repo.claim_slot(session, task.pool_id or 0, task_id, grow=True, pod_id=app.local_pod_id)
-        if slot is None:
-            return False
-        session.execute(
-            update(Slot).where(col(Slot.task_id) == task_id, col(Slot.id) != slot.id)
-            .values(state=SlotState.IDLE, task_id=None, updated_at=repo.now())
-        )
-        repo.set_slot_state(session, slot.id or 0, task_id, SlotState.RUNNING, SlotState.RESERVED)
-        repo.update_task(session, task_id, slot_id=slot.id, pod_id=slot.pod_id)
-        repo.add_event(session, task_id, "note", None, None,
-                       f"{note}: from slot {before} to slot {repo.slot_place(session, slot.id)}")
+def move_here(session: Session, task: Task, pod_id: int, note: str) -> bool:
+    """Issue 18 item 2: the task's reservation moves to a slot of this machine's local pod
+    `pod_id` (a new slot row if every one is taken: only running tasks count against a
+    machine's places). The slot on the other machine is freed in the same transaction; its
+    directory there is removed when that machine next looks (its sweep removes the directories
+    of idle slots, or its next use of the slot resets it). The apply then rebuilds the work
+    directory here from the store (E6). Rows only: it runs inside the confirmation's own
+    transaction, so that the move and the confirmation are one decision (two runners confirming
+    at once never move the plan back and forth). False if no slot could be had."""
+    before = repo.slot_place(session, task.slot_id)
+    slot = repo.claim_slot(session, task.pool_id or 0, task.id or 0, grow=True, pod_id=pod_id)
+    if slot is None:
+        return False
+    session.execute(
+        update(Slot).where(col(Slot.task_id) == task.id, col(Slot.id) != slot.id)
+        .values(state=SlotState.IDLE, task_id=None, updated_at=repo.now())
+    )
+    repo.set_slot_state(session, slot.id or 0, task.id or 0, SlotState.RUNNING, SlotState.RESERVED)
+    repo.update_task(session, task.id or 0, slot_id=slot.id, pod_id=slot.pod_id)
+    repo.add_event(session, task.id or 0, "note", None, None,
+                   f"{note}: from slot {before} to slot {repo.slot_place(session, slot.id)}")
+    task.slot_id, task.pod_id = slot.id, slot.pod_id
     return True
 
 

@@ -128,6 +128,7 @@ def _follow_ups(app: App) -> tuple[list[Action], list[int]]:
     """S8/F1: outbox entries that are due (new, their retry time come, or claimed by a process
     that is gone) are delivered or handled, at most 8 at a time and one at a time per lane.
     Also the tasks run triggers queued."""
+    app.outbox_swept()
     results = outbox.deliver_due(app.store)
     actions = []
     for r in results:

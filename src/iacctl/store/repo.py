@@ -133,7 +133,9 @@ def claim_slot(session: Session, pool_id: int, task_id: int, *, grow: bool, pod_
     pods = select(Pod).where(Pod.pool_id == pool_id, Pod.status == PodStatus.READY)
     if pod_id is not None:
         pods = pods.where(col(Pod.id) == pod_id)
-    pod = session.exec(pods.order_by(col(Pod.id))).first()
+    # The pod row is locked while its next slot index is counted: two processes growing the
+    # same machine's pod at once would both take max + 1 (a unique-key violation on PostgreSQL).
+    pod = session.exec(pods.order_by(col(Pod.id)).with_for_update(of=Pod)).first()
     if pod is None:
         return None
     top = session.execute(select(func.max(Slot.slot_index)).where(Slot.pod_id == pod.id)).scalar()
