@@ -150,7 +150,7 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> PostgresServer:
 # End-to-end fixtures: a whole iacctl installation run as subprocesses (with real Terraform), a
 # PostgreSQL server, the fake Kubernetes API, run-task services. A test using one is `slow`;
 # `./run-tests.sh -m "not slow"` is the fast loop of pure rules and store functions (CI runs all).
-END_TO_END_FIXTURES = frozenset({"env", "any_env", "processes", "fake_kube", "pg_url", "postgres",
+END_TO_END_FIXTURES = frozenset({"env", "any_env", "pg_env", "processes", "fake_kube", "pg_url", "postgres",
                                  "team"})
 
 
@@ -182,10 +182,19 @@ def any_env(request: pytest.FixtureRequest, tmp_path: Path,
         vars["IACCTL_DB"] = str(tmp_path / "store.db")
         yield Env(root=tmp_path, vars=vars)
         return
-    server = postgres_server(tmp_path_factory)
-    name = "t_" + uuid.uuid4().hex[:12]
-    vars["IACCTL_DATABASE_URL"] = server.create_database(name)
-    yield Env(root=tmp_path, vars=vars, backend="postgres")
+    yield _postgres_env(tmp_path, tmp_path_factory)
+
+
+@pytest.fixture
+def pg_env(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Env:
+    """An iacctl environment on a database of its own on the real PostgreSQL server."""
+    return _postgres_env(tmp_path, tmp_path_factory)
+
+
+def _postgres_env(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Env:
+    vars = _base_vars(tmp_path)
+    vars["IACCTL_DATABASE_URL"] = postgres_server(tmp_path_factory).create_database("t_" + uuid.uuid4().hex[:12])
+    return Env(root=tmp_path, vars=vars, backend="postgres")
 
 
 @pytest.fixture

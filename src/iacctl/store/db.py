@@ -63,6 +63,10 @@ _WAL_WRITE_LOCK_OFFSET = 120
 _BUSY = ("database is locked", "database table is locked")
 _DAMAGED = ("malformed", "file is not a database", "disk i/o error", "file is encrypted")
 _FULL = ("database or disk is full",)
+_READ_ONLY = ("readonly database", "read-only database", "unable to open database file")
+# Less free space than this where the store lives, and a failed write is the disk being full
+# (SQLite reports a WAL that cannot grow as "disk I/O error").
+_FULL_BELOW_BYTES = 256 * 1024
 # Issue 18 item 6: what PostgreSQL says when a transaction must simply be run again.
 _RETRY_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
 # How often a write transaction is tried in all, and the first pause between tries (jittered,
@@ -306,11 +310,27 @@ class Store:
         (integrity errors: a name taken by a concurrent process)."""
         orig = getattr(exc, "orig", None) or exc
         text = str(orig).strip().lower()
+        sqlstate = getattr(orig, "sqlstate", None)
+        if sqlstate == "25006":
+            # Issue 19 item 4: a standby, or default_transaction_read_only: nothing was written.
+            return (f"the {self.where} takes no writes (a read-only standby, or default_transaction_read_only "
+                    "is on); nothing was changed; point IACCTL_DATABASE_URL at the primary server")
+        if sqlstate == "53100":
+            return (f"the disk of the {self.where} is full; nothing was saved; free space on the database "
+                    "server and try again")
         if isinstance(exc, DBAPIError) and not isinstance(exc, OperationalError) \
                 and not (isinstance(orig, sqlite3.DatabaseError) and type(orig) is sqlite3.DatabaseError):
             return None
         if any(b in text for b in _BUSY):
             return self._busy_message()
+        unwritable = self._unwritable() if any(r in text for r in _READ_ONLY + _DAMAGED) else None
+        if unwritable is not None:
+            # Issue 19 item 4: SQLite says "disk I/O error" (or "unable to open") when the disk is
+            # full or the file system read-only; the store is whole, and is not called damaged.
+            return unwritable
+        if any(r in text for r in _READ_ONLY):
+            return (f"the store {self.where} cannot be written ({_short(exc)}); nothing was changed; make it "
+                    "and its directory writable, or point IACCTL_DB at a writable store")
         if any(d in text for d in _DAMAGED):
             self.damaged = (f"the store {self.where} is damaged ({_short(exc)}); nothing more was written to it; "
                             "see what is damaged with: iacctl store check; then restore a backup "
@@ -320,6 +340,27 @@ class Store:
             where = self.settings.db_path.parent if self.settings.db_path else self.where
             return f"the disk holding the store is full ({where}); nothing was saved; free space and try again"
         return f"store error: {_short(exc)}"
+
+    def _unwritable(self) -> str | None:
+        """Why this machine cannot write the SQLite store's directory, if it cannot: a read-only
+        file system, no permission, or a full disk (as statvfs and access(2) see it); else None."""
+        path = self.settings.db_path
+        if path is None:
+            return None
+        directory = path.parent
+        try:
+            fs = os.statvfs(directory)
+        except OSError:
+            return None
+        if fs.f_flag & os.ST_RDONLY:
+            return (f"the store {path} is on a read-only file system; nothing was changed; remount "
+                    f"{directory} writable, or point IACCTL_DB at a writable store")
+        if not os.access(directory, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            return (f"the store {path} cannot be written by this user (permissions of {directory} or of the "
+                    "file); nothing was changed; let this user write both, or point IACCTL_DB at a writable store")
+        if fs.f_bavail * fs.f_frsize < _FULL_BELOW_BYTES:
+            return f"the disk holding the store is full ({directory}); nothing was saved; free space and try again"
+        return None
 
     def _busy_message(self) -> str:
         seconds = format_duration(self.settings.busy_timeout_s)
