@@ -34,6 +34,7 @@ from iacctl.launch import (
     NoAgent,
     agent_dir,
     check_private_dir,
+    package_fingerprint,
     receive_message,
     send_message,
     socket_address,
@@ -54,22 +55,6 @@ def _seconds(name: str, default: float) -> float:
     except ValueError:
         return default
     return value if value > 0 else default
-
-
-def package_fingerprint() -> str:
-    """What identifies the installed iacctl: its version and every file of the package (path,
-    size, mtime). An upgrade, or an edited file of an editable install, changes it."""
-    import iacctl
-
-    root = Path(iacctl.__file__).parent
-    parts = [iacctl.__version__]
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-        for name in sorted(filenames):
-            with contextlib.suppress(OSError):
-                info = os.stat(os.path.join(dirpath, name))
-                parts.append(f"{os.path.relpath(os.path.join(dirpath, name), root)}:{info.st_size}:{info.st_mtime_ns}")
-    return "\n".join(parts)
 
 
 def preload() -> None:

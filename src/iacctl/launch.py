@@ -289,9 +289,100 @@ def _quick_completion(argv: list[str]) -> bool:
     return True
 
 
+def package_fingerprint() -> str:
+    """What identifies the installed iacctl: its version and every file of the package (path,
+    size, mtime). An upgrade, or an edited file of an editable install, changes it."""
+    import iacctl
+
+    root = os.path.dirname(iacctl.__file__)
+    parts = [iacctl.__version__]
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            try:
+                info = os.stat(path)
+            except OSError:
+                continue
+            parts.append(f"{os.path.relpath(path, root)}:{info.st_size}:{info.st_mtime_ns}")
+    return "\n".join(parts)
+
+
+# Issue 20: `iacctl --help` without the agent is printed from a copy of what the full command
+# printed last time in the same circumstances: the same installed files (an upgrade changes the
+# key), the same terminal or pipe and width, and the same variables that change how help looks.
+_HELP_ARGS = (["--help"], ["-h"])
+_HELP_ENV = ("COLUMNS", "LINES", "TERM", "COLORTERM", "NO_COLOR", "FORCE_COLOR", "CI", "TTY_COMPATIBLE",
+             "TTY_INTERACTIVE", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONIOENCODING")
+
+
+def help_cache_file(argv: list[str]) -> str | None:
+    """Where the help for `argv` is kept, or None when `argv` does not ask for the main help."""
+    if argv not in _HELP_ARGS:
+        return None
+    import hashlib
+
+    try:
+        columns: int | None = os.get_terminal_size(1).columns
+    except OSError:
+        columns = None
+    key = repr((argv, package_fingerprint(), os.isatty(1), columns, [os.environ.get(k) for k in _HELP_ENV]))
+    # The cache directory of iacctl's Terraform binaries (executor/binaries.py), as platformdirs
+    # names it on Linux, without importing it.
+    directory = os.environ.get("IACCTL_CACHE_DIR")
+    if not directory:
+        cache = os.environ.get("XDG_CACHE_HOME")
+        base = cache if cache and os.path.isabs(cache) else os.path.join(os.path.expanduser("~"), ".cache")
+        directory = os.path.join(base, "iacctl")
+    return os.path.join(directory, "help-" + hashlib.sha256(key.encode()).hexdigest()[:32])
+
+
+class _Copy:
+    """Standard output as it is (terminal or pipe, as the command sees it), keeping a copy."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.data: list[bytes] = []
+
+    def write(self, text: str | bytes) -> int:
+        # Click hands some writers bytes, others text.
+        self.data.append(text if isinstance(text, bytes) else text.encode("utf-8", "surrogateescape"))
+        return int(self._stream.write(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _help_from_cache(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+    return True
+
+
+def _keep_help(path: str, data: bytes) -> None:
+    """Kept for the next time; a cache that cannot be written is simply not kept."""
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        temporary = f"{path}.{os.getpid()}"
+        with open(temporary, "wb") as f:
+            f.write(data)
+        os.replace(temporary, path)
+    except OSError:
+        pass
+
+
 def main() -> None:
     argv = sys.argv[1:]
     if _quick_completion(argv):
+        sys.exit(0)
+    help_file = help_cache_file(argv)
+    if help_file is not None and _help_from_cache(help_file):
         sys.exit(0)
     how = mode()
     if how != "off" and _first_command(argv) not in _OWN and _stdio_usable():
@@ -316,4 +407,16 @@ def main() -> None:
             sys.exit(code)
     from iacctl.cli.main import main as in_process
 
-    in_process(argv)
+    if help_file is None:
+        in_process(argv)
+        return
+    copy = _Copy(sys.stdout)
+    sys.stdout = copy
+    try:
+        in_process(argv)
+    except SystemExit as done:
+        if done.code in (0, None):
+            _keep_help(help_file, b"".join(copy.data))
+        raise
+    finally:
+        sys.stdout = copy._stream

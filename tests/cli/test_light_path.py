@@ -69,3 +69,27 @@ def test_the_entry_point_imports_only_the_standard_library() -> None:
     )
     r = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60)
     assert "THIRD-PARTY []" in r.stdout, r.stdout + r.stderr
+
+
+def test_help_is_the_same_from_the_cache_on_a_terminal_and_a_pipe_and_follows_the_width(env: Env) -> None:
+    """Item 5, `iacctl --help` without the agent: printed the second time from what the full
+    command printed (without importing it), byte for byte the same, on a terminal of each width
+    and through a pipe; another width gets help drawn for it."""
+    from tests.terminal import run_on_a_terminal
+
+    env.vars["XDG_CACHE_HOME"] = str(env.root / "cache")
+    piped = []
+    for _ in range(3):  # a third only if the agent's upgrade test touched the package meanwhile
+        piped.append(subprocess.run([PYTHON, "-c", _COMPLETE, "--help"], capture_output=True, env=env.vars,
+                                    cwd=env.root, timeout=120))
+        if b"HEAVY []" in piped[-1].stderr:
+            break
+    assert b"HEAVY []" not in piped[0].stderr  # the first one drew it
+    assert b"EXIT 0" in piped[-1].stderr and b"HEAVY []" in piped[-1].stderr, piped  # from the cache
+    assert all(p.stdout == piped[0].stdout for p in piped) and piped[0].stdout.startswith(b"Usage: iacctl"), piped
+    screens = {columns: [run_on_a_terminal(env, "--help", columns=columns) for _ in range(2)] for columns in (50, 100)}
+    for columns, (first, second) in screens.items():
+        assert first == second and first[0] == 0, columns
+        assert max(len(line) for line in first[1].splitlines()) <= columns
+    assert screens[50][0][1] != screens[100][0][1]
+    assert len(list((env.root / "cache" / "iacctl").iterdir())) >= 3  # the pipe and the two widths
