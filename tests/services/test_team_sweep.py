@@ -102,6 +102,13 @@ def test_an_apply_dead_on_another_machine_keeps_its_lock_and_its_machine_saves_t
     assert [x for x in _recover(b) if x["task"] == 1] == []
     assert _lock(b, "app") is not None
 
+    # A's next CI job plans another workspace before any sweep runs on A: it gets another slot,
+    # and the dead apply's directory (the state it wrote) is left as it is.
+    a.workspace("web")
+    a.ok("plan", "web", "--plan-only", "-q", code=2)
+    assert a.task(2)["slot"] != task["slot"]
+    assert (a.work_root / "local" / "local" / f"slot-{task['slot']}" / "terraform.tfstate").exists()
+
     # A's own sweep: the dead apply's process group is ended, its partial state stored.
     settled = [x for x in _recover(a) if x["task"] == 1]
     assert [x["action"] for x in settled] == ["settled_here"], settled

@@ -196,8 +196,10 @@ def _end_elsewhere(app: App, task: Task, reason: str, outcome: Status) -> Status
         if current.status != Status.RUNNING:
             return Status(current.status)
         # child_pid stays: the owning machine's sweep ends that process group (settle_left_here).
+        # So does the slot: a task of that machine taking it would reset the directory that holds
+        # the partial state before that sweep stores it.
         repo.transition(session, task_id, Status.RUNNING, outcome, message, keep_lock=keep, error=message,
-                        child_pid=current.child_pid)
+                        child_pid=current.child_pid, keep_slot=current.child_pid is not None)
     return outcome
 
 
@@ -244,5 +246,6 @@ def settle_left_here(app: App, task_id: int) -> tuple[str, str | None] | None:
     detail = "; ".join(done)
     with app.store.write() as session:
         repo.update_task(session, task_id, child_pid=None)
+        repo.release_slot_of(session, task_id)  # kept for this moment by _end_elsewhere
         repo.add_event(session, task_id, "note", None, None, f"on {local.machine()}: {detail}")
     return detail, kept

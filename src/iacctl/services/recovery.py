@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 from iacctl.config import heartbeat_timeout
 from iacctl.domain.admission import plan_expired
 from iacctl.domain.durations import format_duration
-from iacctl.domain.lifecycle import Status
+from iacctl.domain.lifecycle import Status, is_terminal
 from iacctl.domain.slots import PodStatus, SlotPlace, SlotState
 from iacctl.errors import BackendError, IacctlError, TransitionConflict
 from iacctl.executor.termination import APPLY_TOUCHED
@@ -316,7 +316,10 @@ def _leaked_slots(app: App) -> list[Action]:
         for slot, task in busy:
             holds = (
                 task is not None and task.slot_id == slot.id
-                and task.status in (Status.RUNNING, Status.APPLY_PENDING)
+                and (task.status in (Status.RUNNING, Status.APPLY_PENDING)
+                     # Issue 18 item 3: ended by another machine while its Terraform ran in this
+                     # slot; its own machine's sweep frees it (ending.settle_left_here).
+                     or (is_terminal(Status(task.status)) and task.child_pid is not None))
             )
             if not holds:
                 slot.state, slot.task_id, slot.updated_at = SlotState.IDLE, None, repo.now()

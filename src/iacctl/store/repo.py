@@ -460,7 +460,7 @@ def add_event(
 
 def transition(
     session: Session, task_id: int, expected: Status, target: Status, reason: str, *,
-    keep_lock: str | None = None, **fields: Any,
+    keep_lock: str | None = None, keep_slot: bool = False, **fields: Any,
 ) -> None:
     """The one function that changes a task's status (L7), and the one end of a task.
 
@@ -471,7 +471,9 @@ def transition(
     A task that ends (a terminal status), or goes back to pending to plan again (S5), leaves in
     the same transaction everything it held: its slots are freed, its run-task tokens revoked
     (C5), and the workspace lock it holds released, unless `keep_lock` gives the reason it must
-    stay (S5: a pod lost while applying; E8: applied but the state is not stored).
+    stay (S5: a pod lost while applying; E8: applied but the state is not stored). With
+    `keep_slot` the slot stays the task's: its Terraform may still run in it on another machine,
+    whose sweep frees it once it has saved what is there (issue 18 item 3).
 
     Every change writes its follow-ups (F1: notifications of the event it is) to the outbox.
     """
@@ -502,7 +504,8 @@ def transition(
     if target == Status.APPLIED_STATE_ERROR and keep_lock is None:
         keep_lock = f"task {task_id} applied but its state is not stored"
     if ending or target == Status.PENDING:
-        release_slot_of(session, task_id)
+        if not keep_slot:
+            release_slot_of(session, task_id)
         if keep_lock is not None:
             set_lock_reason(session, int(workspace_id or 0), task_id, keep_lock)
         else:
