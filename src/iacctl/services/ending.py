@@ -66,9 +66,11 @@ def end_waiting(app: App, task_id: int, outcome: Status, reason: str, *, by: Act
         if place is not None:
             with contextlib.suppress(RuntimeError_, OSError):
                 runtime.remove_work_dir(place)
-        who: dict[str, object] = \
-            {"cancelled_by": by.to_json()} if by is not None and outcome == Status.CANCELLED else {}
-        repo.transition(session, task_id, current, outcome, reason, error=reason, **who)
+        cancelled_by = by.to_json() if by is not None and outcome == Status.CANCELLED else None
+        if cancelled_by is not None:
+            repo.transition(session, task_id, current, outcome, reason, error=reason, cancelled_by=cancelled_by)
+        else:
+            repo.transition(session, task_id, current, outcome, reason, error=reason)
     return outcome
 
 
