@@ -255,3 +255,23 @@ def test_a_chain_of_triggers_stops_after_ten_hops_and_says_why(env: Env) -> None
                             "a longer chain is taken for a mistake; queue the next plan by hand if it is meant"]
     time.sleep(1)
     assert _tasks_of(env, names[-1]) == []
+
+
+def test_a_triggered_plan_plans_the_configuration_of_when_it_was_queued(env: Env) -> None:
+    """Issue 18 item 1: the follower's plan is queued with its configuration as it is then (as HCP
+    Terraform queues a triggered run), so an edit of the directory made while the plan waits for
+    its turn is not what it plans, whichever machine runs it and whenever."""
+    env.workspace("net")
+    app_dir = env.workspace("app")
+    env.ok("workspace", "trigger", "add", "app", "--source", "net")
+    env.ok("plan", "app", "-q", code=2)  # task 1 holds app: the triggered plan will wait behind it
+    env.ok("plan", "net", "-q", code=2)  # task 2
+    env.ok("confirm-apply", "2", "-q")
+    [queued] = [t for t in _tasks_of(env, "app") if t["id"] != 1]
+    assert queued["status"] == "pending"
+    (app_dir / "later.tf").write_text('resource "terraform_data" "added_later" {\n  input = "x"\n}\n')
+    env.ok("cancel", "1")
+    env.ok("pods", "recover")
+    _wait_status(env, "app", "apply_pending")
+    planned = env.ok("tasks", "plan", str(queued["id"]), "--json").json()
+    assert {rc["address"] for rc in planned["resource_changes"]} == {"terraform_data.net", "terraform_data.db"}

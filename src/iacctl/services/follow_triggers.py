@@ -13,18 +13,22 @@ Uses the store only, never the App (the outbox, below the App, calls it).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from sqlmodel import Session
 
+from iacctl.crypto import Cipher
 from iacctl.domain.actors import Actor, actor_view
 from iacctl.domain.lifecycle import Status, TaskKind
 from iacctl.domain.triggers import Source, beyond_hop_limit, describe, hop_limit_reason, merged, next_hop, task_hops
+from iacctl.errors import IacctlError
+from iacctl.executor.snapshot import archive_directory, store_snapshot
 from iacctl.runtimes import local
 from iacctl.services.follow_ups import ClaimLost, Handled
 from iacctl.store import repo
 from iacctl.store.db import Store
-from iacctl.store.models import OutboxEntry, Task
+from iacctl.store.models import OutboxEntry, Task, Workspace
 
 
 def sources_of_task(task: Task) -> list[Source]:
@@ -47,7 +51,8 @@ def _note(session: Session, task_id: int, text: str) -> None:
     repo.add_event(session, task_id, "note", None, None, text)
 
 
-def _queue(session: Session, source: Task, src: Source, follower: dict[str, Any]) -> tuple[int | None, str]:
+def _queue(session: Session, cipher: Cipher, source: Task, src: Source,
+           follower: dict[str, Any]) -> tuple[int | None, str]:
     """Queue (or join) the follower's triggered plan; its id (None if nothing was queued) and
     what was done, in words."""
     name = str(follower["workspace"])
@@ -67,7 +72,8 @@ def _queue(session: Session, source: Task, src: Source, follower: dict[str, Any]
     t = repo.now()
     task = Task(workspace_id=ws.id or 0, kind=TaskKind.PLAN_AND_APPLY, status=Status.PENDING, created_at=t,
                 updated_at=t, pool_id=ws.pool_id, created_by=_actor(source, src.workspace),
-                trigger_sources=json.dumps([src.as_dict()]), trigger_hops=src.hop)
+                trigger_sources=json.dumps([src.as_dict()]), trigger_hops=src.hop,
+                config_snapshot_id=_snapshot_now(session, cipher, ws))
     session.add(task)
     session.flush()
     task_id = task.id or 0
@@ -76,6 +82,18 @@ def _queue(session: Session, source: Task, src: Source, follower: dict[str, Any]
                    f"(task {src.task} applied); it waits for confirmation")
     repo.write_follow_ups(session, task_id, None, Status.PENDING)  # F3: `created`
     return task_id, f"queued task {task_id} in workspace {name}"
+
+
+def _snapshot_now(session: Session, cipher: Cipher, ws: Workspace) -> int | None:
+    """Issue 18 item 1, F4: the follower's configuration as it is when its plan is queued (as HCP
+    Terraform queues a triggered run with the workspace's latest configuration), so that whichever
+    machine runs the plan, and when, plans the same thing. None when its directory is not on this
+    machine: the machine that runs the plan takes it then."""
+    try:
+        data, digest = archive_directory(Path(ws.source_dir))
+    except IacctlError:
+        return None
+    return store_snapshot(session, cipher, ws.id or 0, data, digest).id
 
 
 def handle(store: Store, entry: OutboxEntry, token: str) -> Handled:
@@ -106,7 +124,7 @@ def handle(store: Store, entry: OutboxEntry, token: str) -> Handled:
                         _note(session, src.task, text)
                         said.append(text)
                         continue
-                    task_id, text = _queue(session, source, src, follower)
+                    task_id, text = _queue(session, store.cipher, source, src, follower)
                     _note(session, src.task, f"run trigger: {text}")
                     said.append(text)
                     if task_id is not None:
