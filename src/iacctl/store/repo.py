@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, insert, text, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from iacctl.domain import policy
 from iacctl.domain.actors import actor_view
 from iacctl.domain.admission import PLAN, AdmissionFacts, LiveTask, PoolFacts, SlotUse
 from iacctl.domain.drift import DriftedResource, TaskFacts, fingerprint, notify_drift
@@ -468,14 +469,11 @@ def transition(
     status = :expected`; if another process changed the task first, nothing is written and
     TransitionConflict is raised. The history row is written in the same transaction.
 
-    A task that ends (a terminal status), or goes back to pending to plan again (S5), leaves in
-    the same transaction everything it held: its slots are freed, its run-task tokens revoked
-    (C5), and the workspace lock it holds released, unless `keep_lock` gives the reason it must
-    stay (S5: a pod lost while applying; E8: applied but the state is not stored). With
-    `keep_slot` the slot stays the task's: its Terraform may still run in it on another machine,
-    whose sweep frees it once it has saved what is there (issue 18 item 3).
-
-    Every change writes its follow-ups (F1: notifications of the event it is) to the outbox.
+    What the change does besides (slots freed, the lock released or kept with `keep_lock` as
+    its reason, run-task results ended, drift cleared, follow-ups written) is domain.policy's
+    list of effects for it, applied here in the same transaction. With `keep_slot` the slot
+    stays the task's: its Terraform may still run in it on another machine, whose sweep frees it
+    once it has saved what is there (issue 18 item 3).
     """
     check_transition(expected, target)
     t = now()
@@ -485,7 +483,7 @@ def transition(
         values.setdefault("finished_at", t)
         values.setdefault("child_pid", None)
     workspace_id: int | None = None
-    if ending or target == Status.PENDING:
+    if policy.gives_back(target):
         # Issue 18 item 6, the lock order of store/db.py: this change frees the workspace lock
         # or keeps its reason, so the workspace row is taken before the task's (a confirmation
         # holds the workspace, then wants this task: taking them the other way deadlocks).
@@ -501,31 +499,32 @@ def transition(
             f"task {task_id} is {current}, not {expected}: another process changed it"
         )
     add_event(session, task_id, "status", expected, target, reason)
-    if target == Status.APPLIED_STATE_ERROR and keep_lock is None:
-        keep_lock = f"task {task_id} applied but its state is not stored"
-    if ending or target == Status.PENDING:
-        if not keep_slot:
-            release_slot_of(session, task_id)
-        if keep_lock is not None:
-            set_lock_reason(session, int(workspace_id or 0), task_id, keep_lock)
-        else:
-            unlock_workspace(session, int(workspace_id or 0), task_id=task_id)
-    if ending:
-        # E2/C5: whatever path ends a task, its run-task results still waiting are ended and
-        # their tokens revoked in the same transaction.
-        end_open_results(session, task_id, f"the task ended {target} before this result arrived")
-    if target == Status.APPLIED:
-        # F5: a successful apply clears the drift recorded before its plan, in its transaction.
-        clear_drift(session, task_id)
-    # F1: the follow-ups of this change (notifications), in this same transaction.
-    write_follow_ups(session, task_id, expected, target)
-    if target == Status.APPLIED:
-        # F1, F2, F4: an apply's run triggers and inventory sync, in this same transaction, so
-        # a crash right after the apply loses neither.
-        write_apply_follow_ups(session, task_id)
+    for effect in policy.effects(expected, target, keep_lock=keep_lock is not None, keep_slot=keep_slot):
+        _apply_effect(session, effect, task_id, int(workspace_id or 0), expected, target,
+                      policy.kept_lock_reason(task_id, target, keep_lock))
     task = session.get(Task, task_id)
     if task is not None:
         session.refresh(task)
+
+
+def _apply_effect(session: Session, effect: policy.Effect, task_id: int, workspace_id: int, expected: Status,
+                  target: Status, lock_reason: str | None) -> None:
+    """One effect of domain.policy, in the status change's transaction."""
+    match effect:
+        case policy.Effect.FREE_SLOTS:
+            release_slot_of(session, task_id)
+        case policy.Effect.KEEP_LOCK:
+            set_lock_reason(session, workspace_id, task_id, lock_reason or f"task {task_id} keeps the lock")
+        case policy.Effect.RELEASE_LOCK:
+            unlock_workspace(session, workspace_id, task_id=task_id)
+        case policy.Effect.END_RUN_TASK_RESULTS:
+            end_open_results(session, task_id, f"the task ended {target} before this result arrived")
+        case policy.Effect.CLEAR_DRIFT:
+            clear_drift(session, task_id)
+        case policy.Effect.NOTIFY:
+            write_follow_ups(session, task_id, expected, target)
+        case policy.Effect.APPLY_FOLLOW_UPS:
+            write_apply_follow_ups(session, task_id)
 
 
 def set_stage(session: Session, task_id: int, stage: Stage | None, note: str | None = None) -> None:
