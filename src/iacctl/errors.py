@@ -53,6 +53,14 @@ class TransitionConflict(Refused):
     """The task's status changed under us (the compare-and-set lost the race)."""
 
 
+class WorkspaceLocked(Refused):
+    """A task needs the workspace lock that someone else holds (L5)."""
+
+
+class SlotNotReserved(Refused):
+    """The slot a plan reserved for its apply is no longer reserved for it (S2, E6)."""
+
+
 class TaskFailed(IacctlError):
     """A task ended failed; the message says at which stage and why."""
 

@@ -11,6 +11,7 @@ from iacctl.domain.policy import Effect, effects, kept_lock_reason
 S = Status
 FREE, KEEP, RELEASE = Effect.FREE_SLOTS, Effect.KEEP_LOCK, Effect.RELEASE_LOCK
 END, CLEAR, NOTIFY, APPLY = Effect.END_RUN_TASK_RESULTS, Effect.CLEAR_DRIFT, Effect.NOTIFY, Effect.APPLY_FOLLOW_UPS
+TAKE, RESERVE, USE, APPLYING = Effect.TAKE_LOCK, Effect.RESERVE_SLOT, Effect.USE_RESERVED_SLOT, Effect.LOCK_FOR_APPLY
 
 # Every change the lifecycle allows, with what it must do (no keep_lock, no keep_slot given).
 TABLE: dict[tuple[Status, Status], tuple[Effect, ...]] = {
@@ -18,13 +19,13 @@ TABLE: dict[tuple[Status, Status], tuple[Effect, ...]] = {
     (S.PENDING, S.CANCELLED): (FREE, RELEASE, END, NOTIFY),
     (S.PENDING, S.FAILED): (FREE, RELEASE, END, NOTIFY),
     (S.RUNNING, S.PENDING): (FREE, RELEASE, NOTIFY),  # placed again, its pod gone before Terraform
-    (S.RUNNING, S.APPLY_PENDING): (NOTIFY,),  # keeps its slot (E6) and the lock it took
+    (S.RUNNING, S.APPLY_PENDING): (TAKE, RESERVE, NOTIFY),  # L5: never waits without the lock; E6
     (S.RUNNING, S.PLANNED_AND_FINISHED): (FREE, RELEASE, END, NOTIFY),
     (S.RUNNING, S.APPLIED): (FREE, RELEASE, END, CLEAR, NOTIFY, APPLY),
     (S.RUNNING, S.APPLIED_STATE_ERROR): (FREE, KEEP, END, NOTIFY),  # E8: the state is not stored
     (S.RUNNING, S.FAILED): (FREE, RELEASE, END, NOTIFY),
     (S.RUNNING, S.CANCELLED): (FREE, RELEASE, END, NOTIFY),
-    (S.APPLY_PENDING, S.RUNNING): (NOTIFY,),  # confirm-apply: the reserved slot is the apply's
+    (S.APPLY_PENDING, S.RUNNING): (USE, APPLYING, NOTIFY),  # confirm-apply: the reserved slot is the apply's
     (S.APPLY_PENDING, S.PENDING): (FREE, RELEASE, NOTIFY),  # S5: plan again
     (S.APPLY_PENDING, S.CANCELLED): (FREE, RELEASE, END, NOTIFY),
     (S.APPLY_PENDING, S.FAILED): (FREE, RELEASE, END, NOTIFY),

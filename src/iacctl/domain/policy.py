@@ -14,6 +14,10 @@ from iacctl.domain.lifecycle import Status, is_terminal
 
 
 class Effect(StrEnum):
+    TAKE_LOCK = "take_lock"  # L5: a plan waiting for confirmation holds its workspace's lock
+    RESERVE_SLOT = "reserve_slot"  # S2, E6: its slot stays reserved, with the plan's work directory
+    USE_RESERVED_SLOT = "use_reserved_slot"  # E6: the confirmed apply runs in the reserved slot
+    LOCK_FOR_APPLY = "lock_for_apply"  # L5: the lock's reason says the task is applying
     FREE_SLOTS = "free_slots"  # E2: every slot the task holds, running or reserved, becomes idle
     KEEP_LOCK = "keep_lock"  # S5, E8: the workspace stays locked, with the reason an operator reads
     RELEASE_LOCK = "release_lock"  # L5: the workspace lock the task holds is released
@@ -29,6 +33,11 @@ def gives_back(target: Status) -> bool:
     return is_terminal(target) or target == Status.PENDING
 
 
+def touches_lock(expected: Status, target: Status) -> bool:
+    """Whether the change takes the workspace lock or changes its reason (not only at the end)."""
+    return (expected, target) in ((Status.RUNNING, Status.APPLY_PENDING), (Status.APPLY_PENDING, Status.RUNNING))
+
+
 def effects(expected: Status, target: Status, *, keep_lock: bool = False,
             keep_slot: bool = False) -> tuple[Effect, ...]:
     """The effects of the change `expected` -> `target`, in the order they are applied.
@@ -38,6 +47,10 @@ def effects(expected: Status, target: Status, *, keep_lock: bool = False,
     `keep_slot`: the task's Terraform may still run in its slot on another machine, whose sweep
     frees the slot once it has saved what is there (issue 18 item 3)."""
     done: list[Effect] = []
+    if (expected, target) == (Status.RUNNING, Status.APPLY_PENDING):
+        done += [Effect.TAKE_LOCK, Effect.RESERVE_SLOT]
+    if (expected, target) == (Status.APPLY_PENDING, Status.RUNNING):
+        done += [Effect.USE_RESERVED_SLOT, Effect.LOCK_FOR_APPLY]
     if gives_back(target):
         if not keep_slot:
             done.append(Effect.FREE_SLOTS)

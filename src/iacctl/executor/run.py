@@ -22,8 +22,7 @@ from iacctl.domain.diagnostics import terraform_diagnostic
 from iacctl.domain.drift import DriftedResource, parse_resource_drift
 from iacctl.domain.lifecycle import SPECULATIVE, Stage, Status, TaskKind
 from iacctl.domain.plans import count_changes, count_moves
-from iacctl.domain.slots import SlotState
-from iacctl.errors import BackendError, IacctlError, TaskFailed, TerraformError
+from iacctl.errors import BackendError, IacctlError, TaskFailed, TerraformError, WorkspaceLocked
 from iacctl.executor import terraform as tf
 from iacctl.executor.progress import Reporter
 from iacctl.executor.snapshot import archive_directory, store_snapshot
@@ -321,26 +320,17 @@ class TaskRun:
             self.runtime.remove_work_dir(self._place())
             self.log.flush()
             return Status.PLANNED_AND_FINISHED
-        with self.store.write() as session:
-            # L5 / H7: a task is never apply_pending without holding the lock.
-            if not repo.lock_workspace(
-                session, self.workspace.id or 0, task_id=self.task_id, holder=f"task {self.task_id}",
-                reason=f"task {self.task_id} waits for confirm-apply",
-            ):
-                ws = repo.workspace_by_id(session, self.workspace.id or 0)
-                if ws.locked_by_task_id != self.task_id:
-                    raise TaskFailed(
-                        f"workspace {ws.name} is locked by {ws.lock_holder} ({ws.lock_reason}); "
-                        "the plan cannot wait for confirmation without the lock"
-                    )
-            repo.transition(
-                session, self.task_id, Status.RUNNING, Status.APPLY_PENDING,
-                "plan has changes; waiting for confirm-apply",
-            )
-            # S2: the slot stays reserved with the plan's work directory (E6 fast path).
-            repo.set_slot_state(
-                session, self.task.slot_id or 0, self.task_id, SlotState.RUNNING, SlotState.RESERVED
-            )
+        try:
+            with self.store.write() as session:
+                # L5 / H7: a task is never apply_pending without holding the lock; S2: its slot
+                # stays reserved with the plan's work directory (E6 fast path). Both are effects
+                # of this change (domain.policy).
+                repo.transition(
+                    session, self.task_id, Status.RUNNING, Status.APPLY_PENDING,
+                    "plan has changes; waiting for confirm-apply",
+                )
+        except WorkspaceLocked as exc:
+            raise TaskFailed(str(exc)) from None
         self.log.note(f"task {self.task_id} waits for confirmation: iacctl confirm-apply {self.task_id}")
         self.log.flush()
         return Status.APPLY_PENDING

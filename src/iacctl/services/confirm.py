@@ -14,7 +14,6 @@ from iacctl.domain.durations import format_age, format_duration
 from iacctl.domain.freeze import format_instant
 from iacctl.domain.lifecycle import Status
 from iacctl.domain.plans import ChangeCounts, relation_to_terraform
-from iacctl.domain.slots import SlotState
 from iacctl.errors import Refused, Replanned, TransitionConflict
 from iacctl.executor.progress import Reporter
 from iacctl.runtimes import local
@@ -179,10 +178,8 @@ def _start_apply(app: App, task_id: int, reporter: Reporter, wait_timeout: float
                 )
             except TransitionConflict as exc:
                 raise Refused(str(exc)) from None
-            if not repo.set_slot_state(session, task.slot_id or 0, task_id, SlotState.RESERVED,
-                                       SlotState.RUNNING):
-                raise Refused(f"slot {task.slot_id} is no longer reserved for task {task_id}")
-            repo.set_lock_reason(session, task.workspace_id, task_id, f"task {task_id} is applying")
+            # The apply runs in the reserved slot, and the lock says so: effects of this change
+            # (domain.policy); a slot no longer reserved refuses it (SlotNotReserved).
             return decision, moved_from
         decision, moved_from = app.store.transaction(attempt)
         if decision.start:

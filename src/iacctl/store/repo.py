@@ -26,7 +26,7 @@ from iacctl.domain.names import did_you_mean, quoted
 from iacctl.domain.notifications import GIVE_UP_AFTER_S, Event, Facts, event_of, sent_for
 from iacctl.domain.slots import PodStatus, SlotPlace, SlotState
 from iacctl.domain.triggers import apply_changed
-from iacctl.errors import NotFound, TransitionConflict
+from iacctl.errors import NotFound, SlotNotReserved, TransitionConflict, WorkspaceLocked
 from iacctl.store.models import (
     ConfigSnapshot,
     Delivery,
@@ -482,12 +482,13 @@ def transition(
     if ending:
         values.setdefault("finished_at", t)
         values.setdefault("child_pid", None)
-    workspace_id: int | None = None
-    if policy.gives_back(target):
-        # Issue 18 item 6, the lock order of store/db.py: this change frees the workspace lock
-        # or keeps its reason, so the workspace row is taken before the task's (a confirmation
-        # holds the workspace, then wants this task: taking them the other way deadlocks).
+    if policy.gives_back(target) or policy.touches_lock(expected, target):
+        # Issue 18 item 6, the lock order of store/db.py: this change takes, frees or keeps the
+        # workspace lock, so the workspace row is taken before the task's (a confirmation holds
+        # the workspace, then wants this task: taking them the other way deadlocks).
         workspace_id = lock_workspace_of_task(session, task_id)
+    else:
+        workspace_id = None  # no effect of this change needs it
     result = session.execute(
         update(Task).where(col(Task.id) == task_id, col(Task.status) == expected).values(**values)
     )
@@ -507,10 +508,29 @@ def transition(
         session.refresh(task)
 
 
+def _slot_of(session: Session, task_id: int) -> int:
+    return int(session.execute(select(Task.slot_id).where(Task.id == task_id)).scalar() or 0)
+
+
 def _apply_effect(session: Session, effect: policy.Effect, task_id: int, workspace_id: int, expected: Status,
                   target: Status, lock_reason: str | None) -> None:
     """One effect of domain.policy, in the status change's transaction."""
     match effect:
+        case policy.Effect.TAKE_LOCK:
+            taken = lock_workspace(session, workspace_id, task_id=task_id, holder=f"task {task_id}",
+                                   reason=f"task {task_id} waits for confirm-apply")
+            ws = workspace_by_id(session, workspace_id)
+            if not taken and ws.locked_by_task_id != task_id:
+                raise WorkspaceLocked(f"workspace {ws.name} is locked by {ws.lock_holder} ({ws.lock_reason}); "
+                                      "the plan cannot wait for confirmation without the lock")
+        case policy.Effect.RESERVE_SLOT:
+            set_slot_state(session, _slot_of(session, task_id), task_id, SlotState.RUNNING, SlotState.RESERVED)
+        case policy.Effect.USE_RESERVED_SLOT:
+            slot_id = _slot_of(session, task_id)
+            if not set_slot_state(session, slot_id, task_id, SlotState.RESERVED, SlotState.RUNNING):
+                raise SlotNotReserved(f"slot {slot_id} is no longer reserved for task {task_id}")
+        case policy.Effect.LOCK_FOR_APPLY:
+            set_lock_reason(session, workspace_id, task_id, f"task {task_id} is applying")
         case policy.Effect.FREE_SLOTS:
             release_slot_of(session, task_id)
         case policy.Effect.KEEP_LOCK:
