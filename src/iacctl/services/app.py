@@ -33,7 +33,8 @@ class App:
         self._store: Store | None = None
         self._deliverer: outbox.Deliverer | None = None
         self._budget = 0.0
-        self._swept = False  # this command is a sweep: it sent every due entry itself, and said so
+        self._swept = False
+        self._writes_at_open = 0  # this command is a sweep: it sent every due entry itself, and said so
         self.local_pod_id: int | None = None  # this machine's pod of the local pool (issue 18 item 4)
 
     @property
@@ -43,6 +44,9 @@ class App:
             self._store = open_store(self.settings)
             ensure_local_pool(self._store)
             self.local_pod_id = ensure_machine_pod(self._store)
+            # Opening may write (the local pool, this machine's pod and its heartbeat): that is
+            # not the command writing, and a listing that opened a store sends no follow-ups.
+            self._writes_at_open = self._store.committed_writes
             # F1: what this command's status changes write to the outbox, it delivers at once.
             self._store.on_outbox_written = self._outbox_written
         return self._store
@@ -71,7 +75,8 @@ class App:
         needs cron). A listing writes nothing and imports no delivery (issue 20)."""
         if self._deliverer is not None:
             return True
-        return self._store is not None and self._store.committed_writes > 0 and self._budget > 0 and not self._swept
+        return self._store is not None and self._store.committed_writes > self._writes_at_open and self._budget > 0 \
+            and not self._swept
 
     def finish_follow_ups(self) -> str | None:
         """F1: wait at most the budget for this command's follow-ups; a line saying what is not
@@ -208,7 +213,11 @@ def ensure_machine_pod(store: Store) -> int | None:
         with store.write() as session:
             pod = repo.machine_pod(session, pool.id or 0, me)
             if pod is None:
-                pod = _adopt_or_add_pod(session, pool, me, t)
+                # Two processes of a new machine at once: the pool's row makes them take turns,
+                # and the second finds the pod the first adopted or added (on PostgreSQL both
+                # read "no pod" before either committed, and the second added a pod of its own).
+                repo.lock_pool_row(session, pool.id or 0)
+                pod = repo.machine_pod(session, pool.id or 0, me) or _adopt_or_add_pod(session, pool, me, t)
             repo.beat_pod(session, pod.id, t)
             return pod.id
     except IntegrityError:
