@@ -1,7 +1,8 @@
 """iacctl with and without the agent (issue 20), against Terraform's own commands, side by side in
 one run.
 
-    python bench/agent.py [--rounds 3] [--quick-rounds 21] [--commands 1000] [--write BENCHMARKS.md]
+    python bench/agent.py [--rounds 3] [--quick-rounds 21] [--commands 1000] [--big-resources 4000]
+                          [--big-rounds 2] [--write BENCHMARKS.md]
 
 Each measure alternates its sides round by round: Terraform by hand, iacctl in-process
 (IACCTL_AGENT=off: the lighter path), iacctl through an agent (IACCTL_AGENT=on; one agent for the
@@ -55,6 +56,9 @@ def main() -> int:
     parser.add_argument("--quick-rounds", type=int, default=21, help="rounds of each quick command")
     parser.add_argument("--commands", type=int, default=1000, help="commands for the agent's memory")
     parser.add_argument("--resources", type=int, default=make_config.DEFAULT_RESOURCES)
+    parser.add_argument("--big-resources", type=int, default=4000,
+                        help="resources of the big plan (iacctl plan against hand init + plan); 0 skips it")
+    parser.add_argument("--big-rounds", type=int, default=2, help="rounds per side of the big plan")
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
 
@@ -128,6 +132,29 @@ def main() -> int:
                 listing[side].append(seconds)
         loads.append(load())
 
+        # A big plan: `iacctl plan` against hand-run init + plan of the same configuration.
+        big_plan: dict[str, list[float]] = {"hand": [], "on": [], "off": []}
+        if args.big_resources:
+            big_config = make_config.write_terraform_config(root / "big-config", args.big_resources)
+            for i in range(args.big_rounds):
+                order = ["hand", "off", "on"][i % 3:] + ["hand", "off", "on"][: i % 3]
+                for side in order:
+                    if side == "hand":
+                        work = root / f"big-hand-{i}"
+                        shutil.copytree(big_config, work)
+                        init, _ = timed(["terraform", "init", "-input=false"], work, base)
+                        plan, _ = timed(["terraform", "plan", "-input=false", "-out=plan.out"], work, base)
+                        big_plan["hand"].append(init + plan)
+                        shutil.rmtree(work, ignore_errors=True)
+                    else:
+                        env = on if side == "on" else off
+                        name = f"big-{side}-{i}"
+                        timed([*iacctl, "workspace", "create", name, "--dir", str(big_config)], None, env)
+                        seconds, _ = timed([*iacctl, "plan", name, "--quiet"], None, env, expect=2)
+                        big_plan[side].append(seconds)
+                    print(f"big plan round {i + 1} {side}: {big_plan[side][-1]:.3f}", flush=True)
+            loads.append(load())
+
         # The agent's memory over many commands.
         rss_warm, served_before = agent_rss(on)
         started = time.perf_counter()
@@ -180,8 +207,17 @@ def main() -> int:
                      verdict(list_on <= 0.3)))
         rows.append(("`tasks list --json`, 10,000 tasks, without the agent", f"{list_off:.3f} s", "(for comparison)",
                      "-"))
-        rows.append(("4,000-resource plan: `iacctl plan` ÷ hand init + plan", "not measured in this run",
-                     "<= 1.15", "not measured"))
+        if args.big_resources:
+            hand_big = med(big_plan["hand"])
+            for side in ("on", "off"):
+                ratio = med(big_plan[side]) / hand_big
+                rows.append((f"{args.big_resources:,}-resource plan: `iacctl plan` ÷ hand init + plan, "
+                             f"{'with' if side == 'on' else 'without'} the agent",
+                             f"{med(big_plan[side]):.3f} s vs {hand_big:.3f} s = {ratio:.2f}x", "<= 1.15",
+                             verdict(ratio <= 1.15)))
+        else:
+            rows.append(("4,000-resource plan: `iacctl plan` ÷ hand init + plan", "not measured in this run",
+                         "<= 1.15", "not measured"))
         rows.append((f"agent RSS: started / warm / after {args.commands:,} more commands",
                      f"{rss_start / 1024:.1f} / {rss_warm / 1024:.1f} / {rss_end / 1024:.1f} MiB "
                      f"({args.commands / spent:.1f} commands/s)", "reported; no growth",
@@ -194,7 +230,8 @@ def main() -> int:
             "## The agent and the lighter path (issue 20)",
             "",
             f"Run with `python bench/agent.py --rounds {args.rounds} --quick-rounds {args.quick_rounds} "
-            f"--commands {args.commands}` on {stamp}.",
+            f"--commands {args.commands} --big-resources {args.big_resources} --big-rounds {args.big_rounds}` "
+            f"on {stamp}.",
             "",
             f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}; {m['os']}; Python {m['python']}; "
             f"{m['terraform']}.",
