@@ -10,6 +10,7 @@ import pytest
 from sqlmodel import select
 
 from iacctl.domain.lifecycle import ALLOWED, TERMINAL, Status
+from iacctl.domain.slots import SlotState
 from iacctl.errors import TransitionConflict, TransitionRefused
 from iacctl.store import repo
 from iacctl.store.models import Task, TaskEvent, Workspace
@@ -29,6 +30,12 @@ def _new_task(app, status: Status) -> int:  # type: ignore[no-untyped-def]
         task = Task(workspace_id=ws.id, kind="plan_and_apply", status=status, created_at=t, updated_at=t)
         session.add(task)
         session.flush()
+        if status == Status.APPLY_PENDING:
+            # As a plan leaves it (E6): its slot reserved, which its confirmation runs in.
+            slot = repo.claim_slot(session, ws.pool_id, task.id or 0, grow=True)
+            assert slot is not None
+            repo.set_slot_state(session, slot.id or 0, task.id or 0, SlotState.RUNNING, SlotState.RESERVED)
+            repo.update_task(session, task.id or 0, slot_id=slot.id)
         return task.id or 0
 
 
