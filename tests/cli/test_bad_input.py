@@ -29,11 +29,19 @@ Snapshot = dict[str, list[tuple[Any, ...]]]
 
 
 def snapshot(db: Path) -> Snapshot:
-    """Every row of every table (alembic_version included), in a stable order."""
+    """Every row of every table (alembic_version included), in a stable order. A machine's pod
+    heartbeat is left out: any command beats it when its last beat is a few seconds old (issue 18
+    item 4), a sign of life, not a record the command changed."""
     con = sqlite3.connect(db)
     try:
         tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-        return {t: sorted(con.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables}
+        shot = {}
+        for t in tables:
+            names = [r[1] for r in con.execute(f'PRAGMA table_info("{t}")')
+                     if not (t == "pods" and r[1] == "heartbeat_at")]
+            listed = ", ".join(f'"{n}"' for n in names)
+            shot[t] = sorted(con.execute(f'SELECT {listed} FROM "{t}"').fetchall(), key=repr)
+        return shot
     finally:
         con.close()
 
