@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "src"))
 SKIPPED_OPTIONS = {"--install-completion", "--show-completion"}
 HELP_OPTIONS = ["-h", "--help"]
 DIRECTORY_OPTIONS = {"--dir"}
-FILE_OPTIONS = {"--db", "--output", "-o", "--terraform"}
+FILE_OPTIONS = {"--db", "--output", "-o", "--terraform", "--report-file"}
 # What a value option's value is, in the man page (default: the parameter's name).
 METAVARS = {"db": "PATH", "directory": "DIR", "terraform": "BINARY", "plan_lifetime": "DURATION",
             "slots_per_pod": "N", "limit": "N", "version": "ID", "output": "FILE", "workspace": "NAME"}

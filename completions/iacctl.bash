@@ -37,8 +37,8 @@ _iacctl() {
     )
     local -A opts=(
         ['iacctl']='--db --verbose --version -h --help'
-        ['iacctl plan']='--plan-only --no-wait --wait-timeout --quiet -q --message -m --json -h --help'
-        ['iacctl confirm-apply']='--rebuild --quiet -q --wait-timeout --message -m --json -h --help'
+        ['iacctl plan']='--plan-only --no-wait --wait-timeout --quiet -q --message -m --json --report-file -h --help'
+        ['iacctl confirm-apply']='--rebuild --quiet -q --wait-timeout --message -m --json --plan-hash -h --help'
         ['iacctl cancel']='--no-wait --message -m --json -h --help'
         ['iacctl version']='-h --help'
         ['iacctl workspace']='-h --help'
@@ -61,7 +61,7 @@ _iacctl() {
         ['iacctl tasks list']='--workspace -w --status --limit --json --wide -h --help'
         ['iacctl tasks show']='--json -h --help'
         ['iacctl tasks logs']='--follow -f --timestamps -t -h --help'
-        ['iacctl tasks plan']='--json --wide -h --help'
+        ['iacctl tasks plan']='--json --format --report-file --wide -h --help'
         ['iacctl state']='-h --help'
         ['iacctl state versions']='--json -h --help'
         ['iacctl state pull']='--version --output -o -h --help'
@@ -122,8 +122,8 @@ _iacctl() {
     )
     local -A vals=(
         ['iacctl']='--db'
-        ['iacctl plan']='--wait-timeout --message -m'
-        ['iacctl confirm-apply']='--wait-timeout --message -m'
+        ['iacctl plan']='--wait-timeout --message -m --report-file'
+        ['iacctl confirm-apply']='--wait-timeout --message -m --plan-hash'
         ['iacctl cancel']='--message -m'
         ['iacctl workspace create']='--dir --pool --terraform --terraform-version --plan-lifetime'
         ['iacctl workspace set']='--dir --terraform --terraform-version --plan-lifetime'
@@ -132,6 +132,7 @@ _iacctl() {
         ['iacctl workspace trigger add']='--source'
         ['iacctl workspace trigger remove']='--source'
         ['iacctl tasks list']='--workspace -w --status --limit'
+        ['iacctl tasks plan']='--format --report-file'
         ['iacctl state pull']='--version --output -o'
         ['iacctl pods list']='--pool'
         ['iacctl pods reconcile']='--pool'
@@ -212,7 +213,7 @@ _iacctl() {
             --dir)
                 compopt -o filenames 2>/dev/null
                 mapfile -t COMPREPLY < <(compgen -d -- "$cur") ;;
-            --db|--output|--terraform|-o)
+            --db|--output|--report-file|--terraform|-o)
                 compopt -o filenames 2>/dev/null
                 mapfile -t COMPREPLY < <(compgen -f -- "$cur") ;;
         esac

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -49,6 +49,28 @@ def _json_whatever_the_end(app: App, as_json: bool, task_id: int | None = None) 
             with contextlib.suppress(IacctlError):  # a store that says no has no document to give
                 print_json(tasks.show(app, about))
         raise
+
+
+@contextlib.contextmanager
+def _for_the_ci(faces: Callable[[int], None]) -> Iterator[Callable[[int | None], None]]:
+    """Issue 24 item 3: whatever the command's end (applied, waiting, failed, cancelled,
+    re-planned, refused), what the CI shows of the task it touched is written after its own
+    output, and never changes its exit code. `about(task_id)` names the task once known; an
+    error that names one names it too."""
+    touched: list[int | None] = [None]
+
+    def about(task_id: int | None) -> None:
+        touched[0] = task_id
+
+    try:
+        yield about
+    except IacctlError as exc:
+        if touched[0] is None and not isinstance(exc, UsageError):
+            touched[0] = exc.task_id
+        raise
+    finally:
+        if touched[0] is not None:
+            faces(touched[0])
 
 
 def _finish(task_view: dict[str, Any], as_json: bool) -> int:
@@ -110,6 +132,9 @@ def plan(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Hide Terraform's own output."),
     text: str = MESSAGE,
     as_json: bool = typer.Option(False, "--json", help="Print the task as JSON."),
+    report_file: str = typer.Option(None, "--report-file", metavar="PATH",
+                                    help="Also write GitLab's Terraform report of the plan (create, update, delete "
+                                         "counts) for artifacts: reports: terraform."),
 ) -> None:
     """Plan a workspace. Exit 2 when the plan has changes and waits for confirm-apply."""
     from iacctl.services import plan as planning
@@ -119,20 +144,30 @@ def plan(
     reporter = TerminalReporter(to_stderr=as_json, show_output=not quiet)
     limit = _wait_timeout(wait_timeout)
     stop_gracefully_on_signals()
-    with _json_whatever_the_end(app, as_json):
-        task = planning.plan_workspace(app, workspace, plan_only=plan_only, wait=not no_wait, reporter=reporter,
-                                       wait_timeout=limit, message=text)
-    view = tasks.show(app, task.id or 0)
-    if no_wait and view["status"] == "failed":
-        # Issue 10 item 6: the pool cannot start it (the cluster refuses its pods).
+    with _for_the_ci(lambda task_id: _plan_faces(app, task_id, report_file)) as about:
+        with _json_whatever_the_end(app, as_json):
+            task = planning.plan_workspace(app, workspace, plan_only=plan_only, wait=not no_wait,
+                                           reporter=reporter, wait_timeout=limit, message=text)
+        about(task.id)
+        view = tasks.show(app, task.id or 0)
+        if no_wait and view["status"] == "failed":
+            # Issue 10 item 6: the pool cannot start it (the cluster refuses its pods).
+            raise typer.Exit(_finish(view, as_json))
+        if no_wait:
+            if as_json:
+                print_json(view)
+            else:
+                message(f"task {view['id']} queued ({view['status']})")
+            raise typer.Exit(EXIT_OK)
         raise typer.Exit(_finish(view, as_json))
-    if no_wait:
-        if as_json:
-            print_json(view)
-        else:
-            message(f"task {view['id']} queued ({view['status']})")
-        raise typer.Exit(EXIT_OK)
-    raise typer.Exit(_finish(view, as_json))
+
+
+def _plan_faces(app: App, task_id: int, report_file: str | None) -> None:
+    from iacctl.cli import ci
+
+    ci.summarize_plan(app, task_id)
+    if report_file is not None:
+        ci.write_report(app, task_id, report_file)
 
 
 def confirm_apply(
@@ -145,6 +180,10 @@ def confirm_apply(
     wait_timeout: str = WAIT_TIMEOUT,
     text: str = MESSAGE,
     as_json: bool = typer.Option(False, "--json", help="Print the task as JSON."),
+    plan_hash: str = typer.Option(
+        None, "--plan-hash", metavar="HASH",
+        help="Apply only if the task's saved plan still has this hash (as its review shows it; at least 12 "
+             "characters): what the reviewer approved is what is applied."),
 ) -> None:
     """Apply exactly the saved plan of an apply_pending task (restated on stderr first). Exit 4
     if it had to be re-planned."""
@@ -153,13 +192,36 @@ def confirm_apply(
     app = app_of(ctx)
     reporter = TerminalReporter(to_stderr=as_json, show_output=not quiet)
     limit = _wait_timeout(wait_timeout)
+    pinned = pinned_hash(plan_hash)
     stop_gracefully_on_signals()
-    with _json_whatever_the_end(app, as_json, task_id):
-        task = confirm.confirm_apply(app, task_id, rebuild=rebuild, reporter=reporter, wait_timeout=limit,
-                                     message=text)
-    view = tasks.show(app, task.id or 0)
-    view["queued_followers"] = confirm.queued_followers(app, task.id or 0)
-    raise typer.Exit(_finish(view, as_json))
+    state_version: list[int | None] = [None]
+
+    def faces(about: int) -> None:
+        from iacctl.cli import ci
+
+        ci.summarize_apply(app, about, state_version[0])
+
+    with _for_the_ci(faces) as about:
+        with _json_whatever_the_end(app, as_json, task_id):
+            task = confirm.confirm_apply(app, task_id, rebuild=rebuild, reporter=reporter, wait_timeout=limit,
+                                         message=text, plan_hash=pinned)
+        about(task_id)
+        view = tasks.show(app, task.id or 0)
+        state_version[0] = view["state_version"]
+        view["queued_followers"] = confirm.queued_followers(app, task.id or 0)
+        raise typer.Exit(_finish(view, as_json))
+
+
+def pinned_hash(text: str | None) -> str | None:
+    """Issue 24 item 2: a plan hash as the review shows it, or a prefix of it that still names
+    one plan (12 hex digits or more)."""
+    if text is None:
+        return None
+    value = text.strip().lower()
+    if len(value) < 12 or len(value) > 64 or any(ch not in "0123456789abcdef" for ch in value):
+        raise UsageError(f"--plan-hash {text[:80]!r} is not a plan hash: give the hash `iacctl tasks plan ID` "
+                         "shows (at least 12 of its hex digits)")
+    return value
 
 
 def cancel(
@@ -184,6 +246,9 @@ def cancel(
         message(f"task {task_id} cancelled")
     else:
         message(f"task {task_id}: cancel requested (it is {view['status']}, stage {view['stage']})")
+    from iacctl.cli import ci
+
+    ci.summarize_cancel(app, task_id)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,9 +8,14 @@ from typing import Any
 
 import typer
 
+from iacctl.cli import ci
 from iacctl.cli.context import app_of, in_id_range, stop_gracefully_on_signals
+from iacctl.cli.markdown import review_markdown
 from iacctl.cli.render import WIDE, message, nothing_listed, print_json, table
+from iacctl.domain.plans import counts_sentence, relation_to_terraform
+from iacctl.domain.review import Review
 from iacctl.domain.timeline import format_seconds
+from iacctl.errors import UsageError
 
 app = typer.Typer(help="Tasks: runs of plans and applies.", no_args_is_help=True)
 
@@ -127,39 +132,57 @@ def _stamp(at: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
 
 
+FORMATS = ("text", "markdown", "json")
+
+
 @app.command("plan")
 def plan(ctx: typer.Context, task_id: int = typer.Argument(..., callback=in_id_range, help="Task id."),
          as_json: bool = typer.Option(False, "--json", help="Print the stored plan JSON (as terraform show -json "
-                                      "gives it, sensitive values masked)."),
+                                      "gives it, sensitive values masked); the same as --format json."),
+         form: str = typer.Option("text", "--format", metavar="FORMAT",
+                                  help="text (a table for the terminal), markdown (a pull request comment or CI "
+                                       "job summary, at most 65,536 characters) or json."),
+         report_file: str = typer.Option(None, "--report-file", metavar="PATH",
+                                         help="Also write GitLab's Terraform report (create, update, delete "
+                                              "counts) for artifacts: reports: terraform."),
          wide: bool = WIDE) -> None:
     """Review a task's saved plan: each resource change and the counts (also after the work
     directory is gone)."""
     from iacctl.services import tasks
 
-    if as_json:
-        print_json(tasks.plan_json(app_of(ctx), task_id))
-        return
-    review = tasks.plan_review(app_of(ctx), task_id)
-    message(f"task {review['task']} of workspace {review['workspace']} ({review['status']}): "
-            f"plan {(review['plan_hash'] or '')[:16]}, planned {review['planned_at']}")
+    app = app_of(ctx)
+    form = "json" if as_json else form
+    if form not in FORMATS:
+        raise UsageError(f"unknown --format {form!r}: one of {', '.join(FORMATS)}")
+    if form == "markdown":
+        # Issue 24: a failed plan has a review too (what failed, Terraform's own words).
+        review = tasks.review(app, task_id, need_plan=False)
+        sys.stdout.write(review_markdown(review))
+    elif form == "json":
+        print_json(tasks.plan_json(app, task_id))
+    else:
+        _print_review(tasks.review(app, task_id), wide)
+    if report_file is not None:
+        ci.write_report(app, task_id, report_file)
+
+
+def _print_review(review: Review, wide: bool) -> None:
+    message(f"task {review.task} of workspace {review.workspace} ({review.status}): "
+            f"plan {(review.plan_hash or '')[:16]}, planned {review.planned_at}")
     table(["address", "action", "changes"],
-          [[c["address"], c["action"], "; ".join(c["changes"])] for c in review["resource_changes"]],
+          [[c.address, c.action, "; ".join(([f"from {c.moved_from}"] if c.moved_from else []) + list(c.changes))]
+           for c in review.changes],
           empty="no resource changes", fold=("changes",), optional=("changes",), wide=wide)
-    if review.get("resource_drift"):
+    if review.drift:
         message("changed outside Terraform (drift found by the refresh):")
         table(["address", "drift", "changes"],
-              [[c["address"], c["action"], "; ".join(c["changes"])] for c in review["resource_drift"]],
+              [[c.address, c.action, "; ".join(c.changes)] for c in review.drift],
               fold=("changes",), optional=("changes",), wide=wide)
-    counts = review["changes"]
-    line = (f"{counts['add']} to add, {counts['change']} to change, {counts['destroy']} to destroy, "
-            f"{counts['replace']} to replace")
-    if review["reads"]:
-        line += f", {review['reads']} to read"
-    if counts["outputs"]:
-        line += f"; {counts['outputs']} output change(s)"
-    message(line)
-    if review["relation"]:
-        message(review["relation"])
+    assert review.counts is not None
+    message(counts_sentence(review.counts, moves=review.moves, reads=review.reads))
+    relation = relation_to_terraform(review.counts)
+    if relation:
+        message(relation)
 
 
 @app.command("run", hidden=True)

@@ -81,8 +81,9 @@ def relation_to_terraform(counts: ChangeCounts) -> str | None:
 @dataclass(frozen=True)
 class ResourceChange:
     address: str
-    action: str  # create | update | delete | replace | read | forget
+    action: str  # create | update | delete | replace | read | forget | move (a move and nothing else)
     changes: tuple[str, ...] = ()  # "name: before -> after" of updated or replaced attributes
+    moved_from: str | None = None  # issue 19 item 7: the address a moved block moves it from
 
 
 def _action(actions: list[str]) -> str | None:
@@ -137,14 +138,43 @@ def resource_changes(plan_json: dict[str, Any]) -> list[ResourceChange]:
     out = []
     for rc in plan_json.get("resource_changes") or []:
         change = rc.get("change") or {}
+        previous = rc.get("previous_address")
+        moved_from = str(previous) if previous and previous != rc.get("address") else None
         action = _action(list(change.get("actions") or []))
         if action is None:
-            continue
+            if moved_from is None:
+                continue
+            action = "move"  # issue 24: a move is a change the reviewer sees, as in count_moves
         attrs: tuple[str, ...] = ()
         if action in ("update", "replace"):
             attrs = _attribute_changes(change, list(rc.get("replace_paths") or change.get("replace_paths") or []))
-        out.append(ResourceChange(str(rc.get("address", "?")), action, attrs))
+        out.append(ResourceChange(str(rc.get("address", "?")), action, attrs, moved_from))
     return out
+
+
+def counts_sentence(counts: ChangeCounts, *, moves: int = 0, reads: int = 0) -> str:
+    """The review's one sentence of counts (issue 9, issue 24), the same in the terminal and in
+    Markdown: adds, changes, destroys and replacements, then reads, moves and output changes
+    when there are any."""
+    line = (f"{counts.add} to add, {counts.change} to change, {counts.destroy} to destroy, "
+            f"{counts.replace} to replace")
+    if reads:
+        line += f", {reads} to read"
+    if moves:
+        line += f", {moves} to move"
+    if counts.outputs:
+        line += f"; {counts.outputs} output change(s)"
+    return line
+
+
+def gitlab_report(plan_json: dict[str, Any]) -> dict[str, int]:
+    """Issue 24 item 3: GitLab's Terraform report (`artifacts: reports: terraform`) counted as
+    GitLab's own template counts it from `terraform show -json`: every "create", "update" and
+    "delete" among the actions of all resource changes, so a replacement counts once in create
+    and once in delete, as in Terraform's Plan line."""
+    actions = [a for rc in plan_json.get("resource_changes") or []
+               for a in ((rc.get("change") or {}).get("actions") or [])]
+    return {kind: actions.count(kind) for kind in ("create", "update", "delete")}
 
 
 def resource_drift(plan_json: dict[str, Any]) -> list[ResourceChange]:
@@ -219,7 +249,12 @@ def redact_plan(plan_json: dict[str, Any], secrets: Iterable[str] = ()) -> dict[
     for name, variable in (doc.get("variables") or {}).items():
         if isinstance(variable, dict) and (declared.get(name) or {}).get("sensitive"):
             variable["value"] = SENSITIVE
+    out: dict[str, Any] = masked(doc, secrets)
+    return out
+
+
+def masked(value: Any, secrets: Iterable[str]) -> Any:
+    """Every string in `value` (a text, or lists and dicts of them) with each sensitive value
+    masked (X2), the longest first so a secret that contains another is hidden whole."""
     hidden = sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True)
-    if hidden:
-        doc = _mask_strings(doc, hidden)
-    return doc
+    return _mask_strings(value, hidden) if hidden else value

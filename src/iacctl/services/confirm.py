@@ -29,8 +29,9 @@ def _lifetime(session: Session, task: Task) -> tuple[float, str]:
     return ws.plan_lifetime_s or (pool.plan_lifetime_s if pool else 86400.0), ws.name
 
 
-def _refusal(session: Session, task: Task) -> str | None:
-    """L6: why confirm-apply must not apply this task, or None."""
+def _refusal(session: Session, task: Task, plan_hash: str | None = None) -> str | None:
+    """L6: why confirm-apply must not apply this task, or None. With `plan_hash` (issue 24),
+    also unless its saved plan is still the one the reviewer approved."""
     ws = repo.workspace_by_id(session, task.workspace_id)
     pool = session.get(Pool, ws.pool_id)
     if task.confirmed_at is not None:
@@ -43,6 +44,9 @@ def _refusal(session: Session, task: Task) -> str | None:
         return f"pool {pool.name} is frozen until {format_instant(window[1])}; confirm task {task.id} after that"
     if task.status != Status.APPLY_PENDING:
         return f"task {task.id} is {task.status}, not apply_pending"
+    if plan_hash is not None and not (task.plan_hash or "").startswith(plan_hash):
+        return (f"the saved plan of task {task.id} is {task.plan_hash}, not the approved {plan_hash} (planned "
+                f"again since the review, or another task's hash); review the plan with: iacctl tasks plan {task.id}")
     lifetime, _ = _lifetime(session, task)
     if plan_expired(task.planned_at, lifetime, repo.now()):
         return (f"the plan of task {task.id} expired (older than {format_duration(lifetime)}); "
@@ -56,11 +60,12 @@ def _refusal(session: Session, task: Task) -> str | None:
     return None
 
 
-def _confirmable(session: Session, task_id: int) -> Task:
+def _confirmable(session: Session, task_id: int, plan_hash: str | None = None) -> Task:
     """The task, if confirm-apply may act on it (L6); Refused otherwise. Called again inside the
-    writing transaction, so that of racing confirmations only one gets through."""
+    writing transaction, so that of racing confirmations only one gets through, and a plan made
+    again in between is never applied for the one approved (issue 24)."""
     task = repo.get_task(session, task_id)
-    reason = _refusal(session, task)
+    reason = _refusal(session, task, plan_hash)
     if reason is not None:
         raise Refused(reason)
     return task
@@ -81,12 +86,18 @@ def _discard_if_expired(app: App, task_id: int) -> None:
 
 
 def confirm_apply(app: App, task_id: int, *, rebuild: bool, reporter: Reporter,
-                  wait_timeout: float | None = None, message: str | None = None) -> Task:
+                  wait_timeout: float | None = None, message: str | None = None,
+                  plan_hash: str | None = None) -> Task:
     actor = current_actor(message)
     _say_dead_follow_ups(app, task_id, reporter)
+    if plan_hash is not None:
+        # Issue 24: a plan other than the approved one is refused before anything else is done
+        # to the task (an expired one is not discarded on behalf of a stale approval).
+        with app.store.read() as session:
+            _confirmable(session, task_id, plan_hash)
     _discard_if_expired(app, task_id)
     with app.store.read() as session:
-        task = _confirmable(session, task_id)
+        task = _confirmable(session, task_id, plan_hash)
     # Issue 18 item 2: a plan made on another machine is not lost here (lost() judges only this
     # machine's slots and pods); it is applied here, rebuilt from the store (_start_apply).
     lost = plan_context.lost(app, task)
@@ -102,7 +113,7 @@ def confirm_apply(app: App, task_id: int, *, rebuild: bool, reporter: Reporter,
             lost = None
     if lost is not None:
         return _replan(app, task_id, lost, reporter, wait_timeout)
-    moved_from = _start_apply(app, task_id, reporter, wait_timeout, actor)
+    moved_from = _start_apply(app, task_id, reporter, wait_timeout, actor, plan_hash)
     if moved_from is not None:
         reporter.note(f"task {task_id}: planned on machine {moved_from}, confirmed on machine {local.machine()}: "
                       "rebuild of the work directory here from the store (config snapshot, plan file, init, plan "
@@ -138,7 +149,7 @@ def _restatement(app: App, task: Task) -> str:
 
 
 def _start_apply(app: App, task_id: int, reporter: Reporter, wait_timeout: float | None,
-                 actor: Actor) -> str | None:
+                 actor: Actor, plan_hash: str | None = None) -> str | None:
     """apply_pending -> running, once admission gives the apply a running place (on the local
     pool the slot count limits how many tasks run at once; elsewhere the reserved slot is it).
     A plan made on another machine moves to this one in that same transaction (issue 18 item 2);
@@ -152,7 +163,7 @@ def _start_apply(app: App, task_id: int, reporter: Reporter, wait_timeout: float
             # Issue 18 item 6: the workspace row, then the pool row (the order of store/db.py);
             # checked after the lock, so a racing confirmation that got there first is named.
             repo.lock_workspace_of_task(session, task_id)
-            task = _confirmable(session, task_id)
+            task = _confirmable(session, task_id, plan_hash)
             repo.lock_pool_row(session, task.pool_id or 0)
             facts = repo.admission_facts(session, [task], wants=APPLY, machine=local.machine())[task_id]
             decision = admit(facts, repo.now())

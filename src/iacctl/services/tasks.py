@@ -14,14 +14,8 @@ from sqlmodel import col
 
 from iacctl.domain.actors import actor_view
 from iacctl.domain.lifecycle import Status, is_terminal
-from iacctl.domain.plans import (
-    ChangeCounts,
-    redact_plan,
-    relation_to_terraform,
-    resource_changes,
-    resource_drift,
-    terraform_plan_line,
-)
+from iacctl.domain.plans import ChangeCounts, ResourceChange, masked, redact_plan, resource_changes, resource_drift
+from iacctl.domain.review import Review, RunTaskOutcome, plan_text
 from iacctl.domain.timeline import Event, stage_times
 from iacctl.errors import EXIT_CHANGES, EXIT_FAILED, EXIT_OK, Refused, TaskCancelled, TaskFailed, UsageError
 from iacctl.services.app import App
@@ -192,19 +186,34 @@ def exit_code(app: App, task_id: int) -> int:
     return EXIT_OK if is_terminal(status) else EXIT_FAILED
 
 
+def _plan_of(app: App, session: Any, task: Task) -> dict[str, Any] | None:
+    """The task's saved plan JSON as Terraform gave it (not yet masked), or None."""
+    artifact = repo.plan_artifact_of(session, task.id or 0)
+    if artifact is None:
+        return None
+    return dict(json.loads(zlib.decompress(app.store.cipher.decrypt(artifact.plan_json_secret))))
+
+
+def _secrets_of(app: App, session: Any, workspace_id: int) -> list[str]:
+    """X2: the values to mask in anything shown of a workspace's tasks."""
+    return [app.store.cipher.decrypt_text(v.value_secret)
+            for v in repo.variables_of(session, workspace_id) if v.sensitive and v.value_secret]
+
+
+def _no_saved_plan(task: Task) -> Refused:
+    return Refused(f"task {task.id} has no saved plan to review (it is {task.status}"
+                   + (f", stage {task.stage}" if task.stage else "") + "); a plan is saved once Terraform "
+                   "has planned (stage saving_plan)")
+
+
 def _stored_plan(app: App, task_id: int) -> tuple[Task, dict[str, Any], list[str]]:
     with app.store.read() as session:
         task = repo.get_task(session, task_id)
-        artifact = repo.plan_artifact_of(session, task_id)
-        if artifact is None:
-            raise Refused(f"task {task_id} has no saved plan to review (it is {task.status}"
-                          + (f", stage {task.stage}" if task.stage else "") + "); a plan is saved once Terraform "
-                          "has planned (stage saving_plan)")
-        blob = artifact.plan_json_secret
-        secrets = [app.store.cipher.decrypt_text(v.value_secret)
-                   for v in repo.variables_of(session, task.workspace_id) if v.sensitive and v.value_secret]
-    plan_json = json.loads(zlib.decompress(app.store.cipher.decrypt(blob)))
-    return task, plan_json, secrets
+        plan = _plan_of(app, session, task)
+        if plan is None:
+            raise _no_saved_plan(task)
+        secrets = _secrets_of(app, session, task.workspace_id)
+    return task, plan, secrets
 
 
 def plan_json(app: App, task_id: int) -> dict[str, Any]:
@@ -213,33 +222,71 @@ def plan_json(app: App, task_id: int) -> dict[str, Any]:
     return redact_plan(doc, secrets)
 
 
-def plan_review(app: App, task_id: int) -> dict[str, Any]:
-    """Issue 9: what the stored plan changes, resource by resource, and the counts; read from
-    the store, so it works after the work directory is gone."""
-    task, raw, secrets = _stored_plan(app, task_id)
-    doc = redact_plan(raw, secrets)
-    # F5: drift is read from the plan as stored (a masked value compares equal to another masked
-    # one, which would hide a changed sensitive attribute); its texts mask what Terraform marks
-    # sensitive, and the workspace's sensitive values are masked after.
-    drift = redact_plan({"drift": [{"address": c.address, "action": c.action, "changes": list(c.changes)}
-                                   for c in resource_drift(raw)]}, secrets)["drift"]
+def _masked_changes(changes: list[ResourceChange], secrets: list[str]) -> tuple[ResourceChange, ...]:
+    """Attribute texts with the workspace's sensitive values masked (X2)."""
+    return tuple(ResourceChange(c.address, c.action, tuple(masked(list(c.changes), secrets)), c.moved_from)
+                 for c in changes)
+
+
+def review(app: App, task_id: int, *, need_plan: bool = True) -> Review:
+    """Issue 9, issue 24: what the task's saved plan changes, resource by resource, with the
+    counts, who planned it and why, its run tasks and Terraform's own plan text; read from the
+    store, so it works after the work directory is gone. With `need_plan`, a task without a
+    saved plan is refused; without it, the review says what happened instead (a failed plan)."""
     with app.store.read() as session:
+        task = repo.get_task(session, task_id)
+        raw = _plan_of(app, session, task)
+        if raw is None and need_plan:
+            raise _no_saved_plan(task)
+        secrets = _secrets_of(app, session, task.workspace_id)
         workspace = repo.workspace_by_id(session, task.workspace_id).name
-    counts = ChangeCounts(task.add_count or 0, task.change_count or 0, task.destroy_count or 0,
-                          task.replace_count or 0, task.output_count or 0)
-    changes = resource_changes(doc)
-    return {
-        "task": task.id, "workspace": workspace, "status": task.status, "plan_hash": task.plan_hash,
-        "planned_at": iso(task.planned_at),
-        "resource_changes": [{"address": c.address, "action": c.action, "changes": list(c.changes)} for c in changes],
-        # F5: a drift check's refresh-only plan changes nothing; what it found is its drift.
-        "resource_drift": drift,
-        "changes": counts.as_dict(),
-        "reads": sum(1 for c in changes if c.action == "read"),
-        "summary": counts.summary(),
-        "terraform_plan_line": terraform_plan_line(counts),
-        "relation": relation_to_terraform(counts),
-    }
+        results = repo.results_of_task(session, task_id)
+        # Terraform's text is the output of the last planning stage (a re-plan's, when there was
+        # one); a task that failed before it planned shows the output of the stage it failed in.
+        stages = select(func.max(TaskEvent.at)).where(col(TaskEvent.task_id) == task_id, col(TaskEvent.kind) == "stage")
+        started = session.execute(stages.where(col(TaskEvent.to_value) == "planning")).scalar()
+        if started is None:
+            started = session.execute(stages).scalar()
+        ended = None if started is None else session.execute(
+            select(func.min(TaskEvent.at)).where(col(TaskEvent.task_id) == task_id, col(TaskEvent.at) > started,
+                                                 col(TaskEvent.kind).in_(("stage", "status")))).scalar()
+        window = select(col(TaskLog.line_secret)).where(col(TaskLog.task_id) == task_id)
+        if started is not None:
+            window = window.where(col(TaskLog.at) >= started)
+        if ended is not None:
+            window = window.where(col(TaskLog.at) < ended)
+        blobs = session.execute(window.order_by(col(TaskLog.seq))).scalars().all() if started is not None else []
+    from iacctl.runtasks.stage import describe  # issue 20: not on a listing's path
+
+    cipher = app.store.cipher
+    # The log was masked when written; masked again with today's values (X2).
+    text = masked(list(plan_text(cipher.decrypt_text(b) for b in blobs)), secrets)
+    counts = None
+    changes: tuple[ResourceChange, ...] = ()
+    drift: tuple[ResourceChange, ...] = ()
+    if raw is not None:
+        counts = ChangeCounts(task.add_count or 0, task.change_count or 0, task.destroy_count or 0,
+                              task.replace_count or 0, task.output_count or 0)
+        # Masked before the texts are made (a long value is shortened in them: a secret in it too).
+        changes = tuple(resource_changes(redact_plan(raw, secrets)))
+        # F5: drift is read from the plan as stored (a masked value compares equal to another masked
+        # one, which would hide a changed sensitive attribute); its texts mask what Terraform marks
+        # sensitive, and the workspace's sensitive values are masked after.
+        drift = _masked_changes(resource_drift(raw), secrets)
+    creator, confirmer, canceller = (actor_view(a) for a in (task.created_by, task.confirmed_by,
+                                                             task.cancelled_by))
+    return Review(
+        task=task_id, workspace=workspace, kind=task.kind, status=str(task.status), stage=task.stage,
+        error=masked(task.error, secrets) if task.error else None,
+        plan_hash=task.plan_hash if raw is not None else None, planned_at=iso(task.planned_at),
+        created_by=creator["display"] if creator else None, message=creator["message"] if creator else None,
+        confirmed_by=confirmer["display"] if confirmer else None,
+        cancelled_by=canceller["display"] if canceller else None,
+        counts=counts, moves=task.move_count or 0, changes=changes, drift=drift,
+        run_tasks=tuple(RunTaskOutcome(r.run_task_name, r.stage, r.status, r.enforcement, describe(r))
+                        for r in results),
+        plan_text=tuple(text),
+    )
 
 
 COMPLETION_TASKS = 200
