@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from iacctl.domain.masking import mask_text, maskable
+
 
 @dataclass(frozen=True)
 class ChangeCounts:
@@ -211,10 +213,7 @@ def _mask_module(module: dict[str, Any]) -> None:
 
 def _mask_strings(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, str):
-        for secret in secrets:
-            if secret in value:
-                value = value.replace(secret, SENSITIVE)
-        return value
+        return mask_text(value, secrets, SENSITIVE)
     if isinstance(value, dict):
         return {k: _mask_strings(v, secrets) for k, v in value.items()}
     if isinstance(value, list):
@@ -224,7 +223,8 @@ def _mask_strings(value: Any, secrets: list[str]) -> Any:
 
 def redact_plan(plan_json: dict[str, Any], secrets: Iterable[str] = ()) -> dict[str, Any]:
     """The plan JSON as `terraform show -json` gives it, with every value Terraform marks
-    sensitive, every sensitive variable and every sensitive workspace value (X2) masked."""
+    sensitive, every sensitive variable and every value in `secrets` (X2: what the workspace's
+    sensitive variables hold or ever held) masked."""
     doc: dict[str, Any] = copy.deepcopy(plan_json)
     # F5: a refresh's drifted values (resource_drift) are masked as the planned changes are.
     for rc in [*(doc.get("resource_changes") or []), *(doc.get("resource_drift") or [])]:
@@ -255,6 +255,6 @@ def redact_plan(plan_json: dict[str, Any], secrets: Iterable[str] = ()) -> dict[
 
 def masked(value: Any, secrets: Iterable[str]) -> Any:
     """Every string in `value` (a text, or lists and dicts of them) with each sensitive value
-    masked (X2), the longest first so a secret that contains another is hidden whole."""
-    hidden = sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True)
+    masked (X2), by the rule of domain.masking (the longest first, none shorter than 3)."""
+    hidden = maskable(secrets)
     return _mask_strings(value, hidden) if hidden else value

@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from iacctl.domain.diagnostics import plain
+from iacctl.domain.masking import mask_text, maskable
 from iacctl.executor.progress import Reporter
 from iacctl.store import repo
 from iacctl.store.db import Store
@@ -26,8 +27,7 @@ class TaskLog:
         self.store = store
         self.task_id = task_id
         self.reporter = reporter
-        # Longest first, so a secret that contains another is hidden whole.
-        self._secrets = sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True)
+        self._secrets = maskable(secrets)
         self._lock = threading.Lock()
         self._queue: list[tuple[float, str]] = []
         self._last_flush = time.monotonic()
@@ -42,10 +42,7 @@ class TaskLog:
         self.recent: deque[str] = deque(maxlen=_RECENT_LINES)
 
     def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
+        return mask_text(text, self._secrets, REDACTED)
 
     def terraform_line(self, raw: str) -> None:
         # Colour codes (Terraform on a terminal) go to the terminal, never into the stored log.
