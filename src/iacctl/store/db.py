@@ -51,7 +51,7 @@ from iacctl.errors import KeyRefused, SecretKeyError, StoreError, UsageError
 from iacctl.filelock import exclusive
 
 BUSY_TIMEOUT_MS = int(DEFAULT_BUSY_TIMEOUT_S * 1000)
-HEAD_REVISION = "0010"
+HEAD_REVISION = "0011"
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # A new store file is empty only between its creation and the first pragma of the process
 # creating it (journal_mode = WAL writes the header at once): wait that long before calling
@@ -661,7 +661,8 @@ def _a_stored_secret(session: Session) -> bytes | None:
     store's. Read only for a store without a key check yet, once."""
     from iacctl.store import models
 
-    for model, name in ((models.Variable, "value_secret"), (models.StateVersion, "data_secret"),
+    for model, name in ((models.Variable, "value_secret"), (models.FormerSecret, "value_secret"),
+                        (models.StateVersion, "data_secret"),
                         (models.ConfigSnapshot, "data_secret"), (models.RunTask, "hmac_key_secret"),
                         (models.NotificationDestination, "token_secret"),
                         (models.NotificationDestination, "url_secret"),

@@ -132,6 +132,22 @@ class Variable(SQLModel, table=True):
     updated_at: float
 
 
+class FormerSecret(SQLModel, table=True):
+    """Issue 24 item 4 (X2): a value a sensitive variable held before it was replaced, unset or
+    made plain, kept encrypted for as long as its workspace, so that a plan or a log showing it
+    (Terraform does not always carry the sensitive mark over, e.g. terraform_data's output)
+    masks it. Never shown. Its ids are seen by nobody: no AUTOINCREMENT (see above)."""
+
+    __tablename__ = "former_secrets"
+    __table_args__ = (Index("ix_former_secrets_variable", "workspace_id", "category", "key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: int = Field(foreign_key="workspaces.id")
+    key: str = Field(max_length=128)
+    category: str = Field(default="terraform", max_length=20)  # terraform | env
+    value_secret: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    replaced_at: float
+
+
 class Task(SQLModel, table=True):
     __tablename__ = "tasks"
     __table_args__ = (Index("ix_tasks_workspace_status", "workspace_id", "status"), AUTOINCREMENT)

@@ -16,12 +16,14 @@ from sqlalchemy import delete, func, insert, text, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from iacctl.crypto import Cipher
 from iacctl.domain import policy
 from iacctl.domain.actors import actor_view
 from iacctl.domain.admission import PLAN, AdmissionFacts, LiveTask, PoolFacts, SlotUse
 from iacctl.domain.drift import DriftedResource, TaskFacts, fingerprint, notify_drift
 from iacctl.domain.freeze import active_window
 from iacctl.domain.lifecycle import Stage, Status, check_transition, is_terminal
+from iacctl.domain.masking import FORMER_VALUES_KEPT, is_former_secret, maskable
 from iacctl.domain.names import did_you_mean, quoted
 from iacctl.domain.notifications import GIVE_UP_AFTER_S, Event, Facts, event_of, sent_for
 from iacctl.domain.slots import PodStatus, SlotPlace, SlotState
@@ -30,6 +32,7 @@ from iacctl.errors import NotFound, SlotNotReserved, TransitionConflict, Workspa
 from iacctl.store.models import (
     ConfigSnapshot,
     Delivery,
+    FormerSecret,
     FreezeWindow,
     InventoryResource,
     InventorySync,
@@ -360,8 +363,8 @@ def unlock_workspace(session: Session, workspace_id: int, *, task_id: int | None
 
 def delete_workspace(session: Session, workspace_id: int) -> list[int]:
     """Issue 9: a workspace and everything recorded of it (tasks with their history, logs,
-    plans and run-task results; state versions, config snapshots, variables, run-task
-    attachments), leaving no orphan row. Returns the ids of its tasks. The caller has checked
+    plans and run-task results; state versions, config snapshots, variables and their former
+    secrets, run-task attachments), leaving no orphan row. Returns the ids of its tasks. The caller has checked
     that none is live."""
     task_ids = [int(t) for t in session.execute(
         sa_select(col(Task.id)).where(col(Task.workspace_id) == workspace_id)).scalars().all()]
@@ -377,6 +380,7 @@ def delete_workspace(session: Session, workspace_id: int) -> list[int]:
     session.execute(delete(StateVersion).where(col(StateVersion.workspace_id) == workspace_id))
     session.execute(delete(ConfigSnapshot).where(col(ConfigSnapshot.workspace_id) == workspace_id))
     session.execute(delete(Variable).where(col(Variable.workspace_id) == workspace_id))
+    session.execute(delete(FormerSecret).where(col(FormerSecret.workspace_id) == workspace_id))
     session.execute(delete(WorkspaceRunTask).where(col(WorkspaceRunTask.workspace_id) == workspace_id))
     # F4/F2: its triggers, both ways, and its inventory go with it (a trigger entry already
     # written for it finds the workspace gone and says so).
@@ -437,6 +441,40 @@ def find_variable(session: Session, workspace_id: int, category: str, key: str) 
         select(Variable).where(Variable.workspace_id == workspace_id, Variable.category == category,
                                Variable.key == key)
     ).first()
+
+
+def values_to_mask(session: Session, cipher: Cipher, workspace_id: int) -> list[str]:
+    """X2, issue 24 item 4: every value to mask in what shows or logs a task of the workspace:
+    what its sensitive variables hold now and every value they held before, decrypted, as
+    domain.masking.maskable gives them. The one list: the task log, the plan review and the
+    check of the key before a plan all take it from here."""
+    blobs = [v.value_secret for v in variables_of(session, workspace_id) if v.sensitive and v.value_secret]
+    blobs += session.execute(sa_select(col(FormerSecret.value_secret))
+                             .where(col(FormerSecret.workspace_id) == workspace_id)).scalars().all()
+    return maskable(cipher.decrypt_text(blob) for blob in blobs)
+
+
+def remember_former_secret(session: Session, cipher: Cipher, var: Variable, new_value: str | None,
+                           new_sensitive: bool) -> None:
+    """Issue 24 item 4: before `var` takes `new_value` (None: it is unset), keep its value,
+    encrypted, when it is a secret that goes (domain.masking.is_former_secret). A value already
+    kept for the variable is not kept twice; past FORMER_VALUES_KEPT the oldest go."""
+    if var.value_secret is None:  # a plain value: never a secret
+        return
+    old = cipher.decrypt_text(var.value_secret)
+    if not is_former_secret(var.sensitive, old, new_value, new_sensitive):
+        return
+    kept = session.exec(
+        select(FormerSecret).where(FormerSecret.workspace_id == var.workspace_id,
+                                   FormerSecret.category == var.category, FormerSecret.key == var.key)
+        .order_by(col(FormerSecret.id))
+    ).all()
+    if any(cipher.decrypt_text(row.value_secret) == old for row in kept):
+        return
+    for row in kept[: max(0, len(kept) + 1 - FORMER_VALUES_KEPT)]:
+        session.delete(row)
+    session.add(FormerSecret(workspace_id=var.workspace_id, key=var.key, category=var.category,
+                             value_secret=cipher.encrypt_text(old), replaced_at=now()))
 
 
 # -- tasks ----------------------------------------------------------------------------------------
