@@ -80,14 +80,13 @@ class TaskRun:
             self.workspace: Workspace = repo.workspace_by_id(session, self.task.workspace_id)
             self.place = repo.slot_place(session, self.task.slot_id)
             variables = repo.variables_of(session, self.workspace.id or 0)
+            # X2, issue 24 item 4: the values the variables hold now and every secret they held.
+            secrets = repo.values_to_mask(session, store.cipher, self.workspace.id or 0)
         cipher = store.cipher
         self.terraform_vars: dict[str, str] = {}
         self.env_vars: dict[str, str] = {}
-        secrets: list[str] = []
         for var in variables:
             value = cipher.decrypt_text(var.value_secret) if var.value_secret else (var.value or "")
-            if var.sensitive:
-                secrets.append(value)
             (self.env_vars if var.category == "env" else self.terraform_vars)[var.key] = value
         self.log = TaskLog(store, task_id, reporter, secrets)
         self.watch.log = self.log

@@ -159,6 +159,7 @@ def end_task(
                      "the workspace stays locked; no work directory is left to save a state from")
     message = error + ("; " + "; ".join(notes) if notes else "")
     if log is not None:
+        message = log.redact(message)  # X2: the task's error is shown and notified as it is
         with contextlib.suppress(Exception):
             log.note(f"task {outcome}: {message}", show=False)
             log.flush()
@@ -202,6 +203,7 @@ def keep_applied_state(
                    f"kept at {kept}; store it with: iacctl state save-applied {task_id}")
     else:
         message = f"the apply finished but its state was not stored ({error}) and no state file is left"
+    message = log.redact(message)  # X2: the task's error is shown and notified as it is
     with contextlib.suppress(Exception):
         log.note(message, show=False)
         log.flush()

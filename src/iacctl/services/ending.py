@@ -124,7 +124,10 @@ def _store_finished_apply(app: App, runtime: Runtime, task_id: int, place: SlotP
     try:
         version_id = save_work_dir_state(app.store, runtime, task_id, place, partial=False)
     except Exception as exc:
-        log = TaskLog(app.store, task_id, SilentReporter())
+        with app.store.read() as session:
+            workspace_id = repo.get_task(session, task_id).workspace_id
+            secrets = repo.values_to_mask(session, app.store.cipher, workspace_id)  # X2
+        log = TaskLog(app.store, task_id, SilentReporter(), secrets)
         return keep_applied_state(app.store, runtime, task_id, place, log, app.settings.work_root,
                                   f"{reason}; {exc}")
     with app.store.write() as session:

@@ -85,9 +85,7 @@ def _left_behind(app: App, task_id: int, said: str) -> str:
 
 
 def _check_secrets(app: App, workspace_id: int) -> None:
-    """X4: a key that cannot open the workspace's sensitive variables is found before a task
-    is written, not halfway through one."""
+    """X4: a key that cannot open the workspace's sensitive variables (and their former values,
+    which the task masks) is found before a task is written, not halfway through one."""
     with app.store.read() as session:
-        blobs = [v.value_secret for v in repo.variables_of(session, workspace_id) if v.value_secret]
-    for blob in blobs:
-        app.store.cipher.decrypt(blob)
+        repo.values_to_mask(session, app.store.cipher, workspace_id)

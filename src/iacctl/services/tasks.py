@@ -194,12 +194,6 @@ def _plan_of(app: App, session: Any, task: Task) -> dict[str, Any] | None:
     return dict(json.loads(zlib.decompress(app.store.cipher.decrypt(artifact.plan_json_secret))))
 
 
-def _secrets_of(app: App, session: Any, workspace_id: int) -> list[str]:
-    """X2: the values to mask in anything shown of a workspace's tasks."""
-    return [app.store.cipher.decrypt_text(v.value_secret)
-            for v in repo.variables_of(session, workspace_id) if v.sensitive and v.value_secret]
-
-
 def _no_saved_plan(task: Task) -> Refused:
     return Refused(f"task {task.id} has no saved plan to review (it is {task.status}"
                    + (f", stage {task.stage}" if task.stage else "") + "); a plan is saved once Terraform "
@@ -212,7 +206,7 @@ def _stored_plan(app: App, task_id: int) -> tuple[Task, dict[str, Any], list[str
         plan = _plan_of(app, session, task)
         if plan is None:
             raise _no_saved_plan(task)
-        secrets = _secrets_of(app, session, task.workspace_id)
+        secrets = repo.values_to_mask(session, app.store.cipher, task.workspace_id)  # X2, issue 24 item 4
     return task, plan, secrets
 
 
@@ -238,7 +232,7 @@ def review(app: App, task_id: int, *, need_plan: bool = True) -> Review:
         raw = _plan_of(app, session, task)
         if raw is None and need_plan:
             raise _no_saved_plan(task)
-        secrets = _secrets_of(app, session, task.workspace_id)
+        secrets = repo.values_to_mask(session, app.store.cipher, task.workspace_id)  # X2, issue 24 item 4
         workspace = repo.workspace_by_id(session, task.workspace_id).name
         results = repo.results_of_task(session, task_id)
         # Terraform's text is the output of the last planning stage (a re-plan's, when there was

@@ -294,6 +294,9 @@ def set_variable(app: App, name: str, key: str, value: str, *, sensitive: bool, 
         var = repo.find_variable(session, ws.id or 0, category, key)
         if var is None:
             var = Variable(workspace_id=ws.id or 0, key=key, category=category, updated_at=repo.now())
+        else:
+            # Issue 24 item 4: a secret it replaces stays masked in what later tasks show.
+            repo.remember_former_secret(session, app.store.cipher, var, value, sensitive)
         var.sensitive, var.hcl, var.updated_at = sensitive, hcl, repo.now()
         var.value = None if sensitive else value
         var.value_secret = blob
@@ -309,6 +312,7 @@ def unset_variable(app: App, name: str, key: str, *, env: bool) -> None:
         var = repo.find_variable(session, ws.id or 0, category, key)
         if var is None:
             raise UsageError(f"workspace {name} has no {category} variable {key!r}")
+        repo.remember_former_secret(session, app.store.cipher, var, None, False)  # issue 24 item 4
         session.delete(var)
 
 
