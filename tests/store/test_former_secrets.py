@@ -105,3 +105,45 @@ def test_a_deleted_workspace_takes_its_former_secrets_along(app: App, tmp_path: 
     assert _former_rows(app) == []
     workspaces.create(app, "net", str(tmp_path / "src"))
     assert _masked(app) == []  # a new workspace of the same name starts with none
+
+
+def _migrate(path: Path, revision: str, *, down: bool) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine
+
+    import iacctl.store.db as db
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(db.__file__).parent / "migrations"))
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.connect() as conn:
+        cfg.attributes["connection"] = conn
+        (command.downgrade if down else command.upgrade)(cfg, revision)
+        conn.commit()
+    engine.dispose()
+
+
+def test_a_store_of_0010_gets_the_table_and_keeps_its_variables(app: App, tmp_path: Path) -> None:
+    """Migration 0011 on a store made before it (the store taken back to 0010 by its own
+    downgrade): the variables are kept, and the first replaced secret is remembered."""
+    import sqlite3
+
+    _set(app, "pw", "secret-one")
+    _set(app, "pw", "secret-two")
+    app.close()
+    path = tmp_path / "store.db"
+    _migrate(path, "0010", down=True)
+    con = sqlite3.connect(path)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        con.close()
+    assert "former_secrets" not in tables and "variables" in tables
+    upgraded = App()  # opens the store: migrates it to the head
+    try:
+        assert _masked(upgraded) == ["secret-two"]  # what 0010 knew
+        _set(upgraded, "pw", "secret-three")
+        assert _masked(upgraded) == ["secret-three", "secret-two"]
+    finally:
+        upgraded.close()
