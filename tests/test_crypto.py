@@ -101,6 +101,7 @@ def _everything_shown(env: Env, task_ids: range) -> str:
     shown = []
     for task_id in task_ids:
         for args in (("tasks", "plan", str(task_id)), ("tasks", "plan", str(task_id), "--json"),
+                     ("tasks", "plan", str(task_id), "--format", "markdown"),
                      ("tasks", "logs", str(task_id)), ("tasks", "show", str(task_id)),
                      ("tasks", "show", str(task_id), "--json")):
             r = env.run(*args)
@@ -116,16 +117,19 @@ def test_a_rotated_secret_is_masked_everywhere_after_and_stored_encrypted(env: E
     values = ["former-one-5d1c", "former-two-a93e", "current-three-0b77"]
     env.ok("workspace", "create", "w", "--dir", _config(env, ROTATING))
     commands = []
+    summary = env.root / "job-summary.md"  # issue 24 item 3: the GitHub job summary gets the review
+    ci = {"GITHUB_STEP_SUMMARY": str(summary)}
     for task_id, value in enumerate(values, start=1):
         env.ok("workspace", "var", "set", "w", "pw", value, "--sensitive")
-        commands.append(env.ok("plan", "w", code=2))
-        commands.append(env.ok("confirm-apply", str(task_id)))
+        commands.append(env.ok("plan", "w", code=2, extra_env=ci))
+        commands.append(env.ok("confirm-apply", str(task_id), extra_env=ci))
     # The plans of tasks 2 and 3 change the output from the value before: it is there, masked.
     for task_id in (2, 3):
         review = env.ok("tasks", "plan", str(task_id)).out
         assert 'output: "(sensitive value)" -> (known after apply)' in review
         assert '~ output = "(sensitive value)" -> (known after apply)' in env.ok("tasks", "logs", str(task_id)).out
-    shown = _everything_shown(env, range(1, 4)) + "".join(r.out + r.err for r in commands)
+    assert "(sensitive value)" in summary.read_text()
+    shown = _everything_shown(env, range(1, 4)) + "".join(r.out + r.err for r in commands) + summary.read_text()
     for value in values:
         assert value not in shown
     raw = _raw_store_bytes(env)
