@@ -23,6 +23,7 @@ from tests.conftest import Env
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PASSWORD = "Pw-Secret-9137"
+ROTATED = "Pw-Rotated-2468"
 PR = "7"
 
 
@@ -126,12 +127,15 @@ def team_workspace(env: Env, root: Path) -> None:
 
 def secret_free(*texts: str) -> None:
     for text in texts:
-        assert PASSWORD not in text
+        assert PASSWORD not in text and ROTATED not in text
 
 
 def test_the_readme_workflow_posts_the_review_fills_the_summary_and_applies_the_approved_plan(pg_env: Env) -> None:
     env = pg_env
     team_workspace(env, env.root)
+    # The pull request also rotates the password: a sensitive output changes, Terraform marks the
+    # attribute that holds it, and `terraform_data` copies the former value unmarked into `output`.
+    env.ok("workspace", "var", "set", "network", "password", ROTATED, "--sensitive")
     workflow = readme_block("# .github/workflows/terraform.yml")
     ci = CI(env, env.root, github_system(env.root))
     key = (env.root / "config" / "secret.key").read_text().strip()
@@ -156,10 +160,11 @@ def test_the_readme_workflow_posts_the_review_fills_the_summary_and_applies_the_
     [table] = tables(MarkdownIt("commonmark").enable("table").parse(body))
     assert [(row[0], row[1]) for row in table[1:]] == [
         ("⚠️ destroy", "terraform_data.extra[0]"), ("⚠️ replace", "terraform_data.db"),
-        ("update in place", "terraform_data.app")]
+        ("update in place", "terraform_data.app"), ("update in place", "terraform_data.secret")]
+    assert table[4][2] == "input: (sensitive value) changed\noutput: \"pw-(sensitive value)\" -> (known after apply)"
     assert f"iacctl confirm-apply {task} --plan-hash {view['plan_hash']}" in body
     assert 'alice via GitHub Actions' in body and "pull request #7" in body
-    assert "Plan: 1 to add, 1 to change, 2 to destroy." in body  # Terraform's own text, folded
+    assert "Plan: 1 to add, 2 to change, 2 to destroy." in body  # Terraform's own text, folded
     # The job summary holds the same review, written by `plan` itself.
     assert summary.read_text().strip() == body.strip()
 
@@ -173,9 +178,10 @@ def test_the_readme_workflow_posts_the_review_fills_the_summary_and_applies_the_
     assert view["confirmed_by"]["ci"] == "GitHub Actions" and view["confirmed_by"]["message"] == "approved in run 4242"
     applied = applied_summary.read_text()
     assert "task " + str(task) + ": applied" in applied
-    assert ("**Applied:** 0 to add, 1 to change, 1 to destroy, 1 to replace; 1 output change(s); "
+    assert ("**Applied:** 0 to add, 2 to change, 1 to destroy, 1 to replace; 2 output change(s); "
             f"state version {view['state_version']}.") in applied
-    secret_free(body, summary.read_text(), applied, printed)
+    secret_free(body, summary.read_text(), applied, printed,
+                env.ok("tasks", "plan", str(task), "--json").out, env.ok("tasks", "logs", str(task)).out)
 
 
 def test_an_approval_applies_only_the_plan_it_approved(env: Env) -> None:

@@ -75,8 +75,9 @@ def tables(tokens: list[Token]) -> list[list[list[str]]]:
             row = []
         elif tok.type in ("th_open", "td_open"):
             inline = tokens[i + 1]
-            row.append("".join(child.content if child.type != "softbreak" else " "
-                               for child in (inline.children or []) if child.type != "html_inline")
+            # A <br> between two values of a cell reads as a line break.
+            breaks = {"softbreak": " ", "html_inline": "\n"}
+            row.append("".join(breaks.get(child.type, child.content) for child in (inline.children or []))
                        if inline.type == "inline" else "")
         elif tok.type == "tr_close":
             out[-1].append(row)

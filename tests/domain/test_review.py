@@ -156,3 +156,15 @@ def test_terraform_gets_the_allowlist_of_the_callers_environment_only() -> None:
 def test_a_near_miss_gets_a_did_you_mean() -> None:
     assert did_you_mean("nett", ["net", "web"]) == "; did you mean 'net'?"
     assert did_you_mean("zzz", ["net", "web"]) == ""
+
+
+def test_a_changed_sensitive_attribute_shows_as_changed_and_no_part_of_a_long_secret_shows() -> None:
+    """Issue 24 item 4: compared as planned, shown masked; a secret longer than the shortened
+    text is masked before it is cut, so no prefix of it is left."""
+    long_secret = "s3cr3t-" + "x" * 60
+    plan = {"resource_changes": [_rc(
+        "terraform_data.secret", ["update"],
+        before={"input": "pw-old", "output": f"pw-{long_secret}"}, after={"input": "pw-new"},
+        after_unknown={"output": True}, before_sensitive={"input": True}, after_sensitive={"input": True})]}
+    [change] = resource_changes(plan, [long_secret])
+    assert change.changes == (f"input: {SENSITIVE} changed", f'output: "pw-{SENSITIVE}" -> (known after apply)')

@@ -112,7 +112,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= _VALUE_WIDTH else text[: _VALUE_WIDTH - 3] + "..."
 
 
-def _attribute_changes(change: dict[str, Any], replace_paths: list[Any]) -> tuple[str, ...]:
+def _attribute_changes(change: dict[str, Any], replace_paths: list[Any], secrets: Iterable[str]) -> tuple[str, ...]:
     def part(key: str) -> dict[str, Any]:
         value = change.get(key)
         return value if isinstance(value, dict) else {}
@@ -125,8 +125,12 @@ def _attribute_changes(change: dict[str, Any], replace_paths: list[Any]) -> tupl
         is_unknown = _marked(unknown.get(name))
         if not is_unknown and before.get(name) == after.get(name):
             continue
-        old = SENSITIVE if _marked(before_s.get(name)) else _short(before.get(name))
-        new = UNKNOWN if is_unknown else (SENSITIVE if _marked(after_s.get(name)) else _short(after.get(name)))
+        # Compared as planned, shown masked (X2): a masked value equals any other masked one, which
+        # would hide a changed sensitive attribute; masked before it is shortened, so no part of a
+        # long secret shows.
+        old = SENSITIVE if _marked(before_s.get(name)) else _short(masked(before.get(name), secrets))
+        new = UNKNOWN if is_unknown else (SENSITIVE if _marked(after_s.get(name))
+                                          else _short(masked(after.get(name), secrets)))
         if old == new == SENSITIVE:
             text = f"{name}: {SENSITIVE} changed"
         else:
@@ -135,8 +139,10 @@ def _attribute_changes(change: dict[str, Any], replace_paths: list[Any]) -> tupl
     return tuple(out)
 
 
-def resource_changes(plan_json: dict[str, Any]) -> list[ResourceChange]:
-    """Every resource the plan acts on, in Terraform's order, no-ops left out."""
+def resource_changes(plan_json: dict[str, Any], secrets: Iterable[str] = ()) -> list[ResourceChange]:
+    """Every resource the plan acts on, in Terraform's order, no-ops left out; read from the plan
+    as Terraform gave it, with what it marks sensitive and the `secrets` masked (X2)."""
+    secrets = list(secrets)
     out = []
     for rc in plan_json.get("resource_changes") or []:
         change = rc.get("change") or {}
@@ -149,7 +155,8 @@ def resource_changes(plan_json: dict[str, Any]) -> list[ResourceChange]:
             action = "move"  # issue 24: a move is a change the reviewer sees, as in count_moves
         attrs: tuple[str, ...] = ()
         if action in ("update", "replace"):
-            attrs = _attribute_changes(change, list(rc.get("replace_paths") or change.get("replace_paths") or []))
+            attrs = _attribute_changes(change, list(rc.get("replace_paths") or change.get("replace_paths") or []),
+                                       secrets)
         out.append(ResourceChange(str(rc.get("address", "?")), action, attrs, moved_from))
     return out
 
@@ -179,7 +186,7 @@ def gitlab_report(plan_json: dict[str, Any]) -> dict[str, int]:
     return {kind: actions.count(kind) for kind in ("create", "update", "delete")}
 
 
-def resource_drift(plan_json: dict[str, Any]) -> list[ResourceChange]:
+def resource_drift(plan_json: dict[str, Any], secrets: Iterable[str] = ()) -> list[ResourceChange]:
     """F5: what the plan's refresh found changed outside Terraform (`resource_drift`): each
     object updated (with its attribute changes, sensitive values masked) or deleted."""
     out = []
@@ -188,7 +195,7 @@ def resource_drift(plan_json: dict[str, Any]) -> list[ResourceChange]:
         action = _action(list(change.get("actions") or []))
         if action is None:
             continue
-        attrs = _attribute_changes(change, []) if action == "update" else ()
+        attrs = _attribute_changes(change, [], list(secrets)) if action == "update" else ()
         out.append(ResourceChange(str(rc.get("address", "?")), action, attrs))
     return out
 

@@ -216,12 +216,6 @@ def plan_json(app: App, task_id: int) -> dict[str, Any]:
     return redact_plan(doc, secrets)
 
 
-def _masked_changes(changes: list[ResourceChange], secrets: list[str]) -> tuple[ResourceChange, ...]:
-    """Attribute texts with the workspace's sensitive values masked (X2)."""
-    return tuple(ResourceChange(c.address, c.action, tuple(masked(list(c.changes), secrets)), c.moved_from)
-                 for c in changes)
-
-
 def review(app: App, task_id: int, *, need_plan: bool = True) -> Review:
     """Issue 9, issue 24: what the task's saved plan changes, resource by resource, with the
     counts, who planned it and why, its run tasks and Terraform's own plan text; read from the
@@ -261,12 +255,11 @@ def review(app: App, task_id: int, *, need_plan: bool = True) -> Review:
     if raw is not None:
         counts = ChangeCounts(task.add_count or 0, task.change_count or 0, task.destroy_count or 0,
                               task.replace_count or 0, task.output_count or 0)
-        # Masked before the texts are made (a long value is shortened in them: a secret in it too).
-        changes = tuple(resource_changes(redact_plan(raw, secrets)))
-        # F5: drift is read from the plan as stored (a masked value compares equal to another masked
-        # one, which would hide a changed sensitive attribute); its texts mask what Terraform marks
-        # sensitive, and the workspace's sensitive values are masked after.
-        drift = _masked_changes(resource_drift(raw), secrets)
+        # Both read from the plan as stored (a masked value compares equal to another masked one,
+        # which would hide a changed sensitive attribute); their texts mask what Terraform marks
+        # sensitive and the workspace's secrets (X2). F5: a drift check's finding is its drift.
+        changes = tuple(resource_changes(raw, secrets))
+        drift = tuple(resource_drift(raw, secrets))
     creator, confirmer, canceller = (actor_view(a) for a in (task.created_by, task.confirmed_by,
                                                              task.cancelled_by))
     return Review(
