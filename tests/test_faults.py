@@ -121,9 +121,20 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
+def started(marker: str, timeout: float = 10) -> list[int]:
+    """Pids of the processes holding `marker`, once there are some: Terraform says "Executing"
+    just before it starts the provisioner's shell, which a loaded machine may not have run yet."""
+    deadline = time.monotonic() + timeout
+    while not (found := processes_with(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
 def sleep_marker() -> str:
-    """A sleep duration no other test uses, to find this test's provisioner processes."""
-    return f"117.{random.randrange(10**6):06d}"
+    """A sleep duration no other test uses, to find this test's provisioner processes. Its last
+    digit is never 0: Terraform writes the number without trailing zeros (117.10645 for
+    117.106450), and the marker would not be found in one run of ten."""
+    return f"117.{random.randrange(10**5):05d}{random.randrange(1, 10)}"
 
 
 def terraform_pid(env: Env, task_id: int) -> int:
@@ -153,7 +164,7 @@ def test_terraform_killed_during_applying_ends_its_provisioners_too(env: Env, pr
     env.ok("plan", "net", "-q", code=2)
     applier = spawn(env, processes, "confirm-apply", "1")
     applier.wait_line(SLOW_STARTED)
-    assert processes_with(f"sleep {marker}"), "the provisioner's sleep should be running"
+    assert started(f"sleep {marker}"), "the provisioner's sleep should be running"
 
     os.kill(terraform_pid(env, 1), signal.SIGKILL)  # the OOM killer, or kill -9
     code, out, err = applier.finish()
