@@ -130,3 +130,11 @@ def test_plan_expiry() -> None:
 
 def test_clock_is_a_time_of_day() -> None:
     assert clock(NOW) == time.strftime("%H:%M", time.localtime(NOW))
+
+
+def test_a_plans_lifetime_is_the_workspaces_else_the_pools_else_a_day() -> None:
+    from iacctl.domain.admission import DEFAULT_PLAN_LIFETIME_S, plan_lifetime
+
+    assert plan_lifetime(600.0, 3600.0) == 600.0
+    assert plan_lifetime(None, 3600.0) == 3600.0
+    assert plan_lifetime(None, None) == DEFAULT_PLAN_LIFETIME_S == 86400.0

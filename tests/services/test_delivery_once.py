@@ -57,10 +57,12 @@ def test_each_answering_destination_gets_each_event_once_and_a_hanging_one_is_gi
     for name in ("fast", "slow"):
         log = _deliveries(env, name)
         assert Counter(d["result"] for d in log) == {"verified": 1, "delivered": expected}, log
-    # The hanging receiver is given up at the budget after the command ends, never before.
+    # The hanging receiver is given up at the budget after the command ends, never before (the
+    # upper bound is loose: a loaded machine closes the connection a little late, which no user
+    # notices; being given up early, as issue 19 saw at 0.4 s, is what must not happen).
     abandoned = [d for d in _deliveries(env, "hang") if d["result"] == "abandoned"]
     assert len(abandoned) >= 10 and len(held) == len(abandoned)
-    assert all(BUDGET_S - 0.5 <= s <= BUDGET_S + 0.5 for s in held), held
+    assert all(BUDGET_S - 0.5 <= s <= BUDGET_S + 3 for s in held), held
 
 
 def test_a_failing_destination_holds_back_no_later_event_and_the_next_command_sends_its_retry(env: Env) -> None:

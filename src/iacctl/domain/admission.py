@@ -36,6 +36,9 @@ class Blocker(StrEnum):
     PLAN_EXPIRED = "plan_expired"  # the turn is held by a plan past its lifetime: discard it (L6)
 
 
+DEFAULT_PLAN_LIFETIME_S = 86400.0  # seed 002 M7: a plan waits 24 h for confirmation unless told
+
+
 @dataclass(frozen=True)
 class LiveTask:
     """Another plan_and_apply task of the same workspace that may hold its turn."""
@@ -88,7 +91,7 @@ class AdmissionFacts:
     lock_task_id: int | None = None
     lock_holder: str | None = None
     lock_reason: str | None = None
-    plan_lifetime_s: float = 86400.0
+    plan_lifetime_s: float = DEFAULT_PLAN_LIFETIME_S
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,12 @@ class Admission:
     expired_task: int | None = None  # PLAN_EXPIRED: the task to end before deciding again
     can_scale: bool = False  # no capacity, and the pool may add a pod for it (S3)
     holders: tuple[int, ...] = field(default_factory=tuple)
+
+
+def plan_lifetime(workspace_s: float | None, pool_s: float | None) -> float:
+    """L6, M7: how long a plan may wait for confirmation: the workspace's own lifetime, else its
+    pool's, else the default. The one home of this rule (issue 22 item 4)."""
+    return workspace_s or pool_s or DEFAULT_PLAN_LIFETIME_S
 
 
 def plan_expired(planned_at: float | None, lifetime_s: float, now: float) -> bool:

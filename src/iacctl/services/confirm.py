@@ -9,7 +9,7 @@ import time
 from sqlmodel import Session
 
 from iacctl.domain.actors import Actor, actor_view
-from iacctl.domain.admission import APPLY, Admission, admit, plan_expired
+from iacctl.domain.admission import APPLY, Admission, admit, plan_expired, plan_lifetime
 from iacctl.domain.durations import format_age, format_duration
 from iacctl.domain.freeze import format_instant
 from iacctl.domain.lifecycle import Status
@@ -26,7 +26,7 @@ from iacctl.store.models import Pool, Task
 def _lifetime(session: Session, task: Task) -> tuple[float, str]:
     ws = repo.workspace_by_id(session, task.workspace_id)
     pool = session.get(Pool, ws.pool_id)
-    return ws.plan_lifetime_s or (pool.plan_lifetime_s if pool else 86400.0), ws.name
+    return plan_lifetime(ws.plan_lifetime_s, pool.plan_lifetime_s if pool else None), ws.name
 
 
 def _refusal(session: Session, task: Task, plan_hash: str | None = None) -> str | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from iacctl.config import heartbeat_timeout
 from iacctl.domain.actors import Actor
+from iacctl.domain.admission import plan_lifetime
 from iacctl.domain.durations import format_duration
 from iacctl.domain.lifecycle import Stage, Status, is_terminal
 from iacctl.domain.slots import SlotPlace
@@ -83,7 +84,7 @@ def discard_expired(app: App, task_id: int) -> bool:
         pool = session.get(Pool, ws.pool_id)
     if task.status != Status.APPLY_PENDING or task.confirmed_at is not None:
         return False
-    lifetime = ws.plan_lifetime_s or (pool.plan_lifetime_s if pool else 86400.0)
+    lifetime = plan_lifetime(ws.plan_lifetime_s, pool.plan_lifetime_s if pool else None)
     reason = (f"plan expired after {format_duration(lifetime)} without confirmation; "
               f"plan again with: iacctl plan {ws.name}")
     return end_waiting(app, task_id, Status.CANCELLED, reason) == Status.CANCELLED

@@ -15,7 +15,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from iacctl.config import heartbeat_timeout
-from iacctl.domain.admission import plan_expired
+from iacctl.domain.admission import plan_expired, plan_lifetime
 from iacctl.domain.durations import format_duration
 from iacctl.domain.lifecycle import Status, is_terminal
 from iacctl.domain.slots import PodStatus, SlotPlace, SlotState
@@ -239,7 +239,7 @@ def _expired_plans(app: App) -> list[Action]:
         ).all()
     now = repo.now()
     for task, ws, pool in rows:
-        if plan_expired(task.planned_at, ws.plan_lifetime_s or pool.plan_lifetime_s, now) and \
+        if plan_expired(task.planned_at, plan_lifetime(ws.plan_lifetime_s, pool.plan_lifetime_s), now) and \
                 ending.discard_expired(app, task.id or 0):
             actions.append(Action("cancelled", task=task.id, workspace=ws.name,
                                   detail=f"plan expired; workspace {ws.name} is free"))

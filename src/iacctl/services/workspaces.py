@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, func, select
 
 from iacctl.domain.actors import actor_view
+from iacctl.domain.admission import plan_lifetime
 from iacctl.domain.durations import format_duration, parse_duration
 from iacctl.domain.lifecycle import Status
 from iacctl.domain.names import check_name, check_variable_name, shown_name
@@ -100,7 +101,7 @@ def _lock_view(ws: Workspace) -> dict[str, Any] | None:
 def _view(session: Any, ws: Workspace) -> dict[str, Any]:
     pool = session.get(Pool, ws.pool_id)
     latest = repo.latest_state_version(session, ws.id or 0)
-    lifetime = ws.plan_lifetime_s or (pool.plan_lifetime_s if pool else 86400.0)
+    lifetime = plan_lifetime(ws.plan_lifetime_s, pool.plan_lifetime_s if pool else None)
     return {
         "name": ws.name,
         "directory": ws.source_dir,

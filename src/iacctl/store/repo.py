@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 from iacctl.crypto import Cipher
 from iacctl.domain import policy
 from iacctl.domain.actors import actor_view
-from iacctl.domain.admission import PLAN, AdmissionFacts, LiveTask, PoolFacts, SlotUse
+from iacctl.domain.admission import PLAN, AdmissionFacts, LiveTask, PoolFacts, SlotUse, plan_lifetime
 from iacctl.domain.drift import DriftedResource, TaskFacts, fingerprint, notify_drift
 from iacctl.domain.freeze import active_window
 from iacctl.domain.lifecycle import Stage, Status, check_transition, is_terminal
@@ -267,7 +267,7 @@ def admission_facts(session: Session, tasks: Sequence[Task], *, wants: str = PLA
                            machine=own.machine if own else None),
             others=tuple(o for o in others.get(ws.id or 0, ()) if o.id != task.id),
             lock_task_id=ws.locked_by_task_id, lock_holder=ws.lock_holder, lock_reason=ws.lock_reason,
-            plan_lifetime_s=ws.plan_lifetime_s or pool.plan_lifetime_s,
+            plan_lifetime_s=plan_lifetime(ws.plan_lifetime_s, pool.plan_lifetime_s),
         )
     return facts
 
