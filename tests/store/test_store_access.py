@@ -7,6 +7,8 @@ fix, never "internal error"."""
 from __future__ import annotations
 
 import socket
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -160,3 +162,56 @@ def test_a_machine_of_the_team_without_the_key_is_refused(team: Any) -> None:
     assert not (b.root / "config" / "secret.key").exists()
     assert _snapshot(a) == before
     a.ok("plan", "net", "--quiet", code=2)  # the team's runner goes on
+
+
+
+@pytest.mark.parametrize("same_key", [True, False])
+def test_two_runners_opening_a_new_store_at_once_agree_on_its_key(
+        pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, same_key: bool) -> None:
+    """Issue 18 item 7 on a new PostgreSQL store: another runner writes the key check between this
+    runner's read and its insert. With the same key this runner goes on (before, its command
+    failed, as a workspace create saying "already exists"); with another key it is refused."""
+    from sqlalchemy import create_engine, text
+
+    from iacctl.config import Settings
+    from iacctl.crypto import _parse_key, key_check
+    from iacctl.errors import KeyRefused
+    from iacctl.store.db import Store
+
+    monkeypatch.setenv("IACCTL_SECRET_KEY", TEAM_KEY)
+    store = Store(Settings(database_url=pg_url, db_path=None, config_dir=tmp_path / "config",
+                           work_root=tmp_path / "work"))
+    store.ensure_schema()
+    others = TEAM_KEY if same_key else "another runner's key"
+    engine = create_engine(pg_url)
+    outcome: list[BaseException | None] = []
+
+    def open_it() -> None:
+        try:
+            store.check_key()
+            outcome.append(None)
+        except BaseException as exc:  # the test reads it below
+            outcome.append(exc)
+
+    try:
+        with engine.connect() as other:  # the other runner: its insert made, not yet committed
+            other.execute(text("INSERT INTO store_meta (name, value) VALUES ('key_check', :v)"),
+                          {"v": key_check(_parse_key(others))})
+            opener = threading.Thread(target=open_it)
+            opener.start()
+            # This runner's insert waits on the other's uncommitted row; then the other commits.
+            deadline = time.monotonic() + 30
+            while not other.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                         "AND datname = current_database()")).scalar():
+                assert time.monotonic() < deadline and opener.is_alive(), outcome
+                time.sleep(0.05)
+            other.commit()
+        opener.join(30)
+    finally:
+        engine.dispose()
+        store.dispose()
+    assert len(outcome) == 1
+    if same_key:
+        assert outcome[0] is None, repr(outcome[0])
+    else:
+        assert isinstance(outcome[0], KeyRefused) and "is not the key of the store" in str(outcome[0])

@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import event, select, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlmodel import Session, col, create_engine
 
 from iacctl.config import DEFAULT_BUSY_TIMEOUT_S, Settings
@@ -174,13 +174,22 @@ class Store:
                 raise KeyRefused(self._wrong_key()) from None
         import hmac
 
-        with self.write() as session:
-            row = session.get(StoreMeta, "key_check")
-            if row is None:
-                session.add(StoreMeta(name="key_check", value=key_check(key)))
-                check = key_check(key)
-            else:  # another process wrote it first (SQLite: before our turn to write)
-                check = row.value
+        try:
+            with self.write() as session:
+                row = session.get(StoreMeta, "key_check")
+                if row is None:
+                    session.add(StoreMeta(name="key_check", value=key_check(key)))
+                    check = key_check(key)
+                else:  # another process wrote it first (SQLite: before our turn to write)
+                    check = row.value
+        except IntegrityError:
+            # PostgreSQL: another process on a new store wrote it between our read and our
+            # insert; its check is the store's, and ours is judged against it.
+            with self.read() as session:
+                written = session.get(StoreMeta, "key_check")
+            if written is None:
+                raise
+            check = written.value
         if not hmac.compare_digest(check, key_check(key)):
             raise KeyRefused(self._wrong_key())
         self._key = key
