@@ -41,7 +41,7 @@ class App:
     def store(self) -> Store:
         if self._store is None:
             self._budget = follow_up_budget()
-            self._store = open_store(self.settings)
+            self._store = open_store(self.settings, opening_for=(LOCAL_POOL, machine(), POD_BEAT_SECONDS))
             ensure_local_pool(self._store)
             self.local_pod_id = ensure_machine_pod(self._store)
             # Opening may write (the local pool, this machine's pod and its heartbeat): that is
@@ -162,6 +162,8 @@ def _local_slots() -> int:
 
 def ensure_local_pool(store: Store) -> None:
     """S1: the embedded `local` pool, one pod standing for this machine, 3 slots by default."""
+    if store.opening is not None and store.opening.local_pool_id is not None:
+        return  # read when the store was opened (issue 23)
     with store.read() as session:
         if repo.find_pool(session, LOCAL_POOL) is not None:
             return
@@ -202,6 +204,15 @@ def ensure_machine_pod(store: Store) -> int | None:
     pool's slot count (or IACCTL_LOCAL_SLOTS). Returns its id."""
     me = machine()
     t = repo.now()
+    opened = store.opening
+    if opened is not None and opened.pod_id is not None:
+        # Issue 23: known from the opening, which on PostgreSQL also wrote the heartbeat if due;
+        # elsewhere a heartbeat due is one statement by itself.
+        due = opened.pod_heartbeat_at is None or t - opened.pod_heartbeat_at >= POD_BEAT_SECONDS
+        if due and not opened.beaten:
+            with store.write_alone() as session:
+                repo.beat_pod(session, opened.pod_id, t)
+        return opened.pod_id
     with store.read() as session:
         pool = repo.find_pool(session, LOCAL_POOL)
         if pool is None:

@@ -335,6 +335,9 @@ class Deliverer:
         indexed query when there is nothing to do; not with a budget of 0 (nothing is waited for)."""
         if self.budget_s <= 0 or not self.store.committed_writes or not self.due_retries:
             return
+        opened = self.store.opening
+        if opened is not None and (opened.next_due_at is None or opened.next_due_at > repo.now()):
+            return  # issue 23: none was waiting when the store was opened, none is due yet
         with self.store.read() as session:
             due = set(repo.due_outbox_ids(session, repo.now())) - self._mine
         if due:

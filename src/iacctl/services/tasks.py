@@ -109,32 +109,35 @@ def list_tasks(app: App, *, workspace: str | None = None, status: str | None = N
 
 
 def show(app: App, task_id: int) -> dict[str, Any]:
+    # Issue 23: the task and what the listing's row lacks in one statement, then its history and
+    # its run-task results: three statements whatever the task.
+    more = (Task.runner_host, Task.runner_pid, Task.created_by, Task.confirmed_by, Task.cancelled_by,
+            Task.trigger_sources, Task.trigger_hops, Task.status)
     with app.store.read() as session:
-        row = session.execute(_query().where(col(Task.id) == task_id)).first()
+        row = session.execute(_query().add_columns(*more).where(col(Task.id) == task_id)).first()
         if row is None:
             repo.get_task(session, task_id)  # raises NotFound
         assert row is not None
-        view = _row_view(row)
+        view = _row_view(row[:-len(more)])
+        runner_host, runner_pid, created_by, confirmed_by, cancelled_by, sources, hops, status = row[-len(more):]
         events = session.execute(
             select(TaskEvent).where(col(TaskEvent.task_id) == task_id).order_by(col(TaskEvent.id))
         ).scalars().all()
-        task = repo.get_task(session, task_id)
         run_task_results = repo.results_of_task(session, task_id)
-    view["runner"] = ({"host": task.runner_host, "pid": task.runner_pid}
-                      if task.runner_pid is not None else None)
+    view["runner"] = {"host": runner_host, "pid": runner_pid} if runner_pid is not None else None
     # Issue 9: who created, confirmed or cancelled it, and what they said.
-    view["created_by"] = actor_view(task.created_by)
-    view["confirmed_by"] = actor_view(task.confirmed_by)
-    view["cancelled_by"] = actor_view(task.cancelled_by)
+    view["created_by"] = actor_view(created_by)
+    view["confirmed_by"] = actor_view(confirmed_by)
+    view["cancelled_by"] = actor_view(cancelled_by)
     # F4: the applies a triggered task follows (None: queued by hand), and its place in the chain.
-    view["triggered_by"] = json.loads(task.trigger_sources) if task.trigger_sources else None
-    view["trigger_hops"] = task.trigger_hops
+    view["triggered_by"] = json.loads(sources) if sources else None
+    view["trigger_hops"] = hops
     view["stages"] = [
         # A stage still going has no duration yet (the view stays the same between two looks).
         {"stage": st.stage, "started_at": iso(st.started_at),
          "duration_s": None if st.running else round(st.seconds, 2), "running": st.running}
         for st in stage_times([Event(e.at, e.kind, e.to_value) for e in events], now=repo.now(),
-                              running=task.status == Status.RUNNING)
+                              running=status == Status.RUNNING)
     ]
     from iacctl.services.runtasks import result_view  # issue 20: not on a listing's path
 

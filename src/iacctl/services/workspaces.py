@@ -13,13 +13,14 @@ from iacctl.domain.actors import actor_view
 from iacctl.domain.admission import plan_lifetime
 from iacctl.domain.durations import format_duration, parse_duration
 from iacctl.domain.lifecycle import Status
+from iacctl.domain.masking import is_former_secret
 from iacctl.domain.names import check_name, check_variable_name, shown_name
 from iacctl.domain.variables import check_value, hcl_probes
 from iacctl.errors import Refused, UsageError
 from iacctl.services.app import LOCAL_POOL, App, current_actor
 from iacctl.services.views import drift_view, iso
 from iacctl.store import repo
-from iacctl.store.models import Pod, Pool, Task, Variable, Workspace
+from iacctl.store.models import Pod, Task, Variable, Workspace
 
 
 def _source_dir(directory: str) -> str:
@@ -98,46 +99,49 @@ def _lock_view(ws: Workspace) -> dict[str, Any] | None:
             "locked_at": iso(ws.locked_at)}
 
 
-def _view(session: Any, ws: Workspace) -> dict[str, Any]:
-    pool = session.get(Pool, ws.pool_id)
-    latest = repo.latest_state_version(session, ws.id or 0)
-    lifetime = plan_lifetime(ws.plan_lifetime_s, pool.plan_lifetime_s if pool else None)
+def _view(ws: Workspace, pool: str | None, pool_lifetime: float | None,
+          latest: tuple[int, int, bool, float] | None, drift: Any) -> dict[str, Any]:
+    """A workspace as `workspace show/list` give it, from one row of repo.workspaces_with_facts."""
+    lifetime = plan_lifetime(ws.plan_lifetime_s, pool_lifetime)
     return {
         "name": ws.name,
         "directory": ws.source_dir,
-        "pool": pool.name if pool else None,
+        "pool": pool,
         "terraform": ws.terraform_bin,
         "terraform_version": ws.terraform_version,
         "plan_lifetime": format_duration(lifetime),
         "lock": _lock_view(ws),
         "state_version": (
-            {"id": latest.id, "serial": latest.serial, "partial": latest.partial,
-             "created_at": iso(latest.created_at)} if latest else None
+            {"id": latest[0], "serial": latest[1], "partial": latest[2],
+             "created_at": iso(latest[3])} if latest else None
         ),
         "created_at": iso(ws.created_at),
         # F5: the last drift check (iacctl drift show NAME for the resources and attributes).
-        "drift": drift_view(repo.drift_of(session, ws.id or 0)),
+        "drift": drift_view(drift),
     }
 
 
 def show(app: App, name: str) -> dict[str, Any]:
+    # Issue 23: the workspace with its facts, its variables, its triggers: three statements.
     with app.store.read() as session:
-        ws = repo.get_workspace(session, name)
-        view = _view(session, ws)
+        rows = repo.workspaces_with_facts(session, name)
+        if not rows:
+            repo.get_workspace(session, name)  # raises NotFound, with a did-you-mean
+        ws = rows[0][0]
+        view = _view(*rows[0])
         view["variables"] = [_var_view(v) for v in repo.variables_of(session, ws.id or 0)]
         # F4: what its applies set off and what sets it off, beside its lock and drift.
+        follows, followed_by = repo.triggers_around(session, ws.id or 0)
         view["triggers"] = {
-            "follows": [{"workspace": source, "only_if_changed": t.only_if_changed}
-                        for t, source in repo.sources_of(session, ws.id or 0)],
-            "followed_by": repo.followers_of(session, ws.id or 0),
+            "follows": [{"workspace": source, "only_if_changed": flag} for source, flag in follows],
+            "followed_by": followed_by,
         }
         return view
 
 
 def list_all(app: App) -> list[dict[str, Any]]:
     with app.store.read() as session:
-        rows = session.exec(select(Workspace).order_by(Workspace.name)).all()
-        return [_view(session, ws) for ws in rows]
+        return [_view(*row) for row in repo.workspaces_with_facts(session)]
 
 
 def lock(app: App, name: str, reason: str, holder: str) -> dict[str, Any]:
@@ -282,14 +286,26 @@ def set_variable(app: App, name: str, key: str, value: str, *, sensitive: bool, 
     check_variable_name(key, env=env)
     category = "env" if env else "terraform"
     with app.store.read() as session:
-        ws = repo.get_workspace(session, name)
-        others = [v for v in repo.variables_of(session, ws.id or 0) if (v.category, v.key) != (category, key)]
-        # Sizes of the others as they reach Terraform (a sensitive one's ciphertext is larger: fine).
-        sizes = [len((v.value or "").encode()) + (len(v.value_secret) if v.value_secret else 0) for v in others]
+        ws, variables = repo.workspace_and_variables(session, name)  # one statement (issue 23)
+    others = [v for v in variables if (v.category, v.key) != (category, key)]
+    # Sizes of the others as they reach Terraform (a sensitive one's ciphertext is larger: fine).
+    sizes = [len((v.value or "").encode()) + (len(v.value_secret) if v.value_secret else 0) for v in others]
     check_value(key, value, sensitive=sensitive, allow_empty=allow_empty, others=sizes)
     if hcl:
         _check_hcl(ws, key, value)
     blob = app.store.cipher.encrypt_text(value) if sensitive else None
+    seen = next((v for v in variables if (v.category, v.key) == (category, key)), None)
+    if seen is None or not _replaces_a_secret(app, seen, value, sensitive):
+        # Issue 23: the common case is one statement, written only if the variable is still as
+        # read (else another process changed it meanwhile, and the transaction below decides).
+        try:
+            with app.store.write_alone() as session:
+                put = repo.put_variable_if_unchanged(session, ws.id or 0, category, key, seen, value=value,
+                                                     sensitive=sensitive, hcl=hcl, value_secret=blob)
+        except IntegrityError:
+            put = None  # created by another process between our read and our insert
+        if put is not None:
+            return _var_view(put)
     with app.store.write() as session:
         ws = repo.get_workspace(session, name)
         var = repo.find_variable(session, ws.id or 0, category, key)
@@ -304,6 +320,13 @@ def set_variable(app: App, name: str, key: str, value: str, *, sensitive: bool, 
         session.add(var)
         session.flush()
         return _var_view(var)
+
+
+def _replaces_a_secret(app: App, var: Variable, value: str, sensitive: bool) -> bool:
+    """Issue 24 item 4: whether setting `value` replaces a secret that must be remembered."""
+    if var.value_secret is None:
+        return False
+    return is_former_secret(var.sensitive, app.store.cipher.decrypt_text(var.value_secret), value, sensitive)
 
 
 def unset_variable(app: App, name: str, key: str, *, env: bool) -> None:

@@ -36,6 +36,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -75,6 +76,7 @@ WRITE_ATTEMPTS = 5
 _RETRY_PAUSE_S = 0.05
 
 T = TypeVar("T")
+_AUTOCOMMIT: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}
 
 
 def _sqlite_engine(path: Path, *, immediate: bool, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:
@@ -100,6 +102,45 @@ def _sqlite_engine(path: Path, *, immediate: bool, busy_timeout_ms: int = BUSY_T
     return engine
 
 
+@dataclass(frozen=True)
+class Opening:
+    """What a process needs to know when it opens a store, read in one statement (issue 23: a
+    store far away pays a round trip per question): the schema's revision, the key check, the
+    local pool, and this machine's pod of it with its last heartbeat."""
+
+    revision: str | None
+    key_check: str | None
+    local_pool_id: int | None
+    pod_id: int | None
+    pod_heartbeat_at: float | None
+    # When the first outbox entry waiting is due (a retry, an expired claim); None: none waits.
+    next_due_at: float | None = None
+    beaten: bool = False  # the heartbeat was written with it (PostgreSQL)
+
+
+_OPENING_FACTS = (
+    "SELECT (SELECT version_num FROM alembic_version), "
+    "(SELECT value FROM store_meta WHERE name = 'key_check'), "
+    "(SELECT id FROM pools WHERE name = :pool), "
+    "(SELECT pods.id FROM pods JOIN pools ON pools.id = pods.pool_id "
+    " WHERE pools.name = :pool AND pods.machine = :machine ORDER BY pods.id LIMIT 1), "
+    "(SELECT pods.heartbeat_at FROM pods JOIN pools ON pools.id = pods.pool_id "
+    " WHERE pools.name = :pool AND pods.machine = :machine ORDER BY pods.id LIMIT 1), "
+    "(SELECT min(CASE WHEN status = 'pending' THEN next_attempt_at ELSE lease_until END) FROM outbox "
+    " WHERE status IN ('pending', 'delivering'))")
+# PostgreSQL: the machine's heartbeat, when due, in the same round trip, and only on a store at
+# this iacctl's revision whose key check is this process's (nothing is written by a process the
+# store refuses). The SELECT sees the rows as they were before the UPDATE.
+_OPENING_WITH_BEAT = (
+    "WITH beat AS (UPDATE pods SET heartbeat_at = :now "
+    " WHERE machine = :machine AND pool_id = (SELECT id FROM pools WHERE name = :pool) "
+    " AND (heartbeat_at IS NULL OR heartbeat_at <= :due) "
+    " AND (SELECT version_num FROM alembic_version) = :head "
+    " AND (SELECT value FROM store_meta WHERE name = 'key_check') = :check "
+    " RETURNING id) "
+    + _OPENING_FACTS + ", (SELECT count(*) FROM beat)")
+
+
 class Store:
     """One open store: the engines, the cipher for secrets, the settings it came from."""
 
@@ -118,11 +159,10 @@ class Store:
             self.write_engine = _sqlite_engine(settings.db_path, immediate=True, busy_timeout_ms=ms)
             self.read_engine = _sqlite_engine(settings.db_path, immediate=False, busy_timeout_ms=ms)
         else:
-            url = settings.database_url
-            if url.startswith("postgresql://"):
-                url = "postgresql+psycopg://" + url[len("postgresql://") :]
             try:
-                self.write_engine = create_engine(url, pool_pre_ping=True)
+                from iacctl.store.postgres import quick_engine
+
+                self.write_engine = quick_engine(settings.database_url)
             except ModuleNotFoundError as exc:
                 if exc.name is None or not exc.name.startswith("psycopg"):
                     raise
@@ -139,6 +179,9 @@ class Store:
         # Write transactions committed by this process: a command that wrote also sends the
         # follow-ups due again (issue 19 item 2).
         self.committed_writes = 0
+        # What opening read, when the store was already as this iacctl needs it; None otherwise
+        # (a new store, an upgrade, a store without a key check): the long way is taken then.
+        self.opening: Opening | None = None
 
     @property
     def cipher(self) -> Cipher:
@@ -155,10 +198,14 @@ class Store:
         opens its secrets (or, holding none, from the first key used)."""
         from iacctl.store.models import StoreMeta
 
-        with self.read() as session:
-            row = session.get(StoreMeta, "key_check")
-            stored = row.value if row is not None else None
-            sample = _a_stored_secret(session) if stored is None else None
+        if self.opening is not None and self.opening.key_check is not None:
+            stored: str | None = self.opening.key_check  # read with the opening (issue 23)
+            sample = None
+        else:
+            with self.read() as session:
+                row = session.get(StoreMeta, "key_check")
+                stored = row.value if row is not None else None
+                sample = _a_stored_secret(session) if stored is None else None
         key = find_key(self.settings.config_dir)
         if stored is not None:
             self._key = self._matching(key, stored)
@@ -224,7 +271,10 @@ class Store:
         """The store as the user names it: the SQLite file, or PostgreSQL (no password)."""
         if self.settings.db_path is not None:
             return str(self.settings.db_path)
-        return f"PostgreSQL store {self.write_engine.url.render_as_string(hide_password=True)}"
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.settings.database_url)  # as the user gave it, not with iacctl's dialect
+        return f"PostgreSQL store {url.render_as_string(hide_password=True)}"
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
@@ -293,9 +343,27 @@ class Store:
                 time.sleep(random.uniform(0.5, 1.5) * _RETRY_PAUSE_S * attempt)
 
     @contextlib.contextmanager
+    def write_alone(self) -> Iterator[Session]:
+        """A write of ONE statement, which is its own transaction: on PostgreSQL it is sent
+        without BEGIN and COMMIT, one round trip (issue 23); on SQLite it is an ordinary write."""
+        if self.dialect != "postgresql":
+            with self.write() as session:
+                yield session
+            return
+        with self.translate_errors(), Session(self.write_engine, expire_on_commit=False) as session:
+            with session.begin():
+                session.connection(execution_options=_AUTOCOMMIT)
+                yield session
+            self.committed_writes += 1
+
+    @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
         with self.translate_errors(), Session(self.read_engine, expire_on_commit=False) as session:
             with session.begin():
+                if self.dialect == "postgresql":
+                    # Issue 23: at READ COMMITTED each statement reads its own snapshot, inside a
+                    # transaction or not; without one a read costs no BEGIN and COMMIT round trips.
+                    session.connection(execution_options=_AUTOCOMMIT)
                 yield session
 
     @contextlib.contextmanager
@@ -460,11 +528,18 @@ class Store:
 
     # -- schema -------------------------------------------------------------------------------
 
-    def ensure_schema(self) -> None:
+    def ensure_schema(self, opening_for: tuple[str, str, float] | None = None) -> None:
         """Create or upgrade the schema with Alembic, once, even with many processes starting
-        together on a new store. An existing file that is not an iacctl store (empty, another
+        together on a new store. With `opening_for` (the local pool's name, this machine's
+        name, how often its heartbeat is due), the opening is read first, in one statement, and a store already at this
+        iacctl's revision needs nothing more (issue 23). An existing file that is not an iacctl store (empty, another
         SQLite database, not a database at all) is refused, never taken as a new store."""
         existed = self._check_existing_file()
+        if opening_for is not None:
+            self.opening = self._read_opening(*opening_for)
+            if self.opening is not None and self.opening.revision == HEAD_REVISION:
+                return
+            self.opening = None  # the long way below, and for the key, pool and pod after it
         if self._revision() == HEAD_REVISION:
             return
         with self._migration_lock():
@@ -526,9 +601,46 @@ class Store:
             raise StoreError(f"the file {self.settings.db_path} is an SQLite database but not an iacctl store "
                              f"(it holds tables {shown}); point --db or IACCTL_DB at the iacctl store")
 
+    def _read_opening(self, pool: str, machine: str, beat_every: float) -> Opening | None:
+        """The Opening in one statement (on PostgreSQL with the machine's heartbeat when one is
+        due, see _OPENING_WITH_BEAT); None when a table it reads is missing (a new store, an
+        older revision) or it fails otherwise: the long way then says what is wrong."""
+        params: dict[str, Any] = {"pool": pool, "machine": machine}
+        sql = _OPENING_FACTS
+        if self.dialect == "postgresql":
+            try:
+                key = find_key(self.settings.config_dir)
+            except SecretKeyError:
+                key = None
+            t = time.time()
+            sql = _OPENING_WITH_BEAT
+            params.update(now=t, due=t - beat_every, head=HEAD_REVISION,
+                          check=key_check(key) if key is not None else None)
+        try:
+            with self.read_engine.connect() as conn:
+                if self.dialect == "postgresql":
+                    conn = conn.execution_options(**_AUTOCOMMIT)  # the UPDATE commits by itself
+                row = conn.execute(text(sql), params).one()
+        except OperationalError as exc:
+            reached = self._unreachable(exc)
+            if reached is not None:
+                raise StoreError(reached) from None
+            return None
+        except SQLAlchemyError:
+            return None
+        revision, check, pool_id, pod_id, beat, next_due = row[:6]
+        beaten = len(row) > 6 and bool(row[6])
+        if beaten:
+            self.committed_writes += 1
+        return Opening(revision=None if revision is None else str(revision), key_check=check,
+                       local_pool_id=pool_id, pod_id=pod_id, pod_heartbeat_at=beat, next_due_at=next_due,
+                       beaten=beaten)
+
     def _revision(self) -> str | None:
         try:
             with self.read_engine.connect() as conn:
+                if self.dialect == "postgresql":
+                    conn = conn.execution_options(**_AUTOCOMMIT)  # one round trip (issue 23)
                 row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
                 return str(row[0]) if row else None
         except OperationalError as exc:
@@ -594,13 +706,27 @@ class Store:
                     conn.commit()
 
     def _upgrade(self) -> None:
-        from alembic import command
         from alembic.config import Config
 
         cfg = Config()
         cfg.set_main_option("script_location", str(_MIGRATIONS))
         sqlite = self.settings.db_path is not None
-        with self.write_engine.connect() as conn:
+        engine = self.write_engine
+        if not sqlite:
+            # Migrations reflect: SQLAlchemy's ordinary dialect asks the server what it needs.
+            from iacctl.store.postgres import ordinary_url
+
+            engine = create_engine(ordinary_url(self.settings.database_url))
+        try:
+            self._upgrade_on(engine, cfg, sqlite)
+        finally:
+            if engine is not self.write_engine:
+                engine.dispose()
+
+    def _upgrade_on(self, engine: Engine, cfg: Any, sqlite: bool) -> None:
+        from alembic import command
+
+        with engine.connect() as conn:
             if sqlite:
                 # Migration 0010 rebuilds tables that others reference: SQLite checks foreign keys
                 # on DROP TABLE unless they are off, which can only be set outside a transaction.
@@ -707,10 +833,11 @@ def is_iacctl(argv: list[str], comm: str = "") -> bool:
     return False
 
 
-def open_store(settings: Settings) -> Store:
+def open_store(settings: Settings, opening_for: tuple[str, str, float] | None = None) -> Store:
+    """The store, its schema current and its key checked. `opening_for`: see ensure_schema."""
     store = Store(settings)
     try:
-        store.ensure_schema()
+        store.ensure_schema(opening_for)
     except OperationalError as exc:
         # A connection that fails past the first read (the migration lock, say) says the same.
         message = store._unreachable(exc)

@@ -436,6 +436,35 @@ def variables_of(session: Session, workspace_id: int) -> Sequence[Variable]:
     ).all()
 
 
+def workspace_and_variables(session: Session, name: str) -> tuple[Workspace, list[Variable]]:
+    """Issue 23: the workspace and its variables in one statement."""
+    rows = session.exec(select(Workspace, Variable).outerjoin(Variable, col(Variable.workspace_id) == col(Workspace.id))
+                        .where(col(Workspace.name) == name)
+                        .order_by(col(Variable.category), col(Variable.key))).all()
+    if not rows:
+        get_workspace(session, name)  # raises NotFound, with a did-you-mean
+    return rows[0][0], [v for _ws, v in rows if v is not None]
+
+
+def put_variable_if_unchanged(session: Session, workspace_id: int, category: str, key: str, seen: Variable | None, *,
+                              value: str, sensitive: bool, hcl: bool, value_secret: bytes | None) -> Variable | None:
+    """Issue 23: set a variable in one statement: added if `seen` is None (IntegrityError if it
+    exists by now), else updated only if it is still as `seen` was read. The variable, or None
+    when it changed meanwhile."""
+    t = now()
+    fields: dict[str, Any] = {"sensitive": sensitive, "hcl": hcl, "value": None if sensitive else value,
+                              "value_secret": value_secret, "updated_at": t}
+    if seen is None:
+        added = insert(Variable).values(workspace_id=workspace_id, category=category, key=key, **fields)
+        new_id = session.execute(added.returning(col(Variable.id))).scalar()
+        return Variable(id=new_id, workspace_id=workspace_id, category=category, key=key, **fields)
+    result = session.execute(update(Variable).where(col(Variable.id) == seen.id,
+                                                    col(Variable.updated_at) == seen.updated_at).values(**fields))
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return Variable(id=seen.id, workspace_id=workspace_id, category=category, key=key, **fields)
+
+
 def find_variable(session: Session, workspace_id: int, category: str, key: str) -> Variable | None:
     return session.exec(
         select(Variable).where(Variable.workspace_id == workspace_id, Variable.category == category,
@@ -652,6 +681,29 @@ def latest_state_version(session: Session, workspace_id: int) -> StateVersion | 
         .where(StateVersion.workspace_id == workspace_id)
         .order_by(col(StateVersion.id).desc())
     ).first()
+
+
+def workspaces_with_facts(session: Session, name: str | None = None) -> list[tuple[Any, ...]]:
+    """Issue 23: every workspace (or the one named) with what its view shows beside it, in ONE
+    statement whatever their number: (Workspace, pool name, pool's plan lifetime, latest state
+    version as (id, serial, partial, created_at) or None, WorkspaceDrift or None)."""
+    latest = (sa_select(col(StateVersion.workspace_id).label("workspace_id"),
+                        func.max(StateVersion.id).label("id"))
+              .group_by(col(StateVersion.workspace_id)).subquery())
+    query = (sa_select(Workspace, col(Pool.name), col(Pool.plan_lifetime_s), col(StateVersion.id),
+                    col(StateVersion.serial), col(StateVersion.partial), col(StateVersion.created_at),
+                    WorkspaceDrift)
+             .outerjoin(Pool, col(Pool.id) == col(Workspace.pool_id))
+             .outerjoin(latest, latest.c.workspace_id == col(Workspace.id))
+             .outerjoin(StateVersion, col(StateVersion.id) == latest.c.id)
+             .outerjoin(WorkspaceDrift, col(WorkspaceDrift.workspace_id) == col(Workspace.id)))
+    if name is not None:
+        query = query.where(col(Workspace.name) == name)
+    out = []
+    for ws, pool, lifetime, sv_id, serial, partial, created, drift in session.execute(
+            query.order_by(col(Workspace.name))).all():
+        out.append((ws, pool, lifetime, None if sv_id is None else (sv_id, serial, partial, created), drift))
+    return out
 
 
 def latest_state_version_id(session: Session, workspace_id: int) -> int | None:
@@ -966,11 +1018,19 @@ def sources_of(session: Session, workspace_id: int) -> list[tuple[RunTrigger, st
     return [(r, w.name) for r, w in rows]
 
 
-def followers_of(session: Session, workspace_id: int) -> list[str]:
-    """The names of the workspaces whose plan an apply of this one queues (F4)."""
-    rows = session.exec(select(Workspace.name).join(RunTrigger, col(RunTrigger.workspace_id) == col(Workspace.id))
-                        .where(col(RunTrigger.source_workspace_id) == workspace_id).order_by(col(Workspace.name))).all()
-    return [str(r) for r in rows]
+def triggers_around(session: Session, workspace_id: int) -> tuple[list[tuple[str, bool]], list[str]]:
+    """Issue 23, in one statement: the workspaces this one follows (name, only_if_changed) and
+    the names of those that follow it (F4), each by name."""
+    other = col(Workspace.id) == func.coalesce(
+        func.nullif(col(RunTrigger.source_workspace_id), workspace_id), col(RunTrigger.workspace_id))
+    rows = session.execute(
+        sa_select(col(Workspace.name), col(RunTrigger.only_if_changed), col(RunTrigger.workspace_id))
+        .join(Workspace, other)
+        .where((col(RunTrigger.workspace_id) == workspace_id) | (col(RunTrigger.source_workspace_id) == workspace_id))
+        .order_by(col(Workspace.name))).all()
+    follows = [(str(n), bool(flag)) for n, flag, follower in rows if follower == workspace_id]
+    followed_by = [str(n) for n, _flag, follower in rows if follower != workspace_id]
+    return follows, followed_by
 
 
 def find_trigger(session: Session, workspace_id: int, source_id: int) -> RunTrigger | None:
