@@ -18,7 +18,9 @@ from iacctl.store.db import Store
 
 REDACTED = "(sensitive value)"
 _FLUSH_LINES = 200
-_FLUSH_SECONDS = 0.25
+# Issue 23: lines reach the store in batches (one transaction a second at most while Terraform
+# prints), and a follower on another machine (`tasks logs -f`) within 2 s.
+_FLUSH_SECONDS = 1.0
 _RECENT_LINES = 400
 
 

@@ -1,9 +1,14 @@
 """Hearing a cancel while a task runs (SPEC E1, task 8 of the core issue).
 
 A cancel reaches a running task two ways: `iacctl cancel` in another terminal writes
-`cancel_requested_at` on the task (the watcher polls it; this works across machines sharing a
-PostgreSQL store), and Ctrl-C or SIGTERM in this process sets a flag (the watcher records it).
-The watcher also beats the heartbeat and flushes the task log on time.
+`cancel_requested_at` on the task (this works across machines sharing a PostgreSQL store), and
+Ctrl-C or SIGTERM in this process sets a flag (the watcher records it). The watcher also beats
+the heartbeat and flushes the task log on time.
+
+Issue 23: a running task is nearly silent toward a store that may be far away. On PostgreSQL the
+watcher LISTENs on a connection of its own and `iacctl cancel` NOTIFYs at its commit, so waiting
+costs no round trip; the heartbeat (one statement) also reads the request, should a notification
+be lost with a dropped connection. On SQLite, a local file, the watcher reads the task as before.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import sys
 import threading
 import time
 from types import FrameType
+from typing import Any
 
 from iacctl.config import heartbeat_interval
 from iacctl.executor.tasklog import TaskLog
@@ -44,6 +50,38 @@ def stop_gracefully_on_signals() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
+class _CancelListener:
+    """PostgreSQL: the cancel notifications of one task, heard on a connection of its own."""
+
+    def __init__(self, store: Store, task_id: int) -> None:
+        self._payload = str(task_id)
+        self._raw: Any = store.write_engine.raw_connection()
+        try:
+            self._conn: Any = getattr(self._raw, "driver_connection")  # noqa: B009 - typed loosely by SQLAlchemy
+            self._conn.autocommit = True
+            self._conn.execute(f"LISTEN {repo.CANCEL_CHANNEL}")
+        except Exception:
+            self.close()
+            raise
+
+    def wait(self, seconds: float) -> bool:
+        """Wait up to `seconds` (no round trip while waiting); whether this task's cancel came."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            heard = list(self._conn.notifies(timeout=left, stop_after=1))
+            if not heard:
+                return False
+            if any(n.payload == self._payload for n in heard):
+                return True
+        return False
+
+    def close(self) -> None:
+        try:
+            self._raw.invalidate()  # it listens: never handed to another session
+        except Exception:
+            pass
+
+
 class CancelWatch:
     def __init__(self, store: Store, task_id: int) -> None:
         self.store = store
@@ -58,6 +96,7 @@ class CancelWatch:
         # Issue 18 item 3: other machines take this runner for dead once its heartbeat is older
         # than IACCTL_HEARTBEAT_TIMEOUT; it beats a few times per timeout.
         self._beat_every = heartbeat_interval()
+        self._listener: _CancelListener | None = None
 
     def requested(self) -> bool:
         if interrupted.is_set():
@@ -65,6 +104,11 @@ class CancelWatch:
         return self._requested.is_set()
 
     def start(self) -> None:
+        if self.store.dialect == "postgresql":
+            try:
+                self._listener = _CancelListener(self.store, self.task_id)
+            except Exception:
+                self._listener = None  # the watcher asks the store instead, as on SQLite
         self._thread = threading.Thread(target=self._loop, name=f"watch-task-{self.task_id}", daemon=True)
         self._thread.start()
 
@@ -72,9 +116,21 @@ class CancelWatch:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._listener is not None and (self._thread is None or not self._thread.is_alive()):
+            self._listener.close()
+            self._listener = None
 
     def _loop(self) -> None:
-        while not self._stop.wait(_POLL_SECONDS):
+        while not self._stop.is_set():
+            if self._listener is not None:
+                try:
+                    if self._listener.wait(_POLL_SECONDS):
+                        self._requested.set()
+                except Exception:
+                    self._listener.close()  # a dropped connection: ask the store from now on
+                    self._listener = None
+            elif self._stop.wait(_POLL_SECONDS):
+                break
             try:
                 self._tick()
             except Exception:
@@ -97,15 +153,16 @@ class CancelWatch:
 
     def _tick(self) -> None:
         self.record_interrupt()
-        if not self._requested.is_set():
+        if not self._requested.is_set() and self._listener is None:
             with self.store.read() as session:
                 task = repo.get_task(session, self.task_id)
                 if task.cancel_requested_at is not None:
                     self._requested.set()
         t = time.monotonic()
         if t - self._last_beat > self._beat_every:
-            with self.store.write() as session:
-                repo.beat_task(session, self.task_id, repo.now())
+            with self.store.write_alone() as session:
+                if repo.beat_task(session, self.task_id, repo.now()):
+                    self._requested.set()
             self._last_beat = t
         if self.log is not None:
             self.log.flush_if_due()

@@ -46,6 +46,7 @@ def _cancel(app: App, task_id: int, *, wait: bool, reporter: Reporter, message: 
     with app.store.write() as session:
         repo.update_task(session, task_id, cancel_requested_at=repo.now(), cancelled_by=actor.to_json())
         repo.add_event(session, task_id, "note", None, None, f"cancel requested by {actor.said()}")
+        repo.announce_cancel(session, task_id)
     # Issue 18 item 3: a runner on another machine is judged by its heartbeat, as the sweep does;
     # once it is dead, Terraform is stopped where it runs (in the pod; on another machine's slot
     # by that machine's sweep) and the task ends cancelled here.

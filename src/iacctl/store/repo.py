@@ -169,14 +169,39 @@ def beat_pod(session: Session, pod_id: int | None, at: float) -> None:
         session.execute(update(Pod).where(col(Pod.id) == pod_id).values(heartbeat_at=at))
 
 
-def beat_task(session: Session, task_id: int, at: float) -> None:
+# Issue 23: the heartbeat of a running task in one statement on PostgreSQL (one round trip per
+# beat), which also says whether a cancel was asked for (should its notification be missed).
+_BEAT_TASK_PG = text(
+    "WITH t AS (UPDATE tasks SET heartbeat_at = :at WHERE id = :id RETURNING pod_id, cancel_requested_at), "
+    "p AS (UPDATE pods SET heartbeat_at = :at WHERE id = (SELECT pod_id FROM t) AND machine IS NOT NULL) "
+    "SELECT cancel_requested_at FROM t")
+# The channel `iacctl cancel` notifies on PostgreSQL (payload: the task id), and runners listen to.
+CANCEL_CHANNEL = "iacctl_cancel"
+
+
+def beat_task(session: Session, task_id: int, at: float) -> bool:
     """The heartbeat of the process running (or, while pending, waiting for) the task, and of
-    the local pod (the machine) it runs on (issue 18 items 4, 5)."""
+    the local pod (the machine) it runs on (issue 18 items 4, 5). Whether a cancel is asked."""
+    if _dialect(session) == "postgresql":
+        return session.execute(_BEAT_TASK_PG, {"at": at, "id": task_id}).scalar() is not None
     session.execute(update(Task).where(col(Task.id) == task_id).values(heartbeat_at=at))
-    pod_id = session.execute(select(Task.pod_id).where(Task.id == task_id)).scalar()
+    pod_id, asked = session.execute(select(Task.pod_id, Task.cancel_requested_at).where(Task.id == task_id)).one()
     if pod_id is not None:
         session.execute(update(Pod).where(col(Pod.id) == pod_id, col(Pod.machine).is_not(None))
                         .values(heartbeat_at=at))
+    return asked is not None
+
+
+def announce_cancel(session: Session, task_id: int) -> None:
+    """Issue 23: on PostgreSQL, tell the task's runner (wherever it runs) at the commit of the
+    cancel request, so that it need not ask the store all the time; SQLite's runner reads it."""
+    if _dialect(session) == "postgresql":
+        session.execute(text("SELECT pg_notify(:channel, :payload)"),
+                        {"channel": CANCEL_CHANNEL, "payload": str(task_id)})
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
 
 
 def lock_pool_row(session: Session, pool_id: int) -> None:
