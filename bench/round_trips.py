@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +35,16 @@ from tests.fixtures.postgres import PostgresServer  # noqa: E402
 from tests.fixtures.wire import WireProxy  # noqa: E402
 
 BEGIN, END = "<!-- round-trips -->", "<!-- /round-trips -->"
+# One command of a measure: argv, working directory, the exit codes that are fine.
+Step = tuple[list[str], Path | None, tuple[int, ...]]
 RESOURCES = 5
 
 
-def _config(path: Path, backend: str | None = None) -> Path:
+def _config(path: Path, backend: str | None = None, value: str = "v1") -> Path:
     path.mkdir(parents=True)
     block = f'terraform {{\n  backend "pg" {{\n    conn_str = "{backend}"\n  }}\n}}\n\n' if backend else ""
     (path / "main.tf").write_text(block + f'resource "terraform_data" "r" {{\n  count = {RESOURCES}\n'
-                                  '  input = "v1"\n}\n')
+                                  f'  input = "{value}"\n}}\n')
     return path
 
 
@@ -78,21 +81,30 @@ class Bench:
             raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
         return self.proxy.round_trips, seconds, proc.stdout
 
-    def measure(self, label: str, steps: list[tuple[list[str], Path | None, tuple[int, ...]]]) -> None:
-        """Run `steps` without delay, then again with it; record round trips and added time."""
+    def measure(self, label: str, steps: Callable[[], list[Step]],
+                prepare: Callable[[], None] | None = None) -> dict[str, Any]:
+        """Run `steps()` without delay, then again with it, each time after `prepare()` (not
+        counted: it sets up the same starting point); record round trips (each step's too) and
+        the added time."""
         out: dict[str, Any] = {"command": label}
         for delay in (0.0, self.delay_s):
+            if prepare is not None:
+                prepare()
+            todo = steps()
             self.proxy.delay_s = delay
-            trips, seconds = 0, 0.0
-            for argv, cwd, expect in steps:
+            each, seconds = [], 0.0
+            for argv, cwd, expect in todo:
                 t, s, _ = self.once(argv, cwd, expect)
-                trips, seconds = trips + t, seconds + s
+                each.append(t)
+                seconds += s
             self.proxy.delay_s = 0.0
-            out["round_trips" if delay == 0 else "round_trips_delayed"] = trips
-            out["seconds" if delay == 0 else "seconds_delayed"] = seconds
+            key = "" if delay == 0 else "_delayed"
+            out["each" + key], out["round_trips" + key], out["seconds" + key] = each, sum(each), seconds
         out["added_s"] = out["seconds_delayed"] - out["seconds"]
         self.rows.append(out)
-        print(f"{label:<48} {out['round_trips']:>5} round trips  +{out['added_s']:.2f} s", flush=True)
+        parts = f" ({' + '.join(map(str, out['each']))})" if len(out["each"]) > 1 else ""
+        print(f"{label:<48} {out['round_trips']:>5} round trips  +{out['added_s']:.2f} s{parts}", flush=True)
+        return out
 
 
 def run(delay_s: float, running: int) -> tuple[Bench, dict[str, str]]:
@@ -109,7 +121,7 @@ def run(delay_s: float, running: int) -> tuple[Bench, dict[str, str]]:
         for args in (["workspace", "list"], ["workspace", "show", "w0"], ["tasks", "list"],
                      ["tasks", "list", "--json"], ["tasks", "show", "1"], ["pods", "list"], ["notify", "list"],
                      ["workspace", "var", "set", "w0", "region", "eu-west-1"]):
-            b.measure("iacctl " + " ".join(args), [([*iac, *args], None, (0,))])
+            b.measure("iacctl " + " ".join(args), _alone([*iac, *args]))
 
         names = iter(f"flow-{i}" for i in range(100))
         current: dict[str, str] = {}
@@ -118,73 +130,44 @@ def run(delay_s: float, running: int) -> tuple[Bench, dict[str, str]]:
             current["name"] = next(names)
             b.once([*iac, "workspace", "create", current["name"], "--dir", str(src)])
 
-        # plan, then confirm-apply of the plan it left waiting, on a fresh workspace each time.
-        flow: dict[str, Any] = {"command": "iacctl plan + confirm-apply (5 resources)"}
-        for delay in (0.0, delay_s):
+        # plan, then confirm-apply of the plan it leaves waiting, on a fresh workspace each time.
+        def fresh_for_flow() -> None:
             fresh_workspace()
-            b.proxy.delay_s = delay
-            t1, s1, _ = b.once([*iac, "plan", current["name"], "--json"], expect=(2,))
-            task = _last_task(b, iac)
-            t2, s2, _ = b.once([*iac, "confirm-apply", str(task), "--quiet"])
-            b.proxy.delay_s = 0.0
-            key = "" if delay == 0 else "_delayed"
-            flow["plan_round_trips" + key], flow["confirm_round_trips" + key] = t1, t2
-            flow["round_trips" + key], flow["seconds" + key] = t1 + t2, s1 + s2
-        flow["added_s"] = flow["seconds_delayed"] - flow["seconds"]
-        b.rows.append(flow)
-        print(f"{flow['command']:<48} {flow['round_trips']:>5} round trips  +{flow['added_s']:.2f} s "
-              f"(plan {flow['plan_round_trips']}, confirm-apply {flow['confirm_round_trips']})", flush=True)
+            current["next"] = str(_last_task(b, iac) + 1)  # the task `plan` will make
+
+        b.measure("iacctl plan + confirm-apply (5 resources)",
+                  lambda: [([*iac, "plan", current["name"], "--quiet"], None, (2,)),
+                           ([*iac, "confirm-apply", current["next"], "--quiet"], None, (0,))],
+                  prepare=fresh_for_flow)
 
         def waiting_plan() -> None:
             fresh_workspace()
             b.once([*iac, "plan", current["name"], "--quiet"], expect=(2,))
             current["task"] = str(_last_task(b, iac))
 
-        cancel: dict[str, Any] = {"command": "iacctl cancel (a plan waiting for confirmation)"}
-        for delay in (0.0, delay_s):
-            waiting_plan()
-            b.proxy.delay_s = delay
-            t, s, _ = b.once([*iac, "cancel", current["task"]])
-            b.proxy.delay_s = 0.0
-            key = "" if delay == 0 else "_delayed"
-            cancel["round_trips" + key], cancel["seconds" + key] = t, s
-        cancel["added_s"] = cancel["seconds_delayed"] - cancel["seconds"]
-        b.rows.append(cancel)
-        print(f"{cancel['command']:<48} {cancel['round_trips']:>5} round trips  +{cancel['added_s']:.2f} s", flush=True)
-        b.measure("iacctl pods recover", [([*iac, "pods", "recover"], None, (0,))])
+        b.measure("iacctl cancel (a plan waiting for confirmation)",
+                  lambda: [([*iac, "cancel", current["task"]], None, (0,))], prepare=waiting_plan)
+        b.measure("iacctl pods recover", _alone([*iac, "pods", "recover"]))
 
-        # Terraform by hand with the pg backend, through the same proxy.
+        # Terraform by hand with the pg backend, through the same proxy; a new change each time,
+        # as the iacctl flow has.
+        versions = iter(range(1, 100))
+
         def hand_dir() -> None:
             work = root / "hand"
             shutil.rmtree(work, ignore_errors=True)
-            _config(work, b.tf_conn)
+            _config(work, b.tf_conn, value=f"v{next(versions)}")
             current["hand"] = str(work)
 
-        def hand_steps() -> list[tuple[list[str], Path | None, tuple[int, ...]]]:
+        def hand_steps() -> list[Step]:
             work = Path(current["hand"])
             return [(["terraform", "init", "-input=false"], work, (0,)),
                     (["terraform", "plan", "-input=false", "-out=plan.out"], work, (0,)),
                     (["terraform", "apply", "-input=false", "plan.out"], work, (0,))]
 
-        hand: dict[str, Any] = {"command": "terraform init + plan -out + apply plan.out (pg backend)"}
-        for delay in (0.0, delay_s):
-            hand_dir()
-            # A new change each time, as the iacctl flow has (the first apply creates, then replaces).
-            (Path(current["hand"]) / "main.tf").write_text((Path(current["hand"]) / "main.tf").read_text()
-                                                           .replace('"v1"', f'"v{delay}"'))
-            b.proxy.delay_s = delay
-            trips, seconds = 0, 0.0
-            for argv, cwd, expect in hand_steps():
-                t, s, _ = b.once(argv, cwd, expect)
-                trips, seconds = trips + t, seconds + s
-            b.proxy.delay_s = 0.0
-            key = "" if delay == 0 else "_delayed"
-            hand["round_trips" + key], hand["seconds" + key] = trips, seconds
-        hand["added_s"] = hand["seconds_delayed"] - hand["seconds"]
-        b.rows.append(hand)
-        print(f"{hand['command']:<48} {hand['round_trips']:>5} round trips  +{hand['added_s']:.2f} s", flush=True)
+        b.measure("terraform init + plan -out + apply plan.out (pg backend)", hand_steps, prepare=hand_dir)
         b.measure("terraform workspace list (pg backend)",
-                  [(["terraform", "workspace", "list"], Path(current["hand"]), (0,))])
+                  lambda: [(["terraform", "workspace", "list"], Path(current["hand"]), (0,))])
         if running:
             b.running = running_tasks(b, running, window_s=30.0)
         return b, machine()
@@ -254,6 +237,11 @@ def running_tasks(b: Bench, count: int, window_s: float) -> dict[str, Any]:
     return row
 
 
+def _alone(argv: list[str]) -> Callable[[], list[Step]]:
+    """The steps of a measure that is one command run as it is."""
+    return lambda: [(argv, None, (0,))]
+
+
 def _last_task(b: Bench, iac: list[str]) -> int:
     _, _, out = b.once([*iac, "tasks", "list", "--json", "--limit", "1"])
     return int(json.loads(out)[-1]["id"])
@@ -279,7 +267,7 @@ def render(b: Bench, facts: dict[str, str], delay_s: float) -> str:
         lines.append(f"| {r['command']} | {r['round_trips']} | +{r['added_s']:.2f} s |")
     lines += [
         "",
-        f"plan + confirm-apply: {flow['plan_round_trips']} + {flow['confirm_round_trips']} round trips, "
+        f"plan + confirm-apply: {flow['each'][0]} + {flow['each'][1]} round trips, "
         f"{flow['round_trips'] / hand['round_trips']:.1f}x Terraform's pg backend ({hand['round_trips']}); "
         f"added time {flow['added_s'] / max(hand['added_s'], 0.01):.1f}x.",
     ]

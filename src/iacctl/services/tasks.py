@@ -112,14 +112,14 @@ def show(app: App, task_id: int) -> dict[str, Any]:
     # Issue 23: the task and what the listing's row lacks in one statement, then its history and
     # its run-task results: three statements whatever the task.
     more = (Task.runner_host, Task.runner_pid, Task.created_by, Task.confirmed_by, Task.cancelled_by,
-            Task.trigger_sources, Task.trigger_hops, Task.status)
+            Task.trigger_sources, Task.trigger_hops)
     with app.store.read() as session:
         row = session.execute(_query().add_columns(*more).where(col(Task.id) == task_id)).first()
         if row is None:
             repo.get_task(session, task_id)  # raises NotFound
         assert row is not None
         view = _row_view(row[:-len(more)])
-        runner_host, runner_pid, created_by, confirmed_by, cancelled_by, sources, hops, status = row[-len(more):]
+        runner_host, runner_pid, created_by, confirmed_by, cancelled_by, sources, hops = row[-len(more):]
         events = session.execute(
             select(TaskEvent).where(col(TaskEvent.task_id) == task_id).order_by(col(TaskEvent.id))
         ).scalars().all()
@@ -137,7 +137,7 @@ def show(app: App, task_id: int) -> dict[str, Any]:
         {"stage": st.stage, "started_at": iso(st.started_at),
          "duration_s": None if st.running else round(st.seconds, 2), "running": st.running}
         for st in stage_times([Event(e.at, e.kind, e.to_value) for e in events], now=repo.now(),
-                              running=status == Status.RUNNING)
+                              running=view["status"] == Status.RUNNING)
     ]
     from iacctl.services.runtasks import result_view  # issue 20: not on a listing's path
 
